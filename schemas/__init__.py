@@ -1,0 +1,34 @@
+"""Every wire format of Tessera as versioned pydantic v2 models, with JSON Schema export.
+
+Imports nothing of Tessera's own: producers and consumers can depend on this package alone.
+"""
+
+from schemas.changes import SegmentChange, Transition
+from schemas.deadletter import DeadLetter, DeadLetterReason
+from schemas.enriched import Device, EnrichedEvent, Geo, Traffic
+from schemas.events import (
+    EVENT_ADAPTER,
+    EVENT_SCHEMA_VERSION,
+    Context,
+    Event,
+    EventType,
+)
+from schemas.messages import Message, MessageKind
+
+__all__ = [
+    "EVENT_ADAPTER",
+    "EVENT_SCHEMA_VERSION",
+    "Context",
+    "DeadLetter",
+    "DeadLetterReason",
+    "Device",
+    "EnrichedEvent",
+    "Event",
+    "EventType",
+    "Geo",
+    "Message",
+    "MessageKind",
+    "SegmentChange",
+    "Traffic",
+    "Transition",
+]

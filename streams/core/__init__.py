@@ -1,0 +1,1 @@
+"""The pure domain core: values in, values out. No Faust, Kafka, Redis or ClickHouse here."""

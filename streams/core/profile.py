@@ -1,0 +1,282 @@
+"""The rolling behaviour profile of one visitor and `apply(profile, event)`.
+
+Time-windowed aggregates live inside the profile as event-time day buckets: `days` maps an epoch
+day (UTC) to a flat dict of metric → value. A metric is a plain name (`purchases`) or a name and a
+dimension joined with `@` (`spend@electronics`). Windows ("purchases in the last 30 days") are sums
+over the buckets in range, computed by `streams.core.attributes`. Buckets older than
+`RETENTION_DAYS` are dropped on every apply, so a profile's size is bounded.
+
+Profiles are stored serialised (orjson bytes) and decoded per batch, so `apply` mutates the profile
+it is handed and returns it: the caller owns that copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from schemas.enriched import EnrichedEvent
+from schemas.events import EventType
+
+DAY_S = 86_400
+RETENTION_DAYS = 400
+"""Longest window any attribute may use is 365 days; keep a little slack."""
+SESSION_GAP_S = 30 * 60
+"""A new session starts after 30 minutes of inactivity when the client sends no session_id."""
+RECENT_ITEMS = 10
+"""How many recently viewed / purchased products a profile remembers."""
+
+
+# Metric names counted into day buckets (the vocabulary attribute definitions may use).
+METRICS: frozenset[str] = frozenset(
+    {
+        "events",
+        "page_views",
+        "home_views",
+        "category_views",
+        "product_views",
+        "searches",
+        "cart_views",
+        "add_to_carts",
+        "remove_from_carts",
+        "checkouts",
+        "purchases",
+        "coupon_purchases",
+        "discount_purchases",
+        "promo_purchases",
+        "spend",
+        "items_bought",
+        "coupon_uses",
+        "exit_intents",
+        "sessions",
+    }
+)
+DIMENSIONED_METRICS: frozenset[str] = frozenset({"category_views", "product_views", "add_to_carts", "spend", "items_bought"})
+"""Metrics also counted per category (`spend@electronics`)."""
+
+
+@dataclass(slots=True)
+class Profile:
+    visitor_id: str
+    user_id: str | None = None
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    last_offset: int = -1
+    """Source offset of the last event applied: replays after a crash skip what is already in."""
+    recent_event_ids: list[str] = field(default_factory=list)
+    """Last `dedupe_window` event ids: client retries of the same event are dropped."""
+
+    session_id: str | None = None
+    session_started: float = 0.0
+    session_landing_path: str | None = None
+    session_source: str | None = None
+    session_source_name: str | None = None
+
+    device_category: str | None = None
+    os: str | None = None
+    os_version: str | None = None
+    browser: str | None = None
+    country: str | None = None
+    region: str | None = None
+    region_code: str | None = None
+    city: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    traffic_source: str | None = None
+    traffic_name: str | None = None
+    last_page_path: str | None = None
+    last_page_type: str | None = None
+    locale: str | None = None
+    age: int | None = None
+    traits: dict[str, Any] = field(default_factory=dict)
+
+    days: dict[int, dict[str, float]] = field(default_factory=dict)
+    cart: dict[str, int] = field(default_factory=dict)
+    cart_value: float = 0.0
+    last_add_to_cart_at: float | None = None
+    last_purchase_at: float | None = None
+    last_exit_intent_at: float | None = None
+    recent_views: list[tuple[str, float]] = field(default_factory=list)
+    """(product_id, time) of the last product views, newest last."""
+    recent_purchases: list[tuple[str, float]] = field(default_factory=list)
+    """(product_id, time) of the last purchased products, newest last."""
+
+    segments: list[str] = field(default_factory=list)
+    """Segments the visitor is in now (sorted); the evaluator diffs against it."""
+    segment_since: dict[str, float] = field(default_factory=dict)
+    next_check_at: float | None = None
+    """When a time-based condition may next change (the due-queue entry for this visitor)."""
+
+    # -- (de)serialisation -----------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_NON_STR_KEYS)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Profile:
+        data = orjson.loads(raw)
+        data["days"] = {int(day): bucket for day, bucket in data.get("days", {}).items()}
+        data["recent_views"] = [tuple(v) for v in data.get("recent_views", [])]
+        data["recent_purchases"] = [tuple(v) for v in data.get("recent_purchases", [])]
+        return cls(**data)
+
+    def summary(self) -> dict[str, Any]:
+        """The serving view: what a website needs, without the bucket history."""
+        return {
+            "visitor_id": self.visitor_id,
+            "user_id": self.user_id,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "device": {"category": self.device_category, "os": self.os, "browser": self.browser},
+            "geo": {"country": self.country, "region": self.region, "city": self.city},
+            "traffic": {"source": self.traffic_source, "name": self.traffic_name},
+            "cart": {"items": sum(self.cart.values()), "value": round(self.cart_value, 2)},
+            "last_purchase_at": self.last_purchase_at,
+            "segments": list(self.segments),
+        }
+
+
+def _bump(bucket: dict[str, float], metric: str, amount: float = 1.0, dimension: str | None = None) -> None:
+    bucket[metric] = bucket.get(metric, 0.0) + amount
+    if dimension is not None:
+        key = f"{metric}@{dimension}"
+        bucket[key] = bucket.get(key, 0.0) + amount
+
+
+def _push_recent(items: list[tuple[str, float]], product_id: str, at: float) -> None:
+    items.append((product_id, at))
+    if len(items) > RECENT_ITEMS:
+        del items[: len(items) - RECENT_ITEMS]
+
+
+def new_profile(visitor_id: str) -> Profile:
+    return Profile(visitor_id=visitor_id)
+
+
+def apply(profile: Profile, enriched: EnrichedEvent) -> Profile:
+    """Fold one enriched event into the profile (mutates and returns `profile`).
+
+    Duplicate detection (event id, source offset) is the caller's job (`streams.core.batch`):
+    `apply` counts whatever it is given.
+    """
+    event = enriched.event
+    at = event.event_time.timestamp()
+    day = int(at // DAY_S)
+    bucket = profile.days.setdefault(day, {})
+
+    if profile.first_seen == 0.0 or at < profile.first_seen:
+        profile.first_seen = at
+    # A new session: explicit id changed, or 30 minutes of silence without ids.
+    new_session = (
+        event.session_id is not None and event.session_id != profile.session_id
+    ) or (event.session_id is None and (profile.last_seen == 0.0 or at - profile.last_seen > SESSION_GAP_S))
+    if new_session:
+        profile.session_id = event.session_id
+        profile.session_started = at
+        profile.session_landing_path = event.context.page_path
+        profile.session_source = enriched.traffic.source
+        profile.session_source_name = enriched.traffic.name
+        _bump(bucket, "sessions")
+    profile.last_seen = max(profile.last_seen, at)
+    if event.user_id:
+        profile.user_id = event.user_id
+
+    device = enriched.device
+    if device.category != "other" or profile.device_category is None:
+        profile.device_category = device.category
+        profile.os = device.os
+        profile.os_version = device.os_version
+        profile.browser = device.browser
+    geo = enriched.geo
+    if geo.source != "none":
+        profile.country, profile.region, profile.region_code = geo.country, geo.region, geo.region_code
+        profile.city, profile.lat, profile.lon = geo.city, geo.lat, geo.lon
+    if new_session or enriched.traffic.source not in ("direct", "internal"):
+        profile.traffic_source = enriched.traffic.source
+        profile.traffic_name = enriched.traffic.name
+    if event.context.locale:
+        profile.locale = event.context.locale
+    if event.context.page_path is not None:
+        profile.last_page_path = event.context.page_path
+
+    _bump(bucket, "events")
+    kind = event.type
+    if kind == EventType.page_view:
+        _bump(bucket, "page_views")
+        page_type = event.properties.page_type
+        profile.last_page_type = page_type
+        if page_type == "home" or event.context.page_path == "/":
+            _bump(bucket, "home_views")
+    elif kind == EventType.category_view:
+        _bump(bucket, "category_views", dimension=event.properties.category)
+        profile.last_page_type = "category"
+    elif kind == EventType.product_view:
+        props = event.properties
+        _bump(bucket, "product_views", dimension=props.category)
+        _push_recent(profile.recent_views, props.product_id, at)
+        profile.last_page_type = "product"
+    elif kind == EventType.search:
+        _bump(bucket, "searches")
+    elif kind == EventType.cart_view:
+        _bump(bucket, "cart_views")
+    elif kind == EventType.add_to_cart:
+        props = event.properties
+        _bump(bucket, "add_to_carts", dimension=props.category)
+        profile.cart[props.product_id] = profile.cart.get(props.product_id, 0) + props.quantity
+        profile.cart_value += props.price * props.quantity
+        profile.last_add_to_cart_at = at
+    elif kind == EventType.remove_from_cart:
+        props = event.properties
+        _bump(bucket, "remove_from_carts")
+        left = profile.cart.get(props.product_id, 0) - props.quantity
+        if left > 0:
+            profile.cart[props.product_id] = left
+        else:
+            profile.cart.pop(props.product_id, None)
+        if not profile.cart:
+            profile.cart_value = 0.0
+    elif kind == EventType.checkout:
+        _bump(bucket, "checkouts")
+    elif kind == EventType.purchase:
+        props = event.properties
+        used_coupon = props.coupon is not None or any(item.coupon for item in props.items)
+        discounted = any(item.discount > 0 for item in props.items)
+        _bump(bucket, "purchases")
+        _bump(bucket, "spend", props.value)
+        if used_coupon:
+            _bump(bucket, "coupon_purchases")
+        if discounted:
+            _bump(bucket, "discount_purchases")
+        if used_coupon or discounted:
+            _bump(bucket, "promo_purchases")
+        for item in props.items:
+            category = item.category or "uncategorised"
+            bucket_key = f"spend@{category}"
+            bucket[bucket_key] = bucket.get(bucket_key, 0.0) + item.price * item.quantity
+            _bump(bucket, "items_bought", item.quantity, dimension=category)
+            _push_recent(profile.recent_purchases, item.product_id, at)
+        profile.cart.clear()
+        profile.cart_value = 0.0
+        profile.last_purchase_at = at
+    elif kind == EventType.coupon_applied:
+        _bump(bucket, "coupon_uses")
+    elif kind == EventType.exit_intent:
+        _bump(bucket, "exit_intents")
+        profile.last_exit_intent_at = at
+    elif kind == EventType.identify:
+        props = event.properties
+        if props.age is not None:
+            profile.age = props.age
+        profile.traits.update(props.traits)
+
+    _expire(profile, day)
+    return profile
+
+
+def _expire(profile: Profile, today: int) -> None:
+    oldest = today - RETENTION_DAYS
+    if len(profile.days) > 1 and min(profile.days) < oldest:
+        for stale in [d for d in profile.days if d < oldest]:
+            del profile.days[stale]

@@ -1,0 +1,73 @@
+"""The one typed settings object. Every field is read from a `TESSERA_*` environment variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SEGMENTS_FILE = Path(__file__).resolve().parent.parent / "segments" / "default.yaml"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; unset connection fields mean "start the embedded part"."""
+
+    model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
+
+    # -- where the parts are ------------------------------------------------------------------
+    kafka_broker: str | None = Field(
+        None, description="Kafka bootstrap servers (host:port,...); unset starts the embedded Tansu broker."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL (redis://host:port/0); unset starts the embedded redis-server."
+    )
+    clickhouse_dsn: str | None = Field(
+        None, description="clickhouse-connect DSN (http://... or chdb:///abs/path); unset uses chDB in data_dir."
+    )
+    data_dir: Path = Field(Path(".tessera"), description="Folder for embedded data, logs and PID files.")
+
+    # -- topics ---------------------------------------------------------------------------------
+    events_topic: str = Field("events", description="Raw clickstream events, keyed by visitor_id.")
+    dlq_topic: str = Field("events.dlq", description="Dead letters: original bytes plus a typed reason.")
+    changes_topic: str = Field("segment-changes", description="Every segment entry and exit.")
+    messages_topic: str = Field("messages", description="Trigger output: overlays, retargeting, e-mails.")
+    changelog_topic: str = Field(
+        "tessera-profiles-changelog", description="Changelog of the profile table, one record per write."
+    )
+    partitions: int = Field(6, description="Partitions of the events topic (and of the changelog).")
+    replication_factor: int = Field(1, description="Replication factor for topics Tessera creates.")
+    group_id: str = Field("tessera", description="Kafka consumer group of the profile workers.")
+
+    # -- processing -----------------------------------------------------------------------------
+    segments_file: Path = Field(DEFAULT_SEGMENTS_FILE, description="YAML file with attribute and segment definitions.")
+    batch_max_records: int = Field(5000, description="Most records fetched and processed as one batch.")
+    fetch_max_wait_ms: int = Field(5, description="How long the broker may hold a fetch waiting for data (ms).")
+    session_timeout_s: float = Field(6.0, description="Consumer group session timeout (s).")
+    heartbeat_interval_s: float = Field(2.0, description="Consumer group heartbeat interval (s).")
+    producer_linger_ms: int = Field(5, description="Producer linger: how long a send waits to fill a batch (ms).")
+    max_event_bytes: int = Field(32_768, description="Events larger than this go to the DLQ as too_large.")
+    max_future_skew_s: float = Field(
+        300.0, description="Events stamped further than this in the future go to the DLQ."
+    )
+    dedupe_window: int = Field(64, description="Recent event ids kept per visitor to drop client retries.")
+    idle_clock_after_s: float = Field(
+        2.0, description="After this long without events a partition's clock follows the wall clock (s)."
+    )
+    clock_lateness_s: float = Field(1.0, description="Wall-clock lag allowed for late events when idle (s).")
+
+    # -- serving --------------------------------------------------------------------------------
+    web_host: str = Field("127.0.0.1", description="Host the collector and visitor API listen on.")
+    web_port: int = Field(6066, description="Port of the collector and visitor API (0 picks a free one).")
+    redis_prefix: str = Field("tessera", description="Prefix of every Redis key Tessera writes.")
+    geoip_db: Path | None = Field(None, description="MaxMind-format city database; unset uses DB-IP Lite.")
+
+    log_level: str = Field("INFO", description="Log level of Tessera and Faust.")
+    log_json: bool = Field(False, description="Log JSON lines instead of console output.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()
