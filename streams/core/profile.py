@@ -108,6 +108,10 @@ class Profile:
     segment_since: dict[str, float] = field(default_factory=dict)
     next_check_at: float | None = None
     """When a time-based condition may next change (the due-queue entry for this visitor)."""
+    consent_marketing: bool = True
+    """Last marketing consent the visitor's events carried; no ads/e-mail messages without it."""
+    trigger_last_sent: dict[str, float] = field(default_factory=dict)
+    """Trigger rule id → event time it last sent a message (frequency caps)."""
 
     # -- (de)serialisation -----------------------------------------------------------------------
 
@@ -196,6 +200,7 @@ def apply(profile: Profile, enriched: EnrichedEvent) -> Profile:
     if new_session or enriched.traffic.source not in ("direct", "internal"):
         profile.traffic_source = enriched.traffic.source
         profile.traffic_name = enriched.traffic.name
+    profile.consent_marketing = event.context.consent.marketing
     if event.context.locale:
         profile.locale = event.context.locale
     if event.context.page_path is not None:
