@@ -187,7 +187,7 @@ class CustomProps(_Model):
 
 
 class _Envelope(_Model):
-    schema_version: Literal[1] = Field(EVENT_SCHEMA_VERSION, validation_alias=AliasChoices("schema_version", "v"))
+    schema_version: Literal[1] = Field(1, validation_alias=AliasChoices("schema_version", "v"))
     event_id: Id = Field(validation_alias=AliasChoices("event_id", "messageId", "message_id"))
     visitor_id: Id = Field(validation_alias=AliasChoices("visitor_id", "anonymousId", "anonymous_id"))
     user_id: Id | None = Field(None, validation_alias=AliasChoices("user_id", "userId"))

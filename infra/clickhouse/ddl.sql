@@ -1,0 +1,129 @@
+-- Tessera analytics schema (ClickHouse). Applied by `sinks.clickhouse.ClickHouseSink.apply_ddl()`
+-- at start; every statement is idempotent (IF NOT EXISTS), so applying it twice is a no-op.
+-- The file runs as-is against a ClickHouse server (database `tessera`); the sink substitutes
+-- another database name when configured. Statements end with `;` at the end of a line and
+-- comments are whole lines starting with `--`, so the sink's splitter stays trivial.
+-- Changing a table later needs an ALTER migration: IF NOT EXISTS never alters an existing table.
+--
+-- Idempotency, in two layers (Tessera is at-least-once end to end):
+--  1. Every insert carries `insert_deduplication_token = '<batch token>:<table>'`, and every
+--     MergeTree table keeps the hashes of its last 1000 inserted blocks
+--     (`non_replicated_deduplication_window`), so a batch retried with the same token is dropped
+--     at insert time, before any merge.
+--  2. A replay after a crash may cut the same events into batches with other boundaries, hence
+--     other tokens. The tables are ReplacingMergeTree keyed by the row's id, and every reader
+--     that counts goes through `FINAL` (or the KPI view, which does), so duplicates never count.
+
+CREATE DATABASE IF NOT EXISTS tessera;
+
+-- One row per enriched event, with the visitor's segments right after that event.
+-- Dedup key: ReplacingMergeTree collapses rows with an equal sorting key inside one partition.
+-- The key is (toStartOfMinute(event_time), event_id) and the partition is toYYYYMM(event_time):
+-- event_time belongs to the event itself (a replayed Kafka record or a client retry carries the
+-- same messageId AND the same timestamp), so both are functions of event_id and collapsing on
+-- the key is collapsing on event_id. Leading with the minute lets time-range dashboard queries
+-- (WHERE event_time BETWEEN ..., and the KPI view's `minute` column) use the primary index;
+-- `ORDER BY event_id` alone would scan a whole month for a 15-minute panel.
+-- The guard against an id arriving with two different timestamps is `totals()`: it reports
+-- count() next to uniqExact(event_id) over `events FINAL`.
+CREATE TABLE IF NOT EXISTS tessera.events
+(
+    event_id        String,
+    visitor_id      String,
+    user_id         Nullable(String),
+    session_id      Nullable(String),
+    event_time      DateTime64(3, 'UTC'),
+    received_at     DateTime64(3, 'UTC'),
+    type            LowCardinality(String),
+    page_url        String,
+    page_path       String,
+    referrer        String,
+    product_id      String,
+    category        LowCardinality(String),
+    order_id        String,
+    revenue         Float64,
+    currency        LowCardinality(String),
+    coupon          LowCardinality(String),
+    items           UInt32,
+    device_category LowCardinality(String),
+    os              LowCardinality(String),
+    browser         LowCardinality(String),
+    country         LowCardinality(String),
+    region          LowCardinality(String),
+    city            LowCardinality(String),
+    lat             Nullable(Float64),
+    lon             Nullable(Float64),
+    traffic_source  LowCardinality(String),
+    traffic_name    LowCardinality(String),
+    utm_campaign    LowCardinality(String),
+    segments        Array(LowCardinality(String)),
+    `partition`     Int32,
+    `offset`        Int64
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (toStartOfMinute(event_time), event_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Segment membership changes. Dedup key (segment, change_id): a change is about exactly one
+-- segment, so this collapses on change_id. Not partitioned by time on purpose: `members`
+-- (entered - exited over all time) must be exact, and a partition expression is one more
+-- column that would have to be identical across replays for rows to collapse. The table holds
+-- one row per membership change, orders of magnitude fewer than events.
+CREATE TABLE IF NOT EXISTS tessera.segment_changes
+(
+    change_id          String,
+    visitor_id         String,
+    segment            LowCardinality(String),
+    transition         Enum8('entered' = 1, 'exited' = 2),
+    event_time         DateTime64(3, 'UTC'),
+    processed_at       DateTime64(3, 'UTC'),
+    definition_version LowCardinality(String),
+    reason             LowCardinality(String),
+    trigger_event_id   String,
+    attributes         String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (segment, change_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Messages decided by the trigger engine. Dedup key: message_id (same reasoning as above).
+CREATE TABLE IF NOT EXISTS tessera.messages
+(
+    message_id String,
+    visitor_id String,
+    kind       LowCardinality(String),
+    channel    LowCardinality(String),
+    rule       LowCardinality(String),
+    segment    LowCardinality(String),
+    event_time DateTime64(3, 'UTC'),
+    expires_at Nullable(DateTime64(3, 'UTC')),
+    payload    String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY message_id
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Per minute and segment: events, distinct visitors, purchases, revenue.
+-- A plain VIEW over `events FINAL`, not an AggregatingMergeTree fed by a materialized view:
+-- an MV aggregates each inserted block when it is inserted. A retried identical batch would be
+-- dropped (deduplicate_blocks_in_dependent_materialized_views), but a replay cut into other
+-- batches (other token) would be added a second time, and sums/counts in an aggregate state
+-- cannot be un-added. The view recomputes from deduplicated events, so it is exact under both
+-- kinds of retry by construction. Cost: the work happens at query time; the sorting key leads
+-- with toStartOfMinute(event_time), so a `WHERE minute BETWEEN ...` filter on the view is
+-- pushed down and uses the primary index. `visitors_state` lets a reader merge distinct visitors
+-- over several minutes (uniqExactMerge) instead of summing per-minute counts; columns a query
+-- does not select are not computed.
+-- An event whose visitor is in no segment produces no row here (arrayJoin of an empty array).
+CREATE VIEW IF NOT EXISTS tessera.segment_kpis_minute AS
+SELECT
+    toStartOfMinute(event_time)   AS minute,
+    arrayJoin(segments)           AS segment,
+    count()                       AS events,
+    uniqExact(visitor_id)         AS visitors,
+    countIf(type = 'purchase')    AS purchases,
+    sum(revenue)                  AS revenue,
+    uniqExactState(visitor_id)    AS visitors_state
+FROM tessera.events FINAL
+GROUP BY minute, segment;

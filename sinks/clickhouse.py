@@ -1,0 +1,442 @@
+"""ClickHouse analytics sink: events, segment changes, messages; per-minute KPIs per segment.
+
+One `write(batch)` makes one insert per table. Each insert carries
+`insert_deduplication_token = "<batch token>:<table>"`, so a batch retried after a failed
+acknowledgement is dropped by ClickHouse at insert time. A replay cut into other batches (other
+tokens) lands twice on disk but never counts twice: the tables are ReplacingMergeTree keyed by
+the row's id and every counting reader (the KPI view, `segment_report`, `totals`) reads `FINAL`.
+The schema and the reasoning behind each key live in `infra/clickhouse/ddl.sql`.
+
+`write` is synchronous; the worker calls it through `asyncio.to_thread`. One lock serialises every
+call on the client, so a dashboard query from the event loop's thread and an insert from a worker
+thread never interleave on the (embedded chDB or HTTP) connection.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import clickhouse_connect
+import orjson
+import structlog
+
+from schemas.changes import SegmentChange
+from schemas.enriched import EnrichedEvent
+from schemas.events import EventType
+from schemas.messages import Message
+
+log = structlog.get_logger(__name__)
+
+DDL_PATH = Path(__file__).resolve().parent.parent / "infra" / "clickhouse" / "ddl.sql"
+"""The schema file; its statements name the database `tessera` (substituted when configured)."""
+
+DDL_DATABASE = "tessera"
+
+EVENT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "visitor_id",
+    "user_id",
+    "session_id",
+    "event_time",
+    "received_at",
+    "type",
+    "page_url",
+    "page_path",
+    "referrer",
+    "product_id",
+    "category",
+    "order_id",
+    "revenue",
+    "currency",
+    "coupon",
+    "items",
+    "device_category",
+    "os",
+    "browser",
+    "country",
+    "region",
+    "city",
+    "lat",
+    "lon",
+    "traffic_source",
+    "traffic_name",
+    "utm_campaign",
+    "segments",
+    "partition",
+    "offset",
+)
+
+CHANGE_COLUMNS: tuple[str, ...] = (
+    "change_id",
+    "visitor_id",
+    "segment",
+    "transition",
+    "event_time",
+    "processed_at",
+    "definition_version",
+    "reason",
+    "trigger_event_id",
+    "attributes",
+)
+
+MESSAGE_COLUMNS: tuple[str, ...] = (
+    "message_id",
+    "visitor_id",
+    "kind",
+    "channel",
+    "rule",
+    "segment",
+    "event_time",
+    "expires_at",
+    "payload",
+)
+
+
+@dataclass(slots=True)
+class AnalyticsBatch:
+    """What one processed batch adds to ClickHouse.
+
+    `token` must identify the batch's content deterministically (e.g. topic, partition and the
+    offset range it covers): a retry with the same token is dropped at insert, first write wins.
+    """
+
+    token: str
+    events: list[tuple[EnrichedEvent, tuple[str, ...]]] = field(default_factory=list)
+    """Each enriched event with the visitor's full segment set right after it."""
+    changes: list[SegmentChange] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentReportRow:
+    segment: str
+    members: int
+    """Visitors currently in the segment: entered minus exited over deduplicated changes."""
+    events: int
+    """Events whose visitor was in the segment right after the event."""
+    visitors: int
+    """Distinct visitors behind those events."""
+    purchases: int
+    revenue: float
+
+
+class AnalyticsSink(Protocol):
+    """What the worker needs from the analytics store (tests pass a fake)."""
+
+    def write(self, batch: AnalyticsBatch) -> None: ...
+
+
+# -- row building ---------------------------------------------------------------------------------
+# Runs once per event: attributes are read directly (no model_dump), payload fields are picked
+# by a per-type function, datetimes become epoch milliseconds here (exact integer arithmetic, naive
+# values taken as UTC) so the driver writes them without per-value conversion.
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
+# product_id, category, order_id, revenue, currency, coupon, items
+_Payload = tuple[str, str, str, float, str, str, int]
+_NO_PAYLOAD: _Payload = ("", "", "", 0.0, "", "", 0)
+
+
+def _ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        return (value - _EPOCH_NAIVE) // _MS
+    return (value - _EPOCH) // _MS
+
+
+def _ms_or_none(value: datetime | None) -> int | None:
+    return None if value is None else _ms(value)
+
+
+def _p_category_view(p: Any) -> _Payload:
+    return ("", p.category, "", 0.0, "", "", 0)
+
+
+def _p_product_view(p: Any) -> _Payload:
+    return (p.product_id, p.category or "", "", 0.0, p.currency, "", 0)
+
+
+def _p_cart_view(p: Any) -> _Payload:
+    return ("", "", "", 0.0, "", "", p.items or 0)
+
+
+def _p_add_to_cart(p: Any) -> _Payload:
+    return (p.product_id, p.category or "", "", 0.0, p.currency, "", p.quantity)
+
+
+def _p_remove_from_cart(p: Any) -> _Payload:
+    return (p.product_id, "", "", 0.0, "", "", p.quantity)
+
+
+def _p_checkout(p: Any) -> _Payload:
+    return ("", "", "", 0.0, p.currency, "", 0)
+
+
+def _p_purchase(p: Any) -> _Payload:
+    units = 0
+    for item in p.items:
+        units += item.quantity
+    return ("", "", p.order_id, p.value, p.currency, p.coupon or "", units)
+
+
+def _p_coupon_applied(p: Any) -> _Payload:
+    return ("", "", "", 0.0, "", p.coupon, 0)
+
+
+def _p_none(p: Any) -> _Payload:
+    return _NO_PAYLOAD
+
+
+_PAYLOAD: dict[str, Callable[[Any], _Payload]] = {
+    "category_view": _p_category_view,
+    "product_view": _p_product_view,
+    "cart_view": _p_cart_view,
+    "add_to_cart": _p_add_to_cart,
+    "remove_from_cart": _p_remove_from_cart,
+    "checkout": _p_checkout,
+    "purchase": _p_purchase,
+    "coupon_applied": _p_coupon_applied,
+}
+"""Per event type, the payload fields the `events` table keeps; other types keep none.
+`revenue` is the purchase value (after discounts); `items` counts units (purchase: sum of
+quantities; cart view: items in cart; add/remove: quantity)."""
+
+_BY_TYPE: dict[EventType, tuple[str, Callable[[Any], _Payload]]] = {
+    t: (t.value, _PAYLOAD.get(t.value, _p_none)) for t in EventType
+}
+"""Event type → (column value, payload extractor): one dict hit instead of the slow `Enum.value`."""
+
+
+def event_row(enriched: EnrichedEvent, segments: Sequence[str]) -> tuple[Any, ...]:
+    """One `events` row in `EVENT_COLUMNS` order."""
+    ev = enriched.event
+    ctx = ev.context
+    device = enriched.device
+    geo = enriched.geo
+    traffic = enriched.traffic
+    kind, extract = _BY_TYPE[ev.type]
+    payload = extract(ev.properties)
+    utm = ctx.utm
+    campaign = traffic.campaign or (utm.campaign if utm is not None else None) or ""
+    return (
+        ev.event_id,
+        ev.visitor_id,
+        ev.user_id,
+        ev.session_id,
+        _ms(ev.event_time),
+        _ms(enriched.received_at),
+        kind,
+        ctx.page_url or "",
+        ctx.page_path or "",
+        ctx.referrer or "",
+        *payload,
+        device.category,
+        device.os or "",
+        device.browser or "",
+        geo.country or "",
+        geo.region or "",
+        geo.city or "",
+        geo.lat,
+        geo.lon,
+        traffic.source,
+        traffic.name or "",
+        campaign,
+        list(segments),
+        enriched.partition,
+        enriched.offset,
+    )
+
+
+def change_row(change: SegmentChange) -> tuple[Any, ...]:
+    """One `segment_changes` row in `CHANGE_COLUMNS` order."""
+    return (
+        change.change_id,
+        change.visitor_id,
+        change.segment,
+        change.transition._value_,
+        _ms(change.event_time),
+        _ms(change.processed_at),
+        change.definition_version,
+        change.reason,
+        change.trigger_event_id or "",
+        orjson.dumps(change.attributes, option=orjson.OPT_SORT_KEYS).decode(),
+    )
+
+
+def message_row(message: Message) -> tuple[Any, ...]:
+    """One `messages` row in `MESSAGE_COLUMNS` order."""
+    return (
+        message.message_id,
+        message.visitor_id,
+        message.kind._value_,
+        message.channel,
+        message.rule,
+        message.segment or "",
+        _ms(message.event_time),
+        _ms_or_none(message.expires_at),
+        orjson.dumps(message.payload, option=orjson.OPT_SORT_KEYS, default=str).decode(),
+    )
+
+
+def columns(rows: list[tuple[Any, ...]]) -> list[Sequence[Any]]:
+    """Rows to column-oriented data (the transpose runs in C)."""
+    return list(zip(*rows, strict=True))
+
+
+# -- DDL ------------------------------------------------------------------------------------------
+
+
+def ddl_statements(database: str = DDL_DATABASE, path: Path = DDL_PATH) -> list[str]:
+    """The statements of `ddl.sql`, comment lines dropped, database name substituted."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
+        raise ValueError(f"invalid ClickHouse database name: {database!r}")
+    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")]
+    text = re.sub(rf"\b{DDL_DATABASE}\b", database, "\n".join(lines))
+    return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+
+
+# -- the sink -------------------------------------------------------------------------------------
+
+
+class ClickHouseSink:
+    """Writes analytics batches to ClickHouse (a server over HTTP, or chDB in-process).
+
+    `dsn`: `http://user:pass@host:8123` or `chdb:///abs/path`. chDB hosts one engine per process
+    and its data folder belongs to one process: in the embedded mode keep one sink per worker
+    process and run dashboard queries through it (`segment_report`, `totals`, `query`).
+    """
+
+    def __init__(self, dsn: str, database: str = "tessera") -> None:
+        self.database = database
+        self._lock = threading.Lock()
+        # The database may not exist yet (apply_ddl creates it): connect to `default`, and qualify
+        # every table name instead.
+        self._client = clickhouse_connect.get_client(dsn=dsn, database="default")
+        self._events_table = f"{database}.events"
+        self._changes_table = f"{database}.segment_changes"
+        self._messages_table = f"{database}.messages"
+        self._kpi_view = f"{database}.segment_kpis_minute"
+        log.info("clickhouse.connected", dsn=_redact(dsn), database=database)
+
+    # -- schema -----------------------------------------------------------------------------------
+
+    def apply_ddl(self) -> None:
+        statements = ddl_statements(self.database)
+        with self._lock:
+            for stmt in statements:
+                self._client.command(stmt)
+        log.info("clickhouse.ddl_applied", database=self.database, statements=len(statements))
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def write(self, batch: AnalyticsBatch) -> None:
+        """One insert per non-empty table, each with its own deduplication token."""
+        started = time.perf_counter()
+        inserts: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = []
+        if batch.events:
+            inserts.append(
+                (self._events_table, EVENT_COLUMNS, [event_row(ev, segs) for ev, segs in batch.events])
+            )
+        if batch.changes:
+            inserts.append((self._changes_table, CHANGE_COLUMNS, [change_row(c) for c in batch.changes]))
+        if batch.messages:
+            inserts.append((self._messages_table, MESSAGE_COLUMNS, [message_row(m) for m in batch.messages]))
+        built = time.perf_counter()
+        with self._lock:
+            for table, column_names, rows in inserts:
+                self._client.insert(
+                    table,
+                    columns(rows),
+                    column_names=list(column_names),
+                    column_oriented=True,
+                    settings={"insert_deduplication_token": f"{batch.token}:{table.rsplit('.', 1)[1]}"},
+                )
+        log.debug(
+            "clickhouse.batch_written",
+            token=batch.token,
+            events=len(batch.events),
+            changes=len(batch.changes),
+            messages=len(batch.messages),
+            build_ms=round((built - started) * 1000, 3),
+            insert_ms=round((time.perf_counter() - built) * 1000, 3),
+        )
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Rows of a read query (for dashboards and tests); serialised with the writes."""
+        with self._lock:
+            return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
+
+    def segment_report(self) -> list[SegmentReportRow]:
+        """Per segment: current members and the KPIs of events made while in it, by members desc.
+
+        Revenue is rounded to 6 decimals: a Float64 sum depends on the order rows are read in."""
+        db = self.database
+        sql = f"""
+            SELECT segment, members, events, visitors, purchases, revenue
+            FROM (
+                SELECT toString(segment) AS segment,
+                       toInt64(countIf(transition = 'entered')) - toInt64(countIf(transition = 'exited'))
+                           AS members
+                FROM {db}.segment_changes FINAL
+                GROUP BY segment
+            ) AS m
+            FULL OUTER JOIN (
+                SELECT toString(segment) AS segment,
+                       toUInt64(sum(events)) AS events,
+                       toUInt64(uniqExactMerge(visitors_state)) AS visitors,
+                       toUInt64(sum(purchases)) AS purchases,
+                       toFloat64(sum(revenue)) AS revenue
+                FROM {db}.segment_kpis_minute
+                GROUP BY segment
+            ) AS k USING (segment)
+            ORDER BY members DESC, segment ASC
+        """
+        return [
+            SegmentReportRow(
+                segment=str(seg),
+                members=int(members),
+                events=int(events),
+                visitors=int(visitors),
+                purchases=int(purchases),
+                revenue=round(float(revenue), 6),
+            )
+            for seg, members, events, visitors, purchases, revenue in self.query(sql)
+        ]
+
+    def totals(self) -> dict[str, Any]:
+        """Counts over deduplicated events; `events == distinct_event_ids` unless an id arrived twice
+        with different timestamps. `rows_stored` counts rows on disk before deduplication."""
+        db = self.database
+        ((events, distinct, purchases, revenue),) = self.query(
+            f"SELECT count(), uniqExact(event_id), countIf(type = 'purchase'), sum(revenue)"
+            f" FROM {db}.events FINAL"
+        )
+        ((stored,),) = self.query(f"SELECT count() FROM {db}.events")
+        return {
+            "events": int(events),
+            "distinct_event_ids": int(distinct),
+            "purchases": int(purchases),
+            "revenue": round(float(revenue), 6),
+            "rows_stored": int(stored),
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+        log.info("clickhouse.closed", database=self.database)
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without a password, for logs."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
