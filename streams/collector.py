@@ -1,0 +1,561 @@
+"""Parsing of `POST /v1/events` bodies: Tessera events and Segment-spec calls → canonical events.
+
+Pure: bytes in, `CollectorItem`s out (the web view that puts them on Kafka lives in `streams.app`).
+
+Accepted bodies
+---------------
+- one event object, a JSON array of them, or Segment's batch envelope `{"batch": [...]}` (its
+  top-level `context` is merged under each call's own, and its `sentAt` applies to calls without one);
+- each item either a Tessera event (`type` is one of `schemas.events.EventType`; Segment's field
+  names `anonymousId`/`messageId`/`userId`/`timestamp` are accepted by the schema itself) or a
+  Segment call: `track`, `page`, `screen`, `identify`. `group` and `alias` are `unknown_type`.
+  `identify` is both: an item with `visitor_id`, `event_id`, or `properties` without top-level
+  `traits` is read as Tessera's, anything else as Segment's.
+
+Segment mapping
+---------------
+Envelope: `anonymousId` → visitor_id (falling back to `userId` when a call carries only that),
+`userId` → user_id, `messageId` → event_id (a call without one gets `h-` + a hash of its content,
+so identical retries still deduplicate), `timestamp` (else `originalTimestamp`, else the receive
+time) → event_time, `sessionId` (top level or in `context`) → session_id.
+Context: `page.url/path/referrer` (page calls also read them from `properties`; a missing path is
+taken from the URL) → page_url/page_path/referrer, `userAgent` → user_agent, `ip`, `locale`,
+`campaign {name, source, medium, term, content}` → utm (name → campaign), `screen {width, height}`,
+`consent` (Tessera's `{analytics, personalization, marketing}` booleans, or Segment's
+`categoryPreferences`: Analytics → analytics, Personalization/Functional → personalization,
+Advertising/Marketing → marketing), `location {latitude, longitude, city, region, country}` →
+geo (a country only when it is an ISO alpha-2 code).
+Calls: `page`/`screen` → page_view (title from `properties.title` or `name`); `identify` → identify
+(`traits.age`, `traits.gender`, other scalar traits, at most 64); `track` by event name, as in
+Segment's e-commerce spec v2:
+
+| Segment event                      | Tessera        | properties                                        |
+|------------------------------------|----------------|---------------------------------------------------|
+| Product Viewed                     | product_view   | product_id (else sku), category, price, currency  |
+| Product Added                      | add_to_cart    | + quantity                                        |
+| Product Removed                    | remove_from_cart | product_id, quantity                            |
+| Cart Viewed                        | cart_view      | products → items (sum of quantities), cart_value  |
+| Checkout Started / Step Viewed /   | checkout       | value (else revenue, total) → cart_value, step    |
+| Step Completed                     |                |                                                   |
+| Coupon Applied                     | coupon_applied | coupon_name (else coupon_id, coupon), discount    |
+| Order Completed                    | purchase       | order_id, total (else revenue, value, sum of      |
+|                                    |                | products) → value, coupon, products → items       |
+| Products Searched                  | search         | query                                             |
+| Product List / Category Viewed     | category_view  | category (without one: custom)                    |
+| anything else                      | custom         | name = event, properties as sent                  |
+
+A call's `currency` is taken as sent; without one the schema's default (EUR) applies, not
+Segment's USD.
+
+Clock skew (as Segment does it): when an item, or the batch, carries `sentAt`, the event time is
+shifted by `received_at - sentAt`, so a device whose clock is off by an hour still lands at the
+right time: `event_time = timestamp + (received_at - sentAt)`. Without `sentAt` the timestamp is
+taken as sent. This applies to Tessera events as well.
+
+Output: a valid item's `raw` is the canonical Tessera JSON (orjson of the validated model dumped in
+JSON mode by field names, None fields left out; it re-validates to the same event) and its `key`
+the visitor_id. An invalid item keeps its original bytes in `raw` (the body itself for a single
+object, the re-serialised item for an element of an array or batch) with `error` set to a
+`DeadLetterReason` and `detail` saying why; `key` is the visitor id if one can be read. Sizes are
+checked per item against `max_event_bytes` (input bytes and canonical bytes). Future timestamps are
+the ingest's job unless `max_future_skew_s` is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import orjson
+import structlog
+from pydantic import ValidationError
+
+from schemas.deadletter import DeadLetterReason
+from schemas.events import EVENT_ADAPTER, EVENT_TYPES
+
+__all__ = ["SEGMENT_CALLS", "TRACK_EVENTS", "CollectorItem", "parse_body"]
+
+log = structlog.get_logger(__name__)
+
+SEGMENT_CALLS: Final = frozenset({"track", "page", "screen", "identify", "group", "alias"})
+_UNSUPPORTED_CALLS: Final = frozenset({"group", "alias"})
+_PAGE_TYPES: Final = frozenset(
+    {"home", "category", "product", "cart", "checkout", "search", "content", "other"}
+)
+_MAX_TRAITS: Final = 64
+_DETAIL_MAX: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorItem:
+    """One event of a request body, ready for the events topic or the dead-letter topic."""
+
+    index: int
+    """Position in the body (0 for a single object)."""
+    raw: bytes
+    """Canonical Tessera JSON when valid; the original bytes of the item when not."""
+    key: str | None
+    """visitor_id: the Kafka key."""
+    error: DeadLetterReason | None = None
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _clip(text: str, limit: int = _DETAIL_MAX) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _skew_corrected(timestamp: Any, sent_at: Any, received_at: datetime) -> Any:
+    """`timestamp + (received_at - sentAt)` as ISO text; `timestamp` unchanged if either is unreadable."""
+    ts, sent = _parse_time(timestamp), _parse_time(sent_at)
+    if ts is None or sent is None:
+        return timestamp
+    try:
+        return (ts + (received_at - sent)).isoformat()
+    except OverflowError:
+        return timestamp
+
+
+def _key_of(item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return None
+    for name in ("visitor_id", "anonymousId", "anonymous_id", "userId", "user_id"):
+        value = item.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _format_errors(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:6]:
+        where = ".".join(str(p) for p in error["loc"]) or "event"
+        parts.append(f"{where}: {error['msg']}")
+    more = exc.error_count() - len(parts)
+    if more > 0:
+        parts.append(f"(+{more} more)")
+    return _clip("; ".join(parts))
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _first(mapping: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = mapping.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+# -- Segment → Tessera -------------------------------------------------------------------------------
+
+
+def _product_id(p: Mapping[str, Any]) -> Any:
+    value = _first(p, "product_id", "sku", "id")
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _product_view(props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "product_view", _drop_none(
+        {
+            "product_id": _product_id(props),
+            "category": props.get("category"),
+            "price": props.get("price"),
+            "currency": props.get("currency"),
+        }
+    )
+
+
+def _add_to_cart(props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "add_to_cart", _drop_none(
+        {
+            "product_id": _product_id(props),
+            "category": props.get("category"),
+            "price": props.get("price"),
+            "quantity": props.get("quantity"),
+            "currency": props.get("currency"),
+        }
+    )
+
+
+def _remove_from_cart(props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "remove_from_cart", _drop_none(
+        {"product_id": _product_id(props), "quantity": props.get("quantity")}
+    )
+
+
+def _products(props: Mapping[str, Any]) -> list[dict[str, Any]]:
+    products = props.get("products")
+    return [p for p in products if isinstance(p, dict)] if isinstance(products, list) else []
+
+
+def _line_total(p: Mapping[str, Any]) -> float:
+    price, qty = p.get("price"), p.get("quantity", 1)
+    if isinstance(price, int | float) and isinstance(qty, int | float):
+        return float(price) * float(qty)
+    return 0.0
+
+
+def _cart_view(props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    products = _products(props)
+    if not products:
+        return "cart_view", _drop_none({"cart_value": _first(props, "value", "cart_value")})
+    items = sum(int(p.get("quantity", 1)) for p in products if isinstance(p.get("quantity", 1), int | float))
+    return "cart_view", {"cart_value": round(sum(_line_total(p) for p in products), 2), "items": items}
+
+
+def _checkout(props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "checkout", _drop_none(
+        {
+            "cart_value": _first(props, "value", "revenue", "total"),
+            "currency": props.get("currency"),
+            "step": props.get("step"),
+        }
+    )
+
+
+def _coupon_applied(props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "coupon_applied", _drop_none(
+        {
+            "coupon": _first(props, "coupon_name", "coupon_id", "coupon"),
+            "discount_value": props.get("discount"),
+        }
+    )
+
+
+def _purchase(props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    products = _products(props)
+    items = [
+        _drop_none(
+            {
+                "product_id": _product_id(p),
+                "category": p.get("category"),
+                "price": p.get("price"),
+                "quantity": p.get("quantity"),
+                "discount": p.get("discount"),
+                "coupon": p.get("coupon") or None,
+            }
+        )
+        for p in products
+    ]
+    value = _first(props, "total", "revenue", "value")
+    if value is None and products:
+        value = round(sum(_line_total(p) for p in products), 2)
+    return "purchase", _drop_none(
+        {
+            "order_id": _first(props, "order_id", "checkout_id"),
+            "value": value,
+            "currency": props.get("currency"),
+            "items": items,
+            "coupon": props.get("coupon") or None,
+        }
+    )
+
+
+def _search(props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "search", _drop_none({"query": props.get("query"), "results": props.get("results")})
+
+
+def _category_view(props: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    category = props.get("category")
+    if not isinstance(category, str) or not category:
+        return None  # a list without a category (search results, a promo list): kept as custom
+    return "category_view", {"category": category}
+
+
+TRACK_EVENTS: Final[Mapping[str, Callable[[dict[str, Any]], tuple[str, dict[str, Any]] | None]]] = {
+    "Product Viewed": _product_view,
+    "Product Added": _add_to_cart,
+    "Product Removed": _remove_from_cart,
+    "Cart Viewed": _cart_view,
+    "Checkout Started": _checkout,
+    "Checkout Step Viewed": _checkout,
+    "Checkout Step Completed": _checkout,
+    "Coupon Applied": _coupon_applied,
+    "Order Completed": _purchase,
+    "Products Searched": _search,
+    "Product List Viewed": _category_view,
+    "Product Category Viewed": _category_view,
+}
+"""Segment e-commerce event name → mapper to (Tessera type, properties); names are case-sensitive."""
+
+
+def _consent(value: Any) -> dict[str, bool] | None:
+    if not isinstance(value, dict):
+        return None
+    prefs = value.get("categoryPreferences")
+    if isinstance(prefs, dict):
+        folded = {str(k).lower(): v for k, v in prefs.items() if isinstance(v, bool)}
+        out: dict[str, bool] = {}
+        for target, names in (
+            ("analytics", ("analytics",)),
+            ("personalization", ("personalization", "functional")),
+            ("marketing", ("advertising", "marketing")),
+        ):
+            for name in names:
+                if name in folded:
+                    out[target] = folded[name]
+                    break
+        return out
+    return {k: v for k, v in value.items() if k in ("analytics", "personalization", "marketing")}
+
+
+def _segment_context(ctx: dict[str, Any], props: dict[str, Any], call: str) -> dict[str, Any]:
+    page = _dict(ctx.get("page"))
+    if call == "page":
+        page = {**{k: props[k] for k in ("url", "path", "referrer") if k in props}, **page}
+    url = page.get("url")
+    path = page.get("path")
+    if path is None and isinstance(url, str) and url:
+        try:
+            path = urlsplit(url).path or "/"
+        except ValueError:
+            path = None
+    out: dict[str, Any] = {
+        "page_url": url,
+        "page_path": path,
+        "referrer": page.get("referrer") or None,
+        "user_agent": ctx.get("userAgent"),
+        "ip": ctx.get("ip"),
+        "locale": ctx.get("locale"),
+    }
+    campaign = ctx.get("campaign")
+    if isinstance(campaign, dict):
+        out["utm"] = _drop_none(
+            {
+                "source": campaign.get("source"),
+                "medium": campaign.get("medium"),
+                "campaign": _first(campaign, "name", "campaign"),
+                "term": campaign.get("term"),
+                "content": campaign.get("content"),
+            }
+        )
+    screen = ctx.get("screen")
+    if isinstance(screen, dict) and "width" in screen and "height" in screen:
+        out["screen"] = {"width": screen["width"], "height": screen["height"]}
+    consent = _consent(ctx.get("consent"))
+    if consent:
+        out["consent"] = consent
+    location = ctx.get("location")
+    if isinstance(location, dict):
+        country = location.get("country")
+        out["geo"] = (
+            _drop_none(
+                {
+                    "country": country
+                    if isinstance(country, str) and len(country) == 2 and country.isupper()
+                    else None,
+                    "region": location.get("region"),
+                    "city": location.get("city"),
+                    "lat": location.get("latitude"),
+                    "lon": location.get("longitude"),
+                }
+            )
+            or None
+        )
+    return _drop_none(out)
+
+
+def _identify_props(item: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    traits = {**_dict(ctx.get("traits")), **_dict(item.get("traits"))}
+    age = traits.pop("age", None)
+    gender = traits.pop("gender", None)
+    scalars = {str(k): v for k, v in traits.items() if v is None or isinstance(v, str | int | float | bool)}
+    out: dict[str, Any] = {"traits": dict(list(scalars.items())[:_MAX_TRAITS])}
+    if isinstance(age, int | float) and not isinstance(age, bool):
+        out["age"] = int(age)
+    elif isinstance(age, str) and age.strip().isdigit():
+        out["age"] = int(age.strip())
+    if isinstance(gender, str):
+        out["gender"] = gender
+    return out
+
+
+def _message_id(item: dict[str, Any]) -> str:
+    digest = hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+    return f"h-{digest}"
+
+
+def _from_segment(item: dict[str, Any], shared_ctx: dict[str, Any], received_at: datetime) -> dict[str, Any]:
+    call = item["type"]
+    if call in _UNSUPPORTED_CALLS:
+        raise _Rejected(DeadLetterReason.unknown_type, f"Segment {call!r} calls are not supported")
+    ctx = {**shared_ctx, **_dict(item.get("context"))}
+    props = _dict(item.get("properties"))
+    etype: str
+    properties: dict[str, Any]
+    if call in ("page", "screen"):
+        etype = "page_view"
+        page_type = props.get("page_type")
+        properties = _drop_none(
+            {
+                "title": _first(props, "title", "name") or item.get("name"),
+                "page_type": page_type
+                if page_type in _PAGE_TYPES
+                else ("other" if call == "screen" else None),
+            }
+        )
+    elif call == "identify":
+        etype, properties = "identify", _identify_props(item, ctx)
+    else:  # track
+        name = item.get("event")
+        mapper = TRACK_EVENTS.get(name) if isinstance(name, str) else None
+        mapped = mapper(props) if mapper is not None else None
+        if mapped is None:
+            etype, properties = "custom", _drop_none({"name": name, "properties": props})
+        else:
+            etype, properties = mapped
+    visitor = _first(item, "anonymousId", "anonymous_id", "userId", "user_id")
+    timestamp = _first(item, "timestamp", "originalTimestamp")
+    return _drop_none(
+        {
+            "event_id": _first(item, "messageId", "message_id") or _message_id(item),
+            "visitor_id": visitor if visitor is None else str(visitor),
+            "user_id": _first(item, "userId", "user_id"),
+            "session_id": _first(item, "sessionId", "session_id") or _first(ctx, "sessionId", "session_id"),
+            "event_time": timestamp if timestamp is not None else received_at.isoformat(),
+            "type": etype,
+            "context": _segment_context(ctx, props, call),
+            "properties": properties,
+        }
+    )
+
+
+# -- the body -----------------------------------------------------------------------------------------
+
+
+def _is_tessera_identify(item: dict[str, Any]) -> bool:
+    """`identify` is both a Tessera type and a Segment call: Tessera's has its own field names or
+    a `properties` object; Segment's carries `traits` at the top level."""
+    return "visitor_id" in item or "event_id" in item or ("properties" in item and "traits" not in item)
+
+
+def _items(payload: Any) -> tuple[list[Any], dict[str, Any], Any, bool]:
+    """(items, shared Segment context, shared sentAt, single) of a decoded body."""
+    if isinstance(payload, list):
+        return payload, {}, None, False
+    if isinstance(payload, dict) and "batch" in payload:
+        batch = payload["batch"]
+        if not isinstance(batch, list):
+            raise _Rejected(DeadLetterReason.schema_violation, "`batch` must be a JSON array")
+        return batch, _dict(payload.get("context")), payload.get("sentAt"), False
+    return [payload], {}, None, True
+
+
+def _one(
+    item: Any,
+    shared_ctx: dict[str, Any],
+    shared_sent_at: Any,
+    received_at: datetime,
+    max_future_skew_s: float | None,
+) -> tuple[bytes, str]:
+    """Canonical bytes and key of one item, or `_Rejected`."""
+    if not isinstance(item, dict):
+        raise _Rejected(
+            DeadLetterReason.schema_violation, f"an event must be a JSON object, not {type(item).__name__}"
+        )
+    kind = item.get("type")
+    if not isinstance(kind, str):
+        raise _Rejected(DeadLetterReason.schema_violation, "type: Field required (a string)")
+    sent_at = item.get("sentAt", shared_sent_at)
+    if kind in SEGMENT_CALLS and not (kind == "identify" and _is_tessera_identify(item)):
+        event = _from_segment(item, shared_ctx, received_at)
+        time_field = "event_time"
+    elif kind in EVENT_TYPES:
+        event = item
+        time_field = "event_time" if "event_time" in item else "timestamp"
+    else:
+        raise _Rejected(DeadLetterReason.unknown_type, _clip(f"unknown event type {kind!r}", 200))
+    if sent_at is not None and event.get(time_field) is not None:
+        event = {**event, time_field: _skew_corrected(event[time_field], sent_at, received_at)}
+    try:
+        model = EVENT_ADAPTER.validate_python(event)
+    except ValidationError as exc:
+        raise _Rejected(DeadLetterReason.schema_violation, _format_errors(exc)) from None
+    if max_future_skew_s is not None:
+        ahead = (model.event_time - received_at).total_seconds()
+        if ahead > max_future_skew_s:
+            raise _Rejected(
+                DeadLetterReason.future_timestamp,
+                f"event_time {model.event_time.isoformat()} is {ahead:.1f} s ahead "
+                f"(allowed {max_future_skew_s:g} s)",
+            )
+    return orjson.dumps(model.model_dump(mode="json", exclude_none=True)), model.visitor_id
+
+
+def parse_body(
+    body: bytes,
+    received_at: datetime,
+    max_event_bytes: int,
+    *,
+    max_future_skew_s: float | None = None,
+) -> list[CollectorItem]:
+    """The events of one request body, in order, each valid (canonical bytes) or with its reason."""
+    if received_at.tzinfo is None:
+        received_at = received_at.replace(tzinfo=UTC)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return [CollectorItem(0, body, None, DeadLetterReason.not_json, _clip(f"body is not JSON: {exc}"))]
+    try:
+        items, shared_ctx, shared_sent_at, single = _items(payload)
+    except _Rejected as rejected:
+        return [CollectorItem(0, body, None, rejected.reason, rejected.detail)]
+    out: list[CollectorItem] = []
+    for index, item in enumerate(items):
+        original = body if single else orjson.dumps(item)
+        key = _key_of(item)
+        if len(original) > max_event_bytes:
+            detail = f"{len(original)} bytes > limit {max_event_bytes}"
+            out.append(CollectorItem(index, original, key, DeadLetterReason.too_large, detail))
+            continue
+        try:
+            raw, key = _one(item, shared_ctx, shared_sent_at, received_at, max_future_skew_s)
+        except _Rejected as rejected:
+            out.append(CollectorItem(index, original, key, rejected.reason, rejected.detail))
+            continue
+        if len(raw) > max_event_bytes:
+            detail = f"{len(raw)} bytes as a Tessera event > limit {max_event_bytes}"
+            out.append(CollectorItem(index, original, key, DeadLetterReason.too_large, detail))
+            continue
+        out.append(CollectorItem(index, raw, key))
+    rejected_count = sum(1 for item in out if item.error is not None)
+    if rejected_count:
+        log.debug("collector_rejected", items=len(out), rejected=rejected_count)
+    return out
