@@ -18,7 +18,20 @@ from typing import Any
 import orjson
 
 from schemas.enriched import EnrichedEvent
-from schemas.events import EventType
+from schemas.events import (
+    AddToCart,
+    CartView,
+    CategoryView,
+    Checkout,
+    CouponApplied,
+    ExitIntent,
+    Identify,
+    PageView,
+    ProductView,
+    Purchase,
+    RemoveFromCart,
+    Search,
+)
 
 DAY_S = 86_400
 RETENTION_DAYS = 400
@@ -207,56 +220,55 @@ def apply(profile: Profile, enriched: EnrichedEvent) -> Profile:
         profile.last_page_path = event.context.page_path
 
     _bump(bucket, "events")
-    kind = event.type
-    if kind == EventType.page_view:
+    if isinstance(event, PageView):
         _bump(bucket, "page_views")
         page_type = event.properties.page_type
         profile.last_page_type = page_type
         if page_type == "home" or event.context.page_path == "/":
             _bump(bucket, "home_views")
-    elif kind == EventType.category_view:
+    elif isinstance(event, CategoryView):
         _bump(bucket, "category_views", dimension=event.properties.category)
         profile.last_page_type = "category"
-    elif kind == EventType.product_view:
-        props = event.properties
-        _bump(bucket, "product_views", dimension=props.category)
-        _push_recent(profile.recent_views, props.product_id, at)
+    elif isinstance(event, ProductView):
+        viewed = event.properties
+        _bump(bucket, "product_views", dimension=viewed.category)
+        _push_recent(profile.recent_views, viewed.product_id, at)
         profile.last_page_type = "product"
-    elif kind == EventType.search:
+    elif isinstance(event, Search):
         _bump(bucket, "searches")
-    elif kind == EventType.cart_view:
+    elif isinstance(event, CartView):
         _bump(bucket, "cart_views")
-    elif kind == EventType.add_to_cart:
-        props = event.properties
-        _bump(bucket, "add_to_carts", dimension=props.category)
-        profile.cart[props.product_id] = profile.cart.get(props.product_id, 0) + props.quantity
-        profile.cart_value += props.price * props.quantity
+    elif isinstance(event, AddToCart):
+        added = event.properties
+        _bump(bucket, "add_to_carts", dimension=added.category)
+        profile.cart[added.product_id] = profile.cart.get(added.product_id, 0) + added.quantity
+        profile.cart_value += added.price * added.quantity
         profile.last_add_to_cart_at = at
-    elif kind == EventType.remove_from_cart:
-        props = event.properties
+    elif isinstance(event, RemoveFromCart):
+        removed = event.properties
         _bump(bucket, "remove_from_carts")
-        left = profile.cart.get(props.product_id, 0) - props.quantity
+        left = profile.cart.get(removed.product_id, 0) - removed.quantity
         if left > 0:
-            profile.cart[props.product_id] = left
+            profile.cart[removed.product_id] = left
         else:
-            profile.cart.pop(props.product_id, None)
+            profile.cart.pop(removed.product_id, None)
         if not profile.cart:
             profile.cart_value = 0.0
-    elif kind == EventType.checkout:
+    elif isinstance(event, Checkout):
         _bump(bucket, "checkouts")
-    elif kind == EventType.purchase:
-        props = event.properties
-        used_coupon = props.coupon is not None or any(item.coupon for item in props.items)
-        discounted = any(item.discount > 0 for item in props.items)
+    elif isinstance(event, Purchase):
+        order = event.properties
+        used_coupon = order.coupon is not None or any(item.coupon for item in order.items)
+        discounted = any(item.discount > 0 for item in order.items)
         _bump(bucket, "purchases")
-        _bump(bucket, "spend", props.value)
+        _bump(bucket, "spend", order.value)
         if used_coupon:
             _bump(bucket, "coupon_purchases")
         if discounted:
             _bump(bucket, "discount_purchases")
         if used_coupon or discounted:
             _bump(bucket, "promo_purchases")
-        for item in props.items:
+        for item in order.items:
             category = item.category or "uncategorised"
             bucket_key = f"spend@{category}"
             bucket[bucket_key] = bucket.get(bucket_key, 0.0) + item.price * item.quantity
@@ -265,16 +277,16 @@ def apply(profile: Profile, enriched: EnrichedEvent) -> Profile:
         profile.cart.clear()
         profile.cart_value = 0.0
         profile.last_purchase_at = at
-    elif kind == EventType.coupon_applied:
+    elif isinstance(event, CouponApplied):
         _bump(bucket, "coupon_uses")
-    elif kind == EventType.exit_intent:
+    elif isinstance(event, ExitIntent):
         _bump(bucket, "exit_intents")
         profile.last_exit_intent_at = at
-    elif kind == EventType.identify:
-        props = event.properties
-        if props.age is not None:
-            profile.age = props.age
-        profile.traits.update(props.traits)
+    elif isinstance(event, Identify):
+        known = event.properties
+        if known.age is not None:
+            profile.age = known.age
+        profile.traits.update(known.traits)
 
     _expire(profile, day)
     return profile

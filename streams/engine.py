@@ -1,0 +1,457 @@
+"""The profile worker's batch loop: Kafka in, core in the middle, every effect out.
+
+Partition ownership comes from a Kafka consumer group (`settings.group_id`): partitions of the
+events topic are spread over the workers; each worker holds the profiles of its partitions in
+memory (`ProfileStore`), backed by a changelog topic with the same partition numbers.
+
+Commit protocol of one batch, implemented in this order in `Engine._commit_batch`:
+
+1. sinks:   ClickHouse rows (insert with a deterministic deduplication token) and the Redis serving
+            keys (idempotent commands in one pipeline);
+2. topics:  dead letters, segment changes and messages, each acknowledged by the broker;
+3. state:   one changelog record per touched visitor (acknowledged), then the in-memory store;
+4. offsets: the source offsets of the batch are committed.
+
+A crash anywhere before 4 replays the batch from the last committed offsets. Replays are exact for
+state (each profile remembers the last source offset folded into it, so restored profiles skip what
+they already contain) and idempotent for sinks (ReplacingMergeTree on event/change ids plus insert
+tokens in ClickHouse; set/replace semantics in Redis). Topic outputs are at-least-once with
+deterministic ids (`change_id`, `message_id`) so consumers can drop redeliveries.
+
+Recovery reads each assigned changelog partition to the high watermark reported by Fetch, not to
+ListOffsets, which the embedded broker answers short (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from schemas.deadletter import DeadLetter
+from sinks.clickhouse import AnalyticsBatch, AnalyticsSink
+from sinks.redis_serving import ServingStore, VisitorUpdate
+from streams.core.batch import BatchResult, IngestLimits, SourceRecord, process_batch
+from streams.core.enrich import Enricher
+from streams.core.profile import Profile
+from streams.core.segments import Definitions
+from streams.logging import get_logger
+from streams.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """Everything a worker holds for one owned partition."""
+
+    profiles: dict[str, bytes] = field(default_factory=dict)
+    due: list[tuple[float, str]] = field(default_factory=list)
+    """Heap of (due time, visitor); stale entries are skipped by comparing with the profile."""
+    clock: float = 0.0
+    """Event-time clock: newest event time seen, capped at the wall clock."""
+    last_record_wall: float = 0.0
+    """Wall time the partition last delivered records (for the idle fallback)."""
+
+
+@dataclass(slots=True)
+class EngineStats:
+    batches: int = 0
+    records: int = 0
+    events_applied: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    replayed: int = 0
+    changes: int = 0
+    messages: int = 0
+    timer_evaluations: int = 0
+    restarts: int = 0
+    recovered_records: int = 0
+    recovery_seconds: float = 0.0
+    committed: dict[int, int] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "records": self.records,
+            "events_applied": self.events_applied,
+            "dead_letters": self.dead_letters,
+            "duplicates": self.duplicates,
+            "replayed": self.replayed,
+            "changes": self.changes,
+            "messages": self.messages,
+            "timer_evaluations": self.timer_evaluations,
+            "restarts": self.restarts,
+            "recovered_records": self.recovered_records,
+            "recovery_seconds": round(self.recovery_seconds, 3),
+            "committed": {str(p): o for p, o in sorted(self.committed.items())},
+            "ready_after_s": None if self.ready_at is None else round(self.ready_at - self.started_at, 3),
+        }
+
+
+class ProfileStore:
+    """Profiles of the owned partitions, in memory, restored from the changelog on assignment."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[int, PartitionState] = {}
+
+    def get(self, visitor_id: str, partition: int) -> bytes | None:
+        state = self.partitions.get(partition)
+        if state is not None:
+            found = state.profiles.get(visitor_id)
+            if found is not None:
+                return found
+        # A visitor keyed inconsistently may live elsewhere; look before creating a second one.
+        for other in self.partitions.values():
+            found = other.profiles.get(visitor_id)
+            if found is not None:
+                return found
+        return None
+
+    def find(self, visitor_id: str) -> bytes | None:
+        for state in self.partitions.values():
+            found = state.profiles.get(visitor_id)
+            if found is not None:
+                return found
+        return None
+
+    def __len__(self) -> int:
+        return sum(len(s.profiles) for s in self.partitions.values())
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        # The loop is single-task: revocation happens inside getmany, never mid-batch, so every
+        # finished batch is committed already. Dropping the state is all that is left.
+        for tp in revoked:
+            self.engine.store.partitions.pop(tp.partition, None)
+        log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.engine.recover(sorted(tp.partition for tp in assigned))
+
+
+class Engine:
+    """Owns the consumer, producer and store; runs batches through the core and commits them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        defs: Definitions,
+        enricher: Enricher,
+        analytics: AnalyticsSink,
+        serving: ServingStore,
+    ) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.defs = defs
+        self.enricher = enricher
+        self.analytics = analytics
+        self.serving = serving
+        self.store = ProfileStore()
+        self.stats = EngineStats()
+        self.limits = IngestLimits(
+            max_event_bytes=settings.max_event_bytes,
+            max_future_skew_s=settings.max_future_skew_s,
+            dedupe_window=settings.dedupe_window,
+        )
+        self.producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self._analytics_lock = asyncio.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start_producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            self.producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                linger_ms=self.settings.producer_linger_ms,
+                acks="all",
+                max_request_size=4 * 1024 * 1024,
+            )
+            await self.producer.start()
+        return self.producer
+
+    async def run(self) -> None:
+        """Run batches until `stop()`; any failure restarts the loop from committed offsets."""
+        await self.start_producer()
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                await self._run_consumer()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.restarts += 1
+                log.error("engine_failed_restarting", error=repr(exc), backoff_s=backoff)
+                await self._close_consumer()
+                self.store.partitions.clear()
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
+                except TimeoutError:
+                    pass
+                backoff = min(backoff * 2, 10.0)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._close_consumer()
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def _close_consumer(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except Exception as exc:
+                log.warning("consumer_stop_failed", error=repr(exc))
+
+    async def _run_consumer(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            isolation_level="read_uncommitted",
+        )
+        self.consumer = consumer
+        await consumer.start()
+        consumer.subscribe([s.events_topic], listener=_Rebalance(self))
+        log.info("engine_started", group=s.group_id, topic=s.events_topic)
+        while not self._stopping.is_set():
+            polled = await consumer.getmany(timeout_ms=100, max_records=s.batch_max_records)
+            await self.step(polled)
+
+    # -- one batch ------------------------------------------------------------------------------
+
+    async def step(self, polled: dict[TopicPartition, list[Any]]) -> BatchResult | None:
+        wall = time.time()
+        records: list[SourceRecord] = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, batch in polled.items():
+            state = self.store.partitions.get(tp.partition)
+            if state is None or not batch:
+                continue
+            state.last_record_wall = wall
+            for msg in batch:
+                records.append(SourceRecord(tp.partition, msg.offset, msg.key, msg.value))
+            offsets[tp] = batch[-1].offset + 1
+        clocks = self._clocks(wall)
+        due = self._pop_due(clocks)
+        if not records and not due:
+            return None
+        result = process_batch(
+            records,
+            self.store.get,
+            due,
+            clocks,
+            defs=self.defs,
+            enricher=self.enricher,
+            limits=self.limits,
+            wall_now=wall,
+            topic=self.settings.events_topic,
+        )
+        await self._commit_batch(result, offsets)
+        self._count(result, len(records))
+        return result
+
+    def _clocks(self, wall: float) -> dict[int, float]:
+        clocks: dict[int, float] = {}
+        for partition, state in self.store.partitions.items():
+            if wall - state.last_record_wall >= self.settings.idle_clock_after_s:
+                # Idle partition: no event will move event time, so let wall time drive timers.
+                state.clock = max(state.clock, wall - self.settings.clock_lateness_s)
+            clocks[partition] = state.clock
+        return clocks
+
+    def _pop_due(self, clocks: dict[int, float]) -> dict[str, int]:
+        due: dict[str, int] = {}
+        for partition, state in self.store.partitions.items():
+            now = clocks[partition]
+            heap = state.due
+            while heap and heap[0][0] <= now:
+                at, visitor_id = heapq.heappop(heap)
+                due[visitor_id] = partition
+        return due
+
+    async def _commit_batch(self, result: BatchResult, offsets: dict[TopicPartition, int]) -> None:
+        s = self.settings
+        token = self._token(offsets, result)
+        # 1. sinks: ClickHouse, then Redis.
+        if result.analytics_rows or result.changes or result.messages:
+            batch = AnalyticsBatch(
+                token=token,
+                events=result.analytics_rows,
+                changes=result.changes,
+                messages=result.messages,
+            )
+            async with self._analytics_lock:
+                await asyncio.to_thread(self.analytics.write, batch)
+        if result.visitors:
+            await self.serving.write(
+                [
+                    VisitorUpdate(
+                        visitor_id=visitor_id,
+                        summary=effect.profile.summary(),
+                        segments=list(effect.profile.segments),
+                        entered=effect.entered,
+                        exited=effect.exited,
+                        messages=effect.messages,
+                    )
+                    for visitor_id, effect in result.visitors.items()
+                ]
+            )
+        # 2. topics: dead letters, segment changes, messages.
+        producer = await self.start_producer()
+        pending: list[asyncio.Future[Any]] = []
+        for letter in result.dead_letters:
+            pending.append(await producer.send(s.dlq_topic, _dlq_value(letter), key=_key(letter.key)))
+        for change in result.changes:
+            pending.append(
+                await producer.send(
+                    s.changes_topic, change.model_dump_json().encode(), key=change.visitor_id.encode()
+                )
+            )
+        for message in result.messages:
+            pending.append(
+                await producer.send(
+                    s.messages_topic, message.model_dump_json().encode(), key=message.visitor_id.encode()
+                )
+            )
+        # 3. state: changelog first (durable), then memory and the due queue.
+        for visitor_id, effect in result.visitors.items():
+            pending.append(
+                await producer.send(
+                    s.changelog_topic,
+                    effect.profile.to_bytes(),
+                    key=visitor_id.encode(),
+                    partition=effect.partition,
+                )
+            )
+        if pending:
+            await asyncio.gather(*pending)
+        for partition, clock in result.clocks.items():
+            state = self.store.partitions.get(partition)
+            if state is not None:
+                state.clock = max(state.clock, clock)
+        for visitor_id, effect in result.visitors.items():
+            state = self.store.partitions.get(effect.partition)
+            if state is None:
+                continue
+            state.profiles[visitor_id] = effect.profile.to_bytes()
+            if effect.profile.next_check_at is not None:
+                heapq.heappush(state.due, (effect.profile.next_check_at, visitor_id))
+        # 4. offsets.
+        if offsets and self.consumer is not None:
+            await self.consumer.commit(offsets)
+            for tp, offset in offsets.items():
+                self.stats.committed[tp.partition] = offset
+
+    @staticmethod
+    def _token(offsets: dict[TopicPartition, int], result: BatchResult) -> str:
+        if offsets:
+            return ",".join(f"{tp.partition}:{off}" for tp, off in sorted(offsets.items()))
+        # Timer-only batch: the changes themselves identify it.
+        return "timers:" + ",".join(sorted(c.change_id for c in result.changes))[:512]
+
+    def _count(self, result: BatchResult, records: int) -> None:
+        st = self.stats
+        st.batches += 1
+        st.records += records
+        st.events_applied += result.events_applied
+        st.dead_letters += len(result.dead_letters)
+        st.duplicates += result.duplicates
+        st.replayed += result.replayed
+        st.changes += len(result.changes)
+        st.messages += len(result.messages)
+        st.timer_evaluations += result.timer_evaluations
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    async def recover(self, partitions: list[int]) -> None:
+        """Rebuild the store for `partitions` by reading the changelog to its high watermark."""
+        started = time.perf_counter()
+        fresh = [p for p in partitions if p not in self.store.partitions]
+        states = {p: PartitionState() for p in fresh}
+        restored = 0
+        if fresh:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+                fetch_max_bytes=64 * 1024 * 1024,
+            )
+            await consumer.start()
+            try:
+                tps = [TopicPartition(self.settings.changelog_topic, p) for p in fresh]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                remaining = set(tps)
+                while remaining:
+                    polled = await consumer.getmany(*remaining, timeout_ms=200, max_records=50_000)
+                    for tp, batch in polled.items():
+                        profiles = states[tp.partition].profiles
+                        for msg in batch:
+                            if msg.value is None:
+                                profiles.pop(msg.key.decode(), None)
+                            else:
+                                profiles[msg.key.decode()] = msg.value
+                        restored += len(batch)
+                    for tp in list(remaining):
+                        # Fetch's high watermark, never ListOffsets (short on the embedded broker).
+                        highwater = consumer.highwater(tp)
+                        if highwater is not None and await consumer.position(tp) >= highwater:
+                            remaining.discard(tp)
+            finally:
+                await consumer.stop()
+        wall = time.time()
+        for partition, state in states.items():
+            for visitor_id, raw in state.profiles.items():
+                profile = Profile.from_bytes(raw)
+                state.clock = max(state.clock, min(profile.last_seen, wall))
+                if profile.next_check_at is not None:
+                    state.due.append((profile.next_check_at, visitor_id))
+            heapq.heapify(state.due)
+            state.last_record_wall = wall
+            self.store.partitions[partition] = state
+        elapsed = time.perf_counter() - started
+        self.stats.recovered_records += restored
+        self.stats.recovery_seconds += elapsed
+        if self.stats.ready_at is None:
+            self.stats.ready_at = time.time()
+        log.info(
+            "partitions_recovered",
+            partitions=partitions,
+            changelog_records=restored,
+            profiles=sum(len(s.profiles) for s in states.values()),
+            seconds=round(elapsed, 3),
+        )
+
+
+def _key(key: str | None) -> bytes | None:
+    return key.encode() if key is not None else None
+
+
+def _dlq_value(letter: DeadLetter) -> bytes:
+    return orjson.dumps(letter.model_dump(mode="json"))

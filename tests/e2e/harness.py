@@ -1,0 +1,212 @@
+"""Run real worker processes against the embedded stack, each test with its own topics and keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from infra.stack import free_port
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "") -> Any:
+    """Poll `predicate` until truthy or the deadline passes (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r}; last error {last_error!r}")
+
+
+@dataclass
+class WorkerConfig:
+    kafka: str
+    redis_url: str
+    data_dir: Path
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    partitions: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def events_topic(self) -> str:
+        return f"events-{self.run_id}"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"events-{self.run_id}.dlq"
+
+    @property
+    def changes_topic(self) -> str:
+        return f"segment-changes-{self.run_id}"
+
+    @property
+    def messages_topic(self) -> str:
+        return f"messages-{self.run_id}"
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"profiles-changelog-{self.run_id}"
+
+    @property
+    def redis_prefix(self) -> str:
+        return f"t{self.run_id}"
+
+    def env(self, web_port: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "TESSERA_KAFKA_BROKER": self.kafka,
+                "TESSERA_REDIS_URL": self.redis_url,
+                # chDB's folder belongs to one process: the worker owns it, tests read via HTTP.
+                "TESSERA_CLICKHOUSE_DSN": f"chdb://{(self.data_dir / 'chdb').resolve()}",
+                "TESSERA_DATA_DIR": str(self.data_dir),
+                "TESSERA_EVENTS_TOPIC": self.events_topic,
+                "TESSERA_DLQ_TOPIC": self.dlq_topic,
+                "TESSERA_CHANGES_TOPIC": self.changes_topic,
+                "TESSERA_MESSAGES_TOPIC": self.messages_topic,
+                "TESSERA_CHANGELOG_TOPIC": self.changelog_topic,
+                "TESSERA_GROUP_ID": f"tessera-{self.run_id}",
+                "TESSERA_REDIS_PREFIX": self.redis_prefix,
+                "TESSERA_PARTITIONS": str(self.partitions),
+                "TESSERA_WEB_PORT": str(web_port),
+                "TESSERA_LOG_LEVEL": "INFO",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+
+class Worker:
+    """One `tessera worker` subprocess."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.port = free_port()
+        self.web = f"http://127.0.0.1:{self.port}"
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = config.data_dir / f"worker-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_timeout: float = 90) -> Worker:
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=self.config.env(self.port),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(lambda: self._alive() and self.get("/healthz")["ready"], ready_timeout, 0.1, "worker ready")
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}; log:\n{self.log_tail()}")
+        return True
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def get(self, path: str, timeout: float = 30) -> Any:
+        with urllib.request.urlopen(self.web + path, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: bytes) -> tuple[int, Any]:
+        request = urllib.request.Request(self.web + path, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def status(self) -> dict[str, Any]:
+        return self.get("/v1/status")
+
+    def wait_committed(self, end_offsets: dict[int, int], timeout: float = 240) -> None:
+        def done() -> bool:
+            self._alive()
+            committed = self.status()["committed"]
+            return all(committed.get(str(p), 0) >= end for p, end in end_offsets.items() if end > 0)
+
+        wait_until(done, timeout, 0.2, f"offsets {end_offsets} committed")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> dict[int, int]:
+    """Send (key, value) records; return partition → last offset + 1 of what was sent."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    ends: dict[int, int] = {}
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        for meta in await asyncio.gather(*futures):
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    finally:
+        await producer.stop()
+    return ends
+
+
+async def read_topic(bootstrap: str, topic: str, timeout: float = 30) -> list[Any]:
+    """Every record of `topic`, read to the Fetch high watermark of each partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        partitions = None
+        while partitions is None:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic)
+                if partitions is None and time.monotonic() > deadline:
+                    return []
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        remaining = set(tps)
+        while remaining and time.monotonic() < deadline:
+            polled = await consumer.getmany(*remaining, timeout_ms=200)
+            for batch in polled.values():
+                records.extend(batch)
+            for tp in list(remaining):
+                hw = consumer.highwater(tp)
+                if hw is not None and await consumer.position(tp) >= hw:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return records
