@@ -53,7 +53,9 @@ class PartitionState:
 
     profiles: dict[str, bytes] = field(default_factory=dict)
     due: list[tuple[float, str]] = field(default_factory=list)
-    """Heap of (due time, visitor); stale entries are skipped by comparing with the profile."""
+    """Heap of (due time, visitor); entries that no longer match `next_due` are stale."""
+    next_due: dict[str, float] = field(default_factory=dict)
+    """Each visitor's current timer (its profile's `next_check_at`)."""
     clock: float = 0.0
     """Event-time clock: newest event time seen, capped at the wall clock."""
     last_record_wall: float = 0.0
@@ -284,14 +286,16 @@ class Engine:
             clocks[partition] = state.clock
         return clocks
 
-    def _pop_due(self, clocks: dict[int, float]) -> dict[str, int]:
-        due: dict[str, int] = {}
+    def _pop_due(self, clocks: dict[int, float]) -> dict[str, tuple[int, float]]:
+        due: dict[str, tuple[int, float]] = {}
         for partition, state in self.store.partitions.items():
             now = clocks[partition]
             heap = state.due
             while heap and heap[0][0] <= now:
                 at, visitor_id = heapq.heappop(heap)
-                due[visitor_id] = partition
+                if state.next_due.get(visitor_id) == at:
+                    del state.next_due[visitor_id]
+                    due[visitor_id] = (partition, at)
         return due
 
     async def _commit_batch(self, result: BatchResult, offsets: dict[TopicPartition, int]) -> None:
@@ -339,11 +343,12 @@ class Engine:
                 )
             )
         # 3. state: changelog first (durable), then memory and the due queue.
+        profile_bytes = {visitor_id: effect.profile.to_bytes() for visitor_id, effect in result.visitors.items()}
         for visitor_id, effect in result.visitors.items():
             pending.append(
                 await producer.send(
                     s.changelog_topic,
-                    effect.profile.to_bytes(),
+                    profile_bytes[visitor_id],
                     key=visitor_id.encode(),
                     partition=effect.partition,
                 )
@@ -358,14 +363,21 @@ class Engine:
             state = self.store.partitions.get(effect.partition)
             if state is None:
                 continue
-            state.profiles[visitor_id] = effect.profile.to_bytes()
-            if effect.profile.next_check_at is not None:
-                heapq.heappush(state.due, (effect.profile.next_check_at, visitor_id))
+            state.profiles[visitor_id] = profile_bytes[visitor_id]
+            self._schedule(state, visitor_id, effect.profile.next_check_at)
         # 4. offsets.
         if offsets and self.consumer is not None:
             await self.consumer.commit(offsets)
             for tp, offset in offsets.items():
                 self.stats.committed[tp.partition] = offset
+
+    @staticmethod
+    def _schedule(state: PartitionState, visitor_id: str, due: float | None) -> None:
+        if due is None:
+            state.next_due.pop(visitor_id, None)
+        elif state.next_due.get(visitor_id) != due:
+            state.next_due[visitor_id] = due
+            heapq.heappush(state.due, (due, visitor_id))
 
     @staticmethod
     def _token(offsets: dict[TopicPartition, int], result: BatchResult) -> str:
@@ -431,6 +443,7 @@ class Engine:
                 profile = Profile.from_bytes(raw)
                 state.clock = max(state.clock, min(profile.last_seen, wall))
                 if profile.next_check_at is not None:
+                    state.next_due[visitor_id] = profile.next_check_at
                     state.due.append((profile.next_check_at, visitor_id))
             heapq.heapify(state.due)
             state.last_record_wall = wall

@@ -91,7 +91,7 @@ def _ts(at: float) -> datetime:
 def process_batch(
     records: Iterable[SourceRecord],
     profiles: Callable[[str, int], bytes | None],
-    due_visitors: Mapping[str, int],
+    due_visitors: Mapping[str, tuple[int, float]],
     clocks: Mapping[int, float],
     *,
     defs: Definitions,
@@ -104,10 +104,14 @@ def process_batch(
     """Fold `records` into profiles, fire `due_visitors`' timers, return every effect.
 
     `profiles(visitor_id, partition)` returns the stored profile bytes (None ⇒ new visitor);
-    `due_visitors` maps visitor id → partition for timers that are due; `clocks` is each
-    partition's clock before this batch (see `streams.engine`). A partition's clock then advances
-    to the newest event time in the batch (never past `wall_now`), and is "now" for windows;
-    `BatchResult.clocks` returns the advanced clocks.
+    `due_visitors` maps visitor id → (partition, due time) for timers that are due; `clocks` is
+    each partition's event-time clock before this batch (see `streams.engine`), advanced here to
+    the newest event time in the batch (never past `wall_now`) and returned in `BatchResult.clocks`.
+
+    Event time throughout: a visitor touched by events is evaluated as of its newest event in the
+    batch; a visitor woken by its timer is evaluated as of the due time. So a replay of old
+    traffic decides exactly what live traffic would have decided, and a cart abandoned at 10:00
+    enters `cart_abandoners` at 10:30 by timer, however the records were batched.
     """
     result = BatchResult()
     received_at = _ts(wall_now)
@@ -182,7 +186,9 @@ def process_batch(
         if event.context.consent.analytics:
             rows_by_visitor.setdefault(event.visitor_id, []).append(enriched)
 
-    for visitor_id, partition in due_visitors.items():
+    for visitor_id, (partition, _) in due_visitors.items():
+        if visitor_id in last_event_at:
+            continue  # its events in this batch supersede the timer; a new one is set below
         if visitor_id not in working and profiles(visitor_id, partition) is None:
             continue
         effect_for(visitor_id, partition)
@@ -190,11 +196,14 @@ def process_batch(
 
     for visitor_id, effect in working.items():
         profile = effect.profile
-        now = new_clocks.get(effect.partition, wall_now)
+        by_event = visitor_id in last_event_at
+        if by_event:
+            now = min(last_event_at[visitor_id], wall_now)
+        else:
+            now = due_visitors[visitor_id][1]
         evaluation = evaluate(profile, defs, now)
         entered, exited = diff(profile.segments, evaluation.members)
-        by_event = visitor_id in seen_types
-        at = last_event_at.get(visitor_id, now) if by_event else now
+        at = now
         for segment, transition in [(s, Transition.entered) for s in entered] + [
             (s, Transition.exited) for s in exited
         ]:
@@ -217,7 +226,7 @@ def process_batch(
             else:
                 profile.segment_since.pop(segment, None)
         profile.segments = sorted(evaluation.members)
-        context: dict[str, Any] = {"segments": profile.segments}
+        context: dict[str, Any] = {**evaluation.context, "segments": profile.segments}
         messages = decide(
             profile,
             entered,

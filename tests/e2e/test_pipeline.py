@@ -87,8 +87,19 @@ def test_personas_reach_their_segments(embedded_stack: Any, tmp_path: Path) -> N
 
         # cart_abandoners fired from the timer, with no later event of the visitor.
         changes = [orjson.loads(r.value) for r in asyncio.run(read_topic(config.kafka, config.changes_topic))]
-        timer_entries = [c for c in changes if c["segment"] == "cart_abandoners" and c["transition"] == "entered"]
-        assert timer_entries and all(c["reason"] == "timer" for c in timer_entries)
+        last_entry: dict[str, dict[str, Any]] = {}
+        for change in changes:
+            if change["segment"] == "cart_abandoners" and change["transition"] == "entered":
+                last_entry[change["visitor_id"]] = change
+        last_event_at = {e["visitor_id"]: e["event_time"] for e in sim.events}
+        abandoners = [v for v, segs in expected.items() if "cart_abandoners" in segs]
+        by_timer = [
+            v for v in abandoners
+            if v in last_entry and last_entry[v]["reason"] == "timer"
+            and datetime.fromisoformat(last_entry[v]["event_time"]) > datetime.fromisoformat(last_event_at[v])
+        ]
+        sample = [(last_entry.get(v), last_event_at[v]) for v in abandoners[:3]]
+        assert abandoners and len(by_timer) == len(abandoners), sample
 
         # The DLQ holds every malformed record, with its typed reason.
         letters = [orjson.loads(r.value) for r in asyncio.run(read_topic(config.kafka, config.dlq_topic))]
