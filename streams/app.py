@@ -202,6 +202,7 @@ def _register_views(app: faust.App, rt: Runtime) -> None:
                     "partitions": sorted(engine.store.partitions),
                     "profiles": len(engine.store),
                     "definition_version": rt.defs.version,
+                    "lag": await engine.lag(),
                     **engine.stats.as_dict(),
                 },
             )

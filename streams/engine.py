@@ -141,7 +141,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
         await self.engine.recover(sorted(tp.partition for tp in assigned))
+        consumer = self.engine.consumer
+        if consumer is not None:
+            # Start the progress report from the group's committed offsets (an earlier owner's).
+            for tp in assigned:
+                committed = await consumer.committed(tp)
+                self.engine.stats.committed[tp.partition] = committed or 0
 
 
 class Engine:
@@ -173,6 +180,7 @@ class Engine:
         self.consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._analytics_lock = asyncio.Lock()
+        self._recovery_lock = asyncio.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -244,15 +252,36 @@ class Engine:
             polled = await consumer.getmany(timeout_ms=100, max_records=s.batch_max_records)
             await self.step(polled)
 
+    async def lag(self) -> dict[str, dict[str, int | None]]:
+        """Per owned partition: position, Fetch high watermark and lag (never ListOffsets)."""
+        consumer = self.consumer
+        out: dict[str, dict[str, int | None]] = {}
+        if consumer is None:
+            return out
+        for tp in sorted(consumer.assignment()):
+            try:
+                position: int | None = await consumer.position(tp)
+            except Exception:
+                position = None
+            highwater = consumer.highwater(tp)
+            lag = highwater - position if highwater is not None and position is not None else None
+            out[str(tp.partition)] = {"position": position, "highwater": highwater, "lag": lag}
+        return out
+
     # -- one batch ------------------------------------------------------------------------------
 
     async def step(self, polled: dict[TopicPartition, list[Any]]) -> BatchResult | None:
+        # aiokafka applies a new assignment (and starts fetching) before it awaits the rebalance
+        # listener, so records can arrive while recovery still runs: recover them here first.
+        missing = [tp.partition for tp, batch in polled.items() if batch and tp.partition not in self.store.partitions]
+        if missing:
+            await self.recover(missing)
         wall = time.time()
         records: list[SourceRecord] = []
         offsets: dict[TopicPartition, int] = {}
         for tp, batch in polled.items():
-            state = self.store.partitions.get(tp.partition)
-            if state is None or not batch:
+            state = self.store.partitions[tp.partition] if batch else None
+            if state is None:
                 continue
             state.last_record_wall = wall
             for msg in batch:
@@ -401,7 +430,15 @@ class Engine:
     # -- recovery -------------------------------------------------------------------------------
 
     async def recover(self, partitions: list[int]) -> None:
-        """Rebuild the store for `partitions` by reading the changelog to its high watermark."""
+        """Rebuild the store for `partitions` by reading the changelog to its high watermark.
+
+        Serialised by a lock: the rebalance listener and `step` may both ask for a partition; the
+        second caller finds it recovered.
+        """
+        async with self._recovery_lock:
+            await self._recover(partitions)
+
+    async def _recover(self, partitions: list[int]) -> None:
         started = time.perf_counter()
         fresh = [p for p in partitions if p not in self.store.partitions]
         states = {p: PartitionState() for p in fresh}

@@ -210,3 +210,13 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 30) -> list[An
     finally:
         await consumer.stop()
     return records
+
+
+async def group_committed(bootstrap: str, group_id: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offsets, read without joining the group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: (await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)}
+    finally:
+        await consumer.stop()

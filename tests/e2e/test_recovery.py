@@ -18,7 +18,7 @@ from streams.core.profile import Profile
 from streams.core.segments import load_definitions
 from streams.settings import DEFAULT_SEGMENTS_FILE
 from streams.simulate import SimParams, simulate
-from tests.e2e.harness import Worker, WorkerConfig, produce, read_topic, wait_until
+from tests.e2e.harness import Worker, WorkerConfig, group_committed, produce, read_topic, wait_until
 
 
 def replay(records: list[Any]) -> dict[str, Profile]:
@@ -43,7 +43,8 @@ def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_pat
     sim = simulate(400, seed=23, end=datetime.now(UTC) - timedelta(seconds=5), params=SimParams(duplicate_rate=0.02))
     records = [(e["visitor_id"].encode(), orjson.dumps(e)) for e in sim.events]
     half = len(records) // 2
-    config = WorkerConfig(embedded_stack.kafka_bootstrap, embedded_stack.redis_url, tmp_path / "w")
+    config = WorkerConfig(embedded_stack.kafka_bootstrap, embedded_stack.redis_url, tmp_path / "w",
+                          extra_env={"TESSERA_BATCH_MAX_RECORDS": "300"})
     first = Worker(config).start()
     ends_first = asyncio.run(produce(config.kafka, config.events_topic, records[:half]))
     first.wait_committed(ends_first)
@@ -52,10 +53,12 @@ def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_pat
     # Kill as soon as the second half is being processed (not before, not after it is done).
     wait_until(lambda: sum(first.status()["committed"].values()) > before, 120, 0.01, "second half started")
     first.kill9()
+    merged = {p: max(ends_first.get(p, 0), ends.get(p, 0)) for p in set(ends_first) | set(ends)}
+    at_kill = asyncio.run(group_committed(config.kafka, f"tessera-{config.run_id}", config.events_topic, config.partitions))
+    assert sum(at_kill.values()) < sum(merged.values()), "the kill came after the stream was done"
 
     second = Worker(config).start()
     try:
-        merged = {p: max(ends_first.get(p, 0), ends.get(p, 0)) for p in set(ends_first) | set(ends)}
         second.wait_committed(merged)
         status = second.status()
         assert status["recovered_records"] > 0
