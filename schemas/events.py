@@ -86,7 +86,9 @@ class Context(_Model):
     page_path: str | None = Field(None, max_length=2048, validation_alias=AliasChoices("page_path", "path"))
     referrer: str | None = Field(None, max_length=4096)
     utm: Utm | None = Field(None, validation_alias=AliasChoices("utm", "campaign"))
-    user_agent: str | None = Field(None, max_length=2048, validation_alias=AliasChoices("user_agent", "userAgent"))
+    user_agent: str | None = Field(
+        None, max_length=2048, validation_alias=AliasChoices("user_agent", "userAgent")
+    )
     screen: Screen | None = None
     ip: str | None = Field(None, max_length=64)
     locale: str | None = Field(None, max_length=35)
@@ -98,7 +100,9 @@ class Context(_Model):
 
 
 class PageViewProps(_Model):
-    page_type: Literal["home", "category", "product", "cart", "checkout", "search", "content", "other"] | None = None
+    page_type: (
+        Literal["home", "category", "product", "cart", "checkout", "search", "content", "other"] | None
+    ) = None
     title: str | None = Field(None, max_length=512)
 
 

@@ -45,7 +45,12 @@ def _endpoints_for(settings: Settings) -> dict[str, str] | None:
     redis_url = settings.redis_url or found.get("redis_url")
     dsn = settings.clickhouse_dsn or found.get("clickhouse_dsn")
     if kafka and redis_url:
-        return {"kafka_bootstrap": kafka, "redis_url": redis_url, "clickhouse_dsn": dsn or "", "web": found.get("web", "")}
+        return {
+            "kafka_bootstrap": kafka,
+            "redis_url": redis_url,
+            "clickhouse_dsn": dsn or "",
+            "web": found.get("web", ""),
+        }
     return None
 
 
@@ -123,8 +128,12 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2, what: str = 
         time.sleep(interval)
 
 
-def spawn_worker(settings: Settings, endpoints: dict[str, str], env_extra: dict[str, str] | None = None,
-                 log_path: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    settings: Settings,
+    endpoints: dict[str, str],
+    env_extra: dict[str, str] | None = None,
+    log_path: Path | None = None,
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
         {
@@ -138,9 +147,7 @@ def spawn_worker(settings: Settings, endpoints: dict[str, str], env_extra: dict[
     )
     env.update(env_extra or {})
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=out, stderr=out
-    )
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=out, stderr=out)
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -161,7 +168,11 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         redis_url=settings.redis_url,
         clickhouse_dsn=settings.clickhouse_dsn,
     ) as ep:
-        endpoints = {"kafka_bootstrap": ep.kafka_bootstrap, "redis_url": ep.redis_url, "clickhouse_dsn": ep.clickhouse_dsn}
+        endpoints = {
+            "kafka_bootstrap": ep.kafka_bootstrap,
+            "redis_url": ep.redis_url,
+            "clickhouse_dsn": ep.clickhouse_dsn,
+        }
         print(f"  stack up: kafka {ep.kafka_bootstrap}, redis {ep.redis_url}, clickhouse {ep.clickhouse_dsn}")
         worker = spawn_worker(settings, endpoints, log_path=demo_dir / "worker.log")
         try:
@@ -220,7 +231,8 @@ def _print_report(report: dict[str, Any], status: dict[str, Any], elapsed: float
         )
     print("-" * 86)
     print(
-        f"events in ClickHouse {totals.get('events', 0):,} (distinct {totals.get('distinct_event_ids', 0):,}), "
+        f"events in ClickHouse {totals.get('events', 0):,} "
+        f"(distinct {totals.get('distinct_event_ids', 0):,}), "
         f"purchases {totals.get('purchases', 0):,}, revenue {totals.get('revenue', 0):,.2f}"
     )
     print(
@@ -236,7 +248,9 @@ def _print_report(report: dict[str, Any], status: dict[str, Any], elapsed: float
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from streams.simulate import simulate, write_jsonl
 
-    sim = simulate(args.visitors, args.seed, datetime.now(UTC) if args.end is None else datetime.fromisoformat(args.end))
+    sim = simulate(
+        args.visitors, args.seed, datetime.now(UTC) if args.end is None else datetime.fromisoformat(args.end)
+    )
     truth = Path(args.truth)
     if args.out:
         write_jsonl(sim, Path(args.out), truth)
@@ -244,7 +258,10 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     endpoints = _endpoints_for(settings)
     if endpoints is None:
-        print("no Kafka broker: set TESSERA_KAFKA_BROKER, run `tessera up`, or pass --out FILE.jsonl", file=sys.stderr)
+        print(
+            "no Kafka broker: set TESSERA_KAFKA_BROKER, run `tessera up`, or pass --out FILE.jsonl",
+            file=sys.stderr,
+        )
         return 2
     from streams.producer import EventProducer
 
@@ -256,6 +273,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
                 await producer.send(event, key=event["visitor_id"])
                 if i % 1000 == 0 or i == len(sim.events):
                     _progress("producing", i, len(sim.events))
+
     asyncio.run(produce())
     sys.stderr.write("\n")
     print(f"sent {len(sim.events):,} events; ground truth in {truth}")
@@ -270,8 +288,12 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         print("no Kafka broker: set TESSERA_KAFKA_BROKER or run `tessera up`", file=sys.stderr)
         return 2
     sent = asyncio.run(
-        produce_file(Path(args.file), endpoints["kafka_bootstrap"], settings.events_topic,
-                     progress=lambda n: _progress("producing", n))
+        produce_file(
+            Path(args.file),
+            endpoints["kafka_bootstrap"],
+            settings.events_topic,
+            progress=lambda n: _progress("producing", n),
+        )
     )
     sys.stderr.write("\n")
     print(f"sent {sent:,} records from {args.file}")
@@ -295,8 +317,11 @@ def cmd_visitor(settings: Settings, args: argparse.Namespace) -> int:
 
     found = asyncio.run(fetch())
     if found is None:
-        print(json.dumps({"visitor_id": args.visitor_id, "error": "unknown visitor"}) if args.json
-              else f"unknown visitor {args.visitor_id}")
+        print(
+            json.dumps({"visitor_id": args.visitor_id, "error": "unknown visitor"})
+            if args.json
+            else f"unknown visitor {args.visitor_id}"
+        )
         return 1
     if args.json:
         print(json.dumps(found, default=str))
@@ -317,7 +342,9 @@ def cmd_segments(settings: Settings, args: argparse.Namespace) -> int:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
     if args.action == "validate":
-        print(f"ok: {path} version {defs.version}: {len(defs.segments)} segments, {len(defs.triggers)} triggers")
+        print(
+            f"ok: {path} version {defs.version}: {len(defs.segments)} segments, {len(defs.triggers)} triggers"
+        )
         return 0
     for seg in defs.segments:
         print(f"{seg.id:34} {seg.description}")

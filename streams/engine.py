@@ -273,7 +273,11 @@ class Engine:
     async def step(self, polled: dict[TopicPartition, list[Any]]) -> BatchResult | None:
         # aiokafka applies a new assignment (and starts fetching) before it awaits the rebalance
         # listener, so records can arrive while recovery still runs: recover them here first.
-        missing = [tp.partition for tp, batch in polled.items() if batch and tp.partition not in self.store.partitions]
+        missing = [
+            tp.partition
+            for tp, batch in polled.items()
+            if batch and tp.partition not in self.store.partitions
+        ]
         if missing:
             await self.recover(missing)
         wall = time.time()
@@ -372,7 +376,9 @@ class Engine:
                 )
             )
         # 3. state: changelog first (durable), then memory and the due queue.
-        profile_bytes = {visitor_id: effect.profile.to_bytes() for visitor_id, effect in result.visitors.items()}
+        profile_bytes = {
+            visitor_id: effect.profile.to_bytes() for visitor_id, effect in result.visitors.items()
+        }
         for visitor_id, effect in result.visitors.items():
             pending.append(
                 await producer.send(

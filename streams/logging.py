@@ -15,7 +15,9 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     logging.basicConfig(level=log_level, stream=sys.stderr, format="%(message)s", force=True)
     for noisy in ("aiokafka", "kafka", "faust", "mode", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(log_level, logging.WARNING))
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

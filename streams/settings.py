@@ -24,7 +24,8 @@ class Settings(BaseSettings):
         None, description="Redis URL (redis://host:port/0); unset starts the embedded redis-server."
     )
     clickhouse_dsn: str | None = Field(
-        None, description="clickhouse-connect DSN (http://... or chdb:///abs/path); unset uses chDB in data_dir."
+        None,
+        description="clickhouse-connect DSN (http://... or chdb:///abs/path); unset uses chDB in data_dir.",
     )
     data_dir: Path = Field(Path(".tessera"), description="Folder for embedded data, logs and PID files.")
 
@@ -41,12 +42,18 @@ class Settings(BaseSettings):
     group_id: str = Field("tessera", description="Kafka consumer group of the profile workers.")
 
     # -- processing -----------------------------------------------------------------------------
-    segments_file: Path = Field(DEFAULT_SEGMENTS_FILE, description="YAML file with attribute and segment definitions.")
+    segments_file: Path = Field(
+        DEFAULT_SEGMENTS_FILE, description="YAML file with attribute and segment definitions."
+    )
     batch_max_records: int = Field(5000, description="Most records fetched and processed as one batch.")
-    fetch_max_wait_ms: int = Field(5, description="How long the broker may hold a fetch waiting for data (ms).")
+    fetch_max_wait_ms: int = Field(
+        5, description="How long the broker may hold a fetch waiting for data (ms)."
+    )
     session_timeout_s: float = Field(6.0, description="Consumer group session timeout (s).")
     heartbeat_interval_s: float = Field(2.0, description="Consumer group heartbeat interval (s).")
-    producer_linger_ms: int = Field(5, description="Producer linger: how long a send waits to fill a batch (ms).")
+    producer_linger_ms: int = Field(
+        5, description="Producer linger: how long a send waits to fill a batch (ms)."
+    )
     max_event_bytes: int = Field(32_768, description="Events larger than this go to the DLQ as too_large.")
     max_future_skew_s: float = Field(
         300.0, description="Events stamped further than this in the future go to the DLQ."

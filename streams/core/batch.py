@@ -133,9 +133,7 @@ def process_batch(
     new_clocks = dict(clocks)
     accepted: list[tuple[SourceRecord, Event]] = []
     for record in records:
-        decoded = decode(
-            record.value, record.key, wall_now, limits.max_event_bytes, limits.max_future_skew_s
-        )
+        decoded = decode(record.value, record.key, wall_now, limits.max_event_bytes, limits.max_future_skew_s)
         if isinstance(decoded, Rejected):
             result.dead_letters.append(
                 dead_letter(

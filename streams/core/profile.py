@@ -66,7 +66,9 @@ METRICS: frozenset[str] = frozenset(
         "sessions",
     }
 )
-DIMENSIONED_METRICS: frozenset[str] = frozenset({"category_views", "product_views", "add_to_carts", "spend", "items_bought"})
+DIMENSIONED_METRICS: frozenset[str] = frozenset(
+    {"category_views", "product_views", "add_to_carts", "spend", "items_bought"}
+)
 """Metrics also counted per category (`spend@electronics`)."""
 
 
@@ -186,9 +188,9 @@ def apply(profile: Profile, enriched: EnrichedEvent) -> Profile:
     if profile.first_seen == 0.0 or at < profile.first_seen:
         profile.first_seen = at
     # A new session: explicit id changed, or 30 minutes of silence without ids.
-    new_session = (
-        event.session_id is not None and event.session_id != profile.session_id
-    ) or (event.session_id is None and (profile.last_seen == 0.0 or at - profile.last_seen > SESSION_GAP_S))
+    new_session = (event.session_id is not None and event.session_id != profile.session_id) or (
+        event.session_id is None and (profile.last_seen == 0.0 or at - profile.last_seen > SESSION_GAP_S)
+    )
     if new_session:
         profile.session_id = event.session_id
         profile.session_started = at

@@ -33,7 +33,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         except Exception as exc:
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r}; last error {last_error!r}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or predicate!r}; last error {last_error!r}"
+    )
 
 
 @dataclass
@@ -113,7 +115,9 @@ class Worker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        wait_until(lambda: self._alive() and self.get("/healthz")["ready"], ready_timeout, 0.1, "worker ready")
+        wait_until(
+            lambda: self._alive() and self.get("/healthz")["ready"], ready_timeout, 0.1, "worker ready"
+        )
         return self
 
     def _alive(self) -> bool:
@@ -132,8 +136,9 @@ class Worker:
             return json.loads(response.read())
 
     def post(self, path: str, body: bytes) -> tuple[int, Any]:
-        request = urllib.request.Request(self.web + path, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.web + path, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
@@ -166,7 +171,9 @@ class Worker:
         self.proc.wait(timeout=10)
 
 
-async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> dict[int, int]:
+async def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]
+) -> dict[int, int]:
     """Send (key, value) records; return partition → last offset + 1 of what was sent."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
@@ -180,13 +187,13 @@ async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | No
     return ends
 
 
-async def read_topic(bootstrap: str, topic: str, timeout: float = 30) -> list[Any]:
+async def read_topic(bootstrap: str, topic: str, deadline_s: float = 30) -> list[Any]:
     """Every record of `topic`, read to the Fetch high watermark of each partition."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
     await consumer.start()
     records: list[Any] = []
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + deadline_s
         partitions = None
         while partitions is None:
             partitions = consumer.partitions_for_topic(topic)

@@ -29,7 +29,9 @@ PERSONA_SEGMENTS = (
 MICRO_SEGMENTS = ("ch_android_viewing_x", "nrw_iphone_bought_y", "munich_windows10_google_home")
 
 
-def precision_recall(expected: dict[str, set[str]], actual: dict[str, set[str]], segment: str) -> tuple[float, float, int]:
+def precision_recall(
+    expected: dict[str, set[str]], actual: dict[str, set[str]], segment: str
+) -> tuple[float, float, int]:
     truth = {v for v, segs in expected.items() if segment in segs}
     got = {v for v, segs in actual.items() if segment in segs}
     tp = len(truth & got)
@@ -94,8 +96,10 @@ def test_personas_reach_their_segments(embedded_stack: Any, tmp_path: Path) -> N
         last_event_at = {e["visitor_id"]: e["event_time"] for e in sim.events}
         abandoners = [v for v, segs in expected.items() if "cart_abandoners" in segs]
         by_timer = [
-            v for v in abandoners
-            if v in last_entry and last_entry[v]["reason"] == "timer"
+            v
+            for v in abandoners
+            if v in last_entry
+            and last_entry[v]["reason"] == "timer"
             and datetime.fromisoformat(last_entry[v]["event_time"]) > datetime.fromisoformat(last_event_at[v])
         ]
         sample = [(last_entry.get(v), last_event_at[v]) for v in abandoners[:3]]
@@ -103,7 +107,9 @@ def test_personas_reach_their_segments(embedded_stack: Any, tmp_path: Path) -> N
 
         # The DLQ holds every malformed record, with its typed reason.
         letters = [orjson.loads(r.value) for r in asyncio.run(read_topic(config.kafka, config.dlq_topic))]
-        assert Counter(letter["reason"] for letter in letters) == Counter(reason for reason, _, _ in sim.malformed)
+        assert Counter(letter["reason"] for letter in letters) == Counter(
+            reason for reason, _, _ in sim.malformed
+        )
 
         # ClickHouse: every unique valid event once, revenue equal to what was sent.
         unique = {e["event_id"]: e for e in sim.events}

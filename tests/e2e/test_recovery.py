@@ -40,11 +40,17 @@ def replay(records: list[Any]) -> dict[str, Profile]:
 
 @pytest.mark.timeout(600)
 def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_path: Path) -> None:
-    sim = simulate(400, seed=23, end=datetime.now(UTC) - timedelta(seconds=5), params=SimParams(duplicate_rate=0.02))
+    sim = simulate(
+        400, seed=23, end=datetime.now(UTC) - timedelta(seconds=5), params=SimParams(duplicate_rate=0.02)
+    )
     records = [(e["visitor_id"].encode(), orjson.dumps(e)) for e in sim.events]
     half = len(records) // 2
-    config = WorkerConfig(embedded_stack.kafka_bootstrap, embedded_stack.redis_url, tmp_path / "w",
-                          extra_env={"TESSERA_BATCH_MAX_RECORDS": "300"})
+    config = WorkerConfig(
+        embedded_stack.kafka_bootstrap,
+        embedded_stack.redis_url,
+        tmp_path / "w",
+        extra_env={"TESSERA_BATCH_MAX_RECORDS": "300"},
+    )
     first = Worker(config).start()
     ends_first = asyncio.run(produce(config.kafka, config.events_topic, records[:half]))
     first.wait_committed(ends_first)
@@ -54,7 +60,9 @@ def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_pat
     wait_until(lambda: sum(first.status()["committed"].values()) > before, 120, 0.01, "second half started")
     first.kill9()
     merged = {p: max(ends_first.get(p, 0), ends.get(p, 0)) for p in set(ends_first) | set(ends)}
-    at_kill = asyncio.run(group_committed(config.kafka, f"tessera-{config.run_id}", config.events_topic, config.partitions))
+    at_kill = asyncio.run(
+        group_committed(config.kafka, f"tessera-{config.run_id}", config.events_topic, config.partitions)
+    )
     assert sum(at_kill.values()) < sum(merged.values()), "the kill came after the stream was done"
 
     second = Worker(config).start()
