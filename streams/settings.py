@@ -66,7 +66,7 @@ class Settings(BaseSettings):
 
     # -- serving --------------------------------------------------------------------------------
     web_host: str = Field("127.0.0.1", description="Host the collector and visitor API listen on.")
-    web_port: int = Field(6066, description="Port of the collector and visitor API (0 picks a free one).")
+    web_port: int = Field(6066, description="Port of the collector and visitor API.")
     redis_prefix: str = Field("tessera", description="Prefix of every Redis key Tessera writes.")
     geoip_db: Path | None = Field(None, description="MaxMind-format city database; unset uses DB-IP Lite.")
 

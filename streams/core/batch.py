@@ -197,8 +197,10 @@ def process_batch(
         by_event = visitor_id in last_event_at
         if by_event:
             now = min(last_event_at[visitor_id], wall_now)
-        else:
+        elif visitor_id in due_visitors:
             now = due_visitors[visitor_id][1]
+        else:
+            continue  # only replayed or duplicate records: nothing changed
         evaluation = evaluate(profile, defs, now)
         entered, exited = diff(profile.segments, evaluation.members)
         at = now
