@@ -9,7 +9,7 @@ apart from the URL; the collector additionally maps Segment's `track`/`page` cal
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 EVENT_SCHEMA_VERSION = 1
+_ZERO = timedelta(0)
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 Money = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
@@ -205,6 +206,8 @@ class _Envelope(_Model):
         # Naive timestamps are taken as UTC, the Segment spec's convention.
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
+        if value.utcoffset() == _ZERO:
+            return value  # already UTC ("Z"): skip the conversion on the hot path
         try:
             return value.astimezone(UTC)
         except OverflowError as exc:

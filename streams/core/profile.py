@@ -12,7 +12,7 @@ it is handed and returns it: the caller owns that copy.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -131,7 +131,8 @@ class Profile:
     # -- (de)serialisation -----------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(asdict(self), option=orjson.OPT_NON_STR_KEYS)
+        # orjson serialises slotted dataclasses natively; dataclasses.asdict deep-copies (≈ 10× slower).
+        return orjson.dumps(self, option=orjson.OPT_NON_STR_KEYS)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Profile:
