@@ -1,0 +1,1 @@
+"""Tessera's benchmark: `python -m bench` (`make bench`); see bench/README.md."""

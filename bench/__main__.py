@@ -1,0 +1,599 @@
+"""`python -m bench` (`make bench`): Tessera against baselines run in the same run, one table.
+
+Steps (all by default; `--steps` picks some): baselines A (bare Faust agent) and B (quixstreams
+per-visitor update), the Tessera pipeline (throughput), start-up (restart on the existing group,
+changelog recovery), latency (produce → segment change at fixed rates, and the aiokafka floor),
+memory per profile (dict vs RocksDB), hot path (cProfile of `process_batch`). One `EmbeddedStack`
+in a temporary folder serves the whole run and is stopped by PID at the end. Progress goes to
+stderr; the table to stdout; a JSON copy to `bench/results/<commit>-<timestamp>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    RESULTS_DIR,
+    ROOT,
+    LoadMeter,
+    Workload,
+    build_workload,
+    create_topics,
+    encode_events,
+    note,
+    simulated_events,
+)
+
+STEPS = ("faust", "quix", "pipeline", "startup", "latency", "memory", "hotpath")
+KAFKA_STEPS = {"faust", "quix", "pipeline", "startup", "latency"}
+DEFAULTS = {
+    "events": 100_000,
+    "latency_seconds": 15.0,
+    "profiles": 100_000,
+    "hotpath_events": 50_000,
+    "template_visitors": 300,
+}
+QUICK = {
+    "events": 20_000,
+    "latency_seconds": 5.0,
+    "profiles": 20_000,
+    "hotpath_events": 10_000,
+    "template_visitors": 100,
+}
+
+
+@dataclass
+class Row:
+    section: str
+    what: str
+    value: str
+    baseline: str = ""
+    ratio: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    workdir: Path
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    foreign_cores: dict[str, float] = field(default_factory=dict)
+    """Per step: average cores other processes on the machine used meanwhile (noise indicator)."""
+
+    def step(self, name: str, action: Callable[[], Any], enabled: bool | None = None) -> Any:
+        """Run one measured step; a failure is recorded (and shown in the table), not fatal."""
+        if not (name in self.args.steps if enabled is None else enabled):
+            return None
+        begun = time.monotonic()
+        meter = LoadMeter()
+        try:
+            value = action()
+        except Exception as exc:  # a failed step is reported; the others still run
+            self.foreign_cores[name] = meter.foreign_cores()
+            self.errors[name] = f"{type(exc).__name__}: {exc}"
+            note(f"{name}: FAILED after {time.monotonic() - begun:.0f}s: {str(exc).splitlines()[0][:300]}")
+            if self.args.verbose:
+                traceback.print_exc()
+            return None
+        self.foreign_cores[name] = meter.foreign_cores()
+        if self.foreign_cores[name] >= 0.25:
+            note(f"{name}: other processes used {self.foreign_cores[name]:.2f} cores meanwhile (noise)")
+        self.results[name] = value
+        return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: about 2 minutes on 2 cores")
+    parser.add_argument("--events", type=int, help="workload events (default 100k; quick 20k)")
+    parser.add_argument(
+        "--latency-seconds", type=float, help="seconds per latency rate (default 15; quick 5)"
+    )
+    parser.add_argument("--rates", default="500,2000", help="latency rates in events/s, comma-separated")
+    parser.add_argument("--profiles", type=int, help="profiles for the memory step (default 100k; quick 20k)")
+    parser.add_argument(
+        "--template-visitors",
+        type=int,
+        help="simulated visitors whose full profiles are cloned (default 300; quick 100)",
+    )
+    parser.add_argument(
+        "--hotpath-events", type=int, help="records for the hot path (default 50k; quick 10k)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=5000, help="hot path batch size (the worker's default)"
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}"
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="keep logs and data here (default: temp)")
+    parser.add_argument(
+        "--no-live-fallback",
+        dest="live_fallback",
+        action="store_false",
+        help="if the pipeline run over the pre-filled topic fails, do not re-run it with live produce",
+    )
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    parser.add_argument("--verbose", action="store_true", help="print tracebacks of failed steps")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else DEFAULTS
+    for name, default in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    unknown = set(args.steps) - set(STEPS)
+    if unknown:
+        parser.error(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
+    args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    return args
+
+
+def git_commit() -> tuple[str, bool]:
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "nogit"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=normal"))
+    return commit, dirty
+
+
+@contextlib.contextmanager
+def workspace(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path.resolve()
+        return
+    folder = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, workdir: Path) -> Run:
+    from infra.stack import EmbeddedStack
+
+    state = Run(args, workdir)
+    if KAFKA_STEPS & set(args.steps):
+        stack = EmbeddedStack(workdir / "stack")
+        note(f"starting the embedded stack in {workdir / 'stack'}")
+        endpoints = stack.start()
+        try:
+            note(f"stack: kafka {endpoints.kafka_bootstrap}, redis {endpoints.redis_url} (pids {stack.pids})")
+            kafka_steps(state, endpoints.kafka_bootstrap, endpoints.redis_url)
+        finally:
+            stack.stop()
+            note("stack stopped")
+    from bench.hotpath import run_hotpath
+    from bench.memory import measure_memory
+
+    state.step("memory", lambda: measure_memory(args.profiles, args.template_visitors, args.seed, workdir))
+
+    def hotpath() -> Any:
+        note(f"hot path: process_batch over {args.hotpath_events:,} simulated records (timed, then cProfile)")
+        result = run_hotpath(encode_events(simulated_events(args.hotpath_events, args.seed)), args.batch_size)
+        note(f"hot path: {result.events_per_s:,.0f} events/s in-process, {result.gc_share:.0%} in cyclic GC")
+        return result
+
+    state.step("hotpath", hotpath)
+    return state
+
+
+def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
+    from bench.baselines import run_faust_baseline, run_quix_baseline
+    from bench.latency import measure_floor, measure_tessera
+    from bench.pipeline import WorkerSpec, run_pipeline, run_restart
+
+    args, workdir = state.args, state.workdir
+    workload: Workload | None = None
+    events: list[dict[str, Any]] = []
+    needs_workload = {"faust", "quix", "pipeline", "startup"} & set(args.steps)
+
+    if needs_workload:
+        topic = f"bench-events-{uuid.uuid4().hex[:8]}"
+        note(f"workload: simulating {args.events:,} events, producing them to {topic} (6 partitions)")
+        try:
+            workload, events = build_workload(kafka, topic, args.events, args.seed)
+        except Exception as exc:  # reported like a failed step
+            state.errors["workload"] = f"{type(exc).__name__}: {exc}"
+            note(f"workload: FAILED: {exc}")
+        else:
+            state.results["workload"] = workload
+            note(
+                f"workload: {workload.events:,} events from {workload.visitors:,} visitors, "
+                f"{workload.mean_bytes:.0f} B mean, produced at {workload.produce_eps:,.0f} events/s"
+            )
+    timeout = max(300.0, args.events / 200)
+    if workload is not None:
+        wl = workload
+        state.step("faust", lambda: run_faust_baseline(wl, kafka, workdir, timeout))
+        state.step("quix", lambda: run_quix_baseline(wl, kafka, workdir, timeout))
+        spec = WorkerSpec(kafka, redis_url, workdir / "tessera", wl.topic)
+        restart_spec = spec
+        pipe = state.step("pipeline", lambda: run_pipeline(wl, spec, timeout))
+        if pipe is None and "pipeline" in args.steps and args.live_fallback:
+            live_topic = f"{wl.topic}-live"
+            note(f"pipeline: re-running with the events produced after the worker is ready ({live_topic})")
+            asyncio.run(create_topics(kafka, [live_topic]))
+            live_spec = WorkerSpec(kafka, redis_url, workdir / "tessera-live", live_topic)
+            records = encode_events(events)
+            live = state.step(
+                "pipeline_live", lambda: run_pipeline(wl, live_spec, timeout, records), enabled=True
+            )
+            if live is not None:
+                restart_spec = live_spec
+        state.step("startup", lambda: run_restart(restart_spec, timeout))
+    if "latency" in args.steps:
+        sample = next((e for e in events if e.get("type") == "page_view"), None)
+        if sample is None:
+            sample = next(e for e in simulated_events(500, args.seed) if e.get("type") == "page_view")
+        template = sample
+
+        def latency() -> dict[str, Any]:
+            floor = measure_floor(kafka, args.rates, args.latency_seconds, template)
+            tessera = measure_tessera(kafka, redis_url, workdir, args.rates, args.latency_seconds, template)
+            return {"floor": floor, "tessera": tessera}
+
+        state.step("latency", latency)
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or not base or math.isnan(value) or math.isnan(base):
+        return None
+    return value / base
+
+
+def _n(value: float | None, unit: str, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f} {unit}".strip()
+
+
+def build_rows(state: Run) -> list[Row]:
+    r, err = state.results, state.errors
+    rows: list[Row] = []
+
+    def failed(section: str, what: str, step: str) -> None:
+        message = err.get(step, "")
+        first = message.splitlines()[0] if message else ""
+        rows.append(Row(section, what, "FAILED", note=(first[:90] + "…") if len(first) > 90 else first))
+
+    wl: Workload | None = r.get("workload")
+    if wl is not None:
+        rows.append(
+            Row(
+                "workload",
+                f"{wl.events:,} events, {wl.visitors:,} visitors, 6 partitions",
+                _n(wl.mean_bytes, "B/event"),
+                note="simulate() events as JSON",
+            )
+        )
+        rows.append(Row("workload", "aiokafka produce (batched, acks=all)", _n(wl.produce_eps, "ev/s")))
+    elif "workload" in err:
+        failed("workload", "simulate + produce", "workload")
+
+    faust, quix, pipe, hot = r.get("faust"), r.get("quix"), r.get("pipeline"), r.get("hotpath")
+    a = faust.events_per_s if faust else None
+    b = quix.events_per_s if quix else None
+    if faust:
+        rows.append(Row("throughput", "A  Faust agent, iterate only", _n(a, "ev/s")))
+    elif "faust" in state.args.steps:
+        failed("throughput", "A  Faust agent, iterate only", "faust")
+    if quix:
+        rows.append(
+            Row(
+                "throughput",
+                "B  quixstreams, JSON + per-visitor state",
+                _n(b, "ev/s"),
+                f"A {_n(a, 'ev/s')}" if a else "",
+                _ratio(b, a),
+            )
+        )
+    elif "quix" in state.args.steps:
+        failed("throughput", "B  quixstreams, JSON + per-visitor state", "quix")
+    if "pipeline" in err:
+        failed("throughput", "Tessera pipeline, ready → all committed", "pipeline")
+    live = r.get("pipeline_live")
+    if pipe is None and live is not None:
+        pipe = live
+    if pipe:
+        z = pipe.events_per_s
+        rows.append(
+            Row(
+                "throughput",
+                "Tessera pipeline, ready → all committed"
+                if pipe.mode == "prefilled"
+                else "Tessera pipeline, live produce → all committed",
+                _n(z, "ev/s"),
+                f"B {_n(b, 'ev/s')}" if b else "",
+                _ratio(z, b),
+                f"{pipe.cpu_us_per_event:,.0f} µs CPU/event in the worker",
+            )
+        )
+        if a:
+            rows.append(
+                Row("throughput", "Tessera pipeline vs A", _n(z, "ev/s"), f"A {_n(a, 'ev/s')}", _ratio(z, a))
+            )
+    if "pipeline_live" in err:
+        failed("throughput", "Tessera pipeline, live produce → all committed", "pipeline_live")
+    if hot:
+        base = pipe.events_per_s if pipe else None
+        rows.append(
+            Row(
+                "throughput",
+                "Tessera core alone (process_batch, no I/O)",
+                _n(hot.events_per_s, "ev/s"),
+                f"pipeline {_n(base, 'ev/s')}" if base else "",
+                _ratio(hot.events_per_s, base),
+                f"{hot.us_per_event:,.0f} µs/event; {hot.gc_share:.0%} of it cyclic GC "
+                f"({hot.events_per_s_gc_off:,.0f} ev/s with gc off)",
+            )
+        )
+    elif "hotpath" in state.args.steps:
+        failed("throughput", "Tessera core alone (process_batch, no I/O)", "hotpath")
+
+    lat = r.get("latency")
+    if lat:
+        floors = {run.rate: run for run in lat["floor"]}
+        for run in lat["tessera"]:
+            floor = floors.get(run.rate)
+            for q in ("p50", "p99"):
+                value = getattr(run, f"{q}_ms")
+                base = getattr(floor, f"{q}_ms") if floor else None
+                rows.append(
+                    Row(
+                        "latency",
+                        f"produce → segment change {q} @{run.rate:,}/s",
+                        _n(value, "ms", 1),
+                        f"aiokafka produce→consume {_n(base, 'ms', 1)}" if base is not None else "",
+                        _ratio(value, base),
+                        f"{run.matched:,}/{run.sent:,} matched"
+                        if q == "p50"
+                        else f"max {run.max_ms:,.0f} ms",
+                    )
+                )
+    elif "latency" in state.args.steps:
+        failed("latency", "produce → segment change", "latency")
+
+    mem = r.get("memory")
+    if mem:
+        d, k = mem["dict"], mem["rocksdb"]
+        rows.append(
+            Row(
+                "memory",
+                "in-memory store (dict of bytes): RSS/profile",
+                _n(d["rss_per_profile"], "B"),
+                f"serialised profile {_n(d['mean_serialized_bytes'], 'B')}",
+                _ratio(d["rss_per_profile"], d["mean_serialized_bytes"]),
+                f"{d['profiles']:,} profiles cloned from {d['template_profiles']} full histories",
+            )
+        )
+        rows.append(
+            Row(
+                "memory",
+                "RocksDB (rocksdict): RSS/profile",
+                _n(k["rss_per_profile"], "B"),
+                f"dict {_n(d['rss_per_profile'], 'B')}",
+                _ratio(k["rss_per_profile"], d["rss_per_profile"]),
+                f"{k['disk_bytes_per_profile']:,.0f} B/profile on disk",
+            )
+        )
+        rows.append(
+            Row(
+                "memory",
+                "RocksDB write per profile",
+                _n(k["write_us"], "µs", 1),
+                f"dict {_n(d['write_us'], 'µs', 1)}",
+                _ratio(k["write_us"], d["write_us"]),
+            )
+        )
+        rows.append(
+            Row(
+                "memory",
+                "RocksDB read per profile (shuffled)",
+                _n(k["read_us"], "µs", 1),
+                f"dict {_n(d['read_us'], 'µs', 2)}",
+                _ratio(k["read_us"], d["read_us"]),
+            )
+        )
+    elif "memory" in state.args.steps:
+        failed("memory", "memory per profile", "memory")
+
+    start = r.get("startup")
+    first = faust.first_record_s if faust else None
+    if pipe:
+        rows.append(
+            Row(
+                "start-up",
+                "fresh group: spawn → /healthz ready",
+                _n(pipe.ready_s, "s", 1),
+                f"A spawn → first record {_n(first, 's', 1)}" if first else "",
+                _ratio(pipe.ready_s, first),
+            )
+        )
+    if start:
+        rows.append(
+            Row(
+                "start-up",
+                "restart, existing group: spawn → /healthz ready",
+                _n(start.spawn_to_ready_s, "s", 1),
+                f"A spawn → first record {_n(first, 's', 1)}" if first else "",
+                _ratio(start.spawn_to_ready_s, first),
+                f"worker ready_after_s {start.ready_after_s}",
+            )
+        )
+        rows.append(
+            Row(
+                "start-up",
+                "changelog recovery",
+                _n(start.recovery_records_per_s, "rec/s"),
+                f"aiokafka read of it {_n(start.floor_records_per_s, 'rec/s')}",
+                _ratio(start.recovery_records_per_s, start.floor_records_per_s),
+                (
+                    f"{start.recovered_records:,} records in {start.recovery_seconds:.2f} s, "
+                    f"{start.profiles:,} profiles"
+                )
+                if start.recovered_records == start.floor_records
+                else f"MISMATCH: recovered {start.recovered_records:,} of {start.floor_records:,} records",
+            )
+        )
+    elif "startup" in state.args.steps:
+        failed("start-up", "restart on the existing group", "startup")
+    return rows
+
+
+def render(rows: list[Row], header: str) -> str:
+    cols = [
+        ("", [row.section for row in rows]),
+        ("measurement", [row.what for row in rows]),
+        ("value", [row.value for row in rows]),
+        ("baseline (same run)", [row.baseline for row in rows]),
+        ("ratio", ["" if row.ratio is None else f"{row.ratio:,.2f}×" for row in rows]),
+        ("note", [row.note for row in rows]),
+    ]
+    widths = [max(len(title), *(len(v) for v in values)) if values else len(title) for title, values in cols]
+    right = {2, 4}
+
+    def line(values: list[str]) -> str:
+        cells = [
+            v.rjust(w) if i in right else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(cells).rstrip()
+
+    out = [header, line([title for title, _ in cols]), line(["-" * w for w in widths])]
+    previous = None
+    for i, row in enumerate(rows):
+        values = [values[i] for _, values in cols]
+        if row.section == previous:
+            values[0] = ""
+        previous = row.section
+        out.append(line(values))
+    return "\n".join(out)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "as_dict"):
+        return _jsonable(value.as_dict())
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    from streams.logging import configure_logging
+
+    args = parse_args(argv)
+    configure_logging("WARNING")  # structlog to stderr; stdout carries the table only
+    commit, dirty = git_commit()
+    started = datetime.now(UTC)
+    begun = time.monotonic()
+    note(f"commit {commit}{' (dirty tree)' if dirty else ''}; steps {','.join(args.steps)}")
+    meter = LoadMeter()
+    with workspace(args.workdir) as workdir:
+        state = run(args, workdir)
+    foreign = meter.foreign_cores()
+    elapsed = time.monotonic() - begun
+    rows = build_rows(state)
+    label = f"{commit}{'+dirty' if dirty else ''}"
+    header = (
+        f"Tessera bench  commit {label}  {started:%Y-%m-%d %H:%M} UTC  {os.cpu_count()} CPUs  "
+        f"python {platform.python_version()}  took {elapsed:.0f}s"
+        f"{'  (--quick)' if args.quick else ''}\n"
+        "ratio = value / baseline; baselines ran in this run on the same embedded stack\n"
+        f"other processes on this machine used {foreign:.2f} cores on average during the run"
+        + (
+            " (per step: " + ", ".join(f"{k} {v:.2f}" for k, v in state.foreign_cores.items()) + ")"
+            if state.foreign_cores
+            else ""
+        )
+    )
+    table = render(rows, header)
+    if state.errors:
+        lines = ["", "failed steps:"]
+        for name, message in state.errors.items():
+            # The first line says what failed; a child's log tail ends with the reason.
+            parts = message.splitlines()
+            shown = parts if len(parts) <= 8 else [*parts[:2], "…", *parts[-5:]]
+            lines.append(f"  {name}: " + "\n    ".join(shown))
+        table += "\n".join(lines)
+    print(table)
+    hot = state.results.get("hotpath")
+    if hot is not None:
+        print()
+        print(hot.report.rstrip())
+    print(file=sys.stdout, flush=True)
+    if not args.no_save:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        path = RESULTS_DIR / f"{label}-{stamp}.json"
+        document = {
+            "commit": commit,
+            "dirty": dirty,
+            "started": started.isoformat(),
+            "seconds": round(elapsed, 1),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "results": _jsonable(state.results),
+            "errors": state.errors,
+            "foreign_cores": {
+                "run": round(foreign, 3),
+                **{k: round(v, 3) for k, v in state.foreign_cores.items()},
+            },
+            "table": [_jsonable(row) for row in rows],
+            "text": table,
+        }
+        path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        if hot is not None:
+            (RESULTS_DIR / f"{label}-{stamp}-hotpath.txt").write_text(hot.report)
+        note(f"saved {path.relative_to(ROOT)}")
+    if state.errors:
+        note(f"failed steps: {', '.join(sorted(state.errors))}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""Shared pieces of the benchmark: progress lines, waiting on conditions, child processes, the workload.
+
+Nothing here sleeps to synchronise: every wait polls a condition until a deadline
+(`wait_until`), and every child process is stopped by its own PID (`Child.stop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+PARTITIONS = 6
+EVENTS_PER_VISITOR_GUESS = 60
+"""Simulated visitors produce ≈ 70 events each; ask for a few more visitors than needed, then cut."""
+
+T = TypeVar("T")
+_STARTED = time.monotonic()
+
+
+def note(message: str) -> None:
+    """One progress line on stderr, stamped with the seconds since the bench started."""
+    sys.stderr.write(f"[bench {time.monotonic() - _STARTED:6.1f}s] {message}\n")
+    sys.stderr.flush()
+
+
+class BenchError(RuntimeError):
+    """A step could not be measured (the message says why; logs are named in it)."""
+
+
+def wait_until(
+    predicate: Callable[[], T | None], timeout: float, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `predicate` until it returns a truthy value or `timeout` seconds pass (then BenchError).
+
+    Exceptions other than BenchError count as "not yet" (a web server may not listen yet); a
+    BenchError raised by the predicate (a child died) ends the wait at once.
+    """
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except BenchError:
+            raise
+        except Exception as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise BenchError(
+                f"timed out after {timeout:.0f}s waiting for {what or predicate!r} (last error {last!r})"
+            )
+        time.sleep(interval)
+
+
+def http_json(url: str, timeout: float = 10.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of `values`; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+# -- child processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """A subprocess whose output goes to a log file; stopped by its PID with a deadline."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    spawned_at: float = 0.0
+    """time.time() just before the spawn (same clock as the children's timestamps)."""
+
+    def start(self) -> Child:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.spawned_at = time.time()
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        """Raise BenchError (with the log tail) if the child has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(
+                f"{self.name} (pid {self.proc.pid}) exited with {self.proc.returncode}; "
+                f"log {self.log_path}:\n{self.log_tail()}"
+            )
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "<no log>"
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM this child's PID, wait up to `timeout`, then SIGKILL; return its exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                note(f"{self.name} (pid {proc.pid}) ignored SIGTERM for {timeout:.0f}s: SIGKILL")
+                proc.kill()
+                proc.wait(timeout)
+        return proc.returncode
+
+
+def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a Python child: this one, the repo on the path, unbuffered output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONWARNINGS"] = "ignore"
+    env.update(extra or {})
+    return env
+
+
+class Marks:
+    """Reads the JSON lines a measured child appends to its marks file (`first`, `progress`, `done`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return found
+        for line in text.splitlines():
+            if line.endswith("}"):
+                record = json.loads(line)
+                found[record["mark"]] = record
+        return found
+
+    def wait(self, mark: str, child: Child, timeout: float) -> dict[str, Any]:
+        def seen() -> dict[str, Any] | None:
+            child.check_alive()
+            return self.read().get(mark)
+
+        return wait_until(seen, timeout, 0.05, f"{child.name} to report {mark!r}")
+
+
+def write_mark(path: Path, mark: str, **values: Any) -> None:
+    """Append one mark line (used by the measured children; one write call per line)."""
+    with open(path, "a") as out:
+        out.write(json.dumps({"mark": mark, "t": time.time(), **values}) + "\n")
+
+
+# -- workload -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """The N events every throughput step consumes, produced once to `topic`."""
+
+    topic: str
+    events: int
+    visitors: int
+    mean_bytes: float
+    ends: dict[int, int] = field(default_factory=dict)
+    """partition → last offset + 1, from the producer's RecordMetadata (never ListOffsets)."""
+    produce_seconds: float = 0.0
+    simulate_seconds: float = 0.0
+
+    @property
+    def produce_eps(self) -> float:
+        return self.events / self.produce_seconds if self.produce_seconds else math.nan
+
+
+def simulated_events(n: int, seed: int) -> list[dict[str, Any]]:
+    """The first `n` events (by event time) of a simulation with enough visitors to have `n`."""
+    from streams.simulate import simulate
+
+    visitors = max(10, math.ceil(n / EVENTS_PER_VISITOR_GUESS))
+    end = datetime.now(UTC)
+    while True:
+        sim = simulate(visitors, seed, end)
+        if len(sim.events) >= n:
+            return sim.events[:n]
+        visitors = math.ceil(visitors * 1.3 * n / max(len(sim.events), 1))
+
+
+def encode_events(events: Iterable[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    return [(e["visitor_id"].encode(), orjson.dumps(e)) for e in events]
+
+
+async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = PARTITIONS) -> None:
+    """Create topics with an explicit `retention.ms` (Tessera's events retention).
+
+    The embedded broker's DescribeConfigs returns only the configs a topic was created with, no
+    broker defaults; quixstreams derives its changelog config from the source topic's
+    `retention.ms` and fails with KeyError('retention.ms') when it is missing.
+    """
+    from infra.topics import EVENTS_RETENTION_MS, TopicSpec, ensure_topics
+
+    config = {"retention.ms": str(EVENTS_RETENTION_MS)}
+    await ensure_topics(bootstrap, [TopicSpec(name, partitions, 1, dict(config)) for name in names])
+
+
+async def produce(
+    bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes]], linger_ms: int = 5
+) -> dict[int, int]:
+    """Send every (key, value); return partition → last offset + 1 from the RecordMetadata."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=linger_ms, acks="all", max_batch_size=256 * 1024
+    )
+    await producer.start()
+    ends: dict[int, int] = {}
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        for meta in await asyncio.gather(*futures):
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    finally:
+        await producer.stop()
+    return ends
+
+
+def build_workload(bootstrap: str, topic: str, n: int, seed: int) -> tuple[Workload, list[dict[str, Any]]]:
+    """Simulate `n` events, produce them once to a fresh `topic` (6 partitions, key = visitor_id)."""
+    begun = time.perf_counter()
+    events = simulated_events(n, seed)
+    simulate_s = time.perf_counter() - begun
+    records = encode_events(events)
+    mean_bytes = sum(len(v) for _, v in records) / max(len(records), 1)
+    asyncio.run(create_topics(bootstrap, [topic]))
+    begun = time.perf_counter()
+    ends = asyncio.run(produce(bootstrap, topic, records))
+    produce_s = time.perf_counter() - begun
+    workload = Workload(
+        topic=topic,
+        events=len(records),
+        visitors=len({e["visitor_id"] for e in events}),
+        mean_bytes=mean_bytes,
+        ends=ends,
+        produce_seconds=produce_s,
+        simulate_seconds=simulate_s,
+    )
+    if sum(ends.values()) != len(records):
+        raise BenchError(
+            f"produced {len(records)} records but the offsets add up to {sum(ends.values())}: {ends}"
+        )
+    return workload, events
+
+
+# -- load from other processes ----------------------------------------------------------------------
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and all its descendants (live ones and those already reaped)."""
+    import psutil
+
+    me = psutil.Process()
+    times = me.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in me.children(recursive=True):
+        try:
+            ct = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += ct.user + ct.system
+    return float(total)
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores) since boot."""
+    import psutil
+
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return float(sum(times) - idle)
+
+
+@dataclass
+class LoadMeter:
+    """How much CPU processes outside this bench used while a step ran (other sessions' tests...)."""
+
+    wall: float = field(default_factory=time.monotonic)
+    busy: float = field(default_factory=busy_cpu_seconds)
+    own: float = field(default_factory=own_cpu_seconds)
+
+    def foreign_cores(self) -> float:
+        """Average number of cores used by other processes since this meter was created."""
+        wall = time.monotonic() - self.wall
+        if wall <= 0:
+            return 0.0
+        foreign = (busy_cpu_seconds() - self.busy) - (own_cpu_seconds() - self.own)
+        return max(0.0, foreign / wall)

@@ -1,0 +1,253 @@
+"""Latency produce → segment change at fixed rates, and the bare produce → consume floor.
+
+A paced producer sends page views stamped with the current time. Visitors take turns
+(round-robin over `2 × rate` visitors, so one visitor's events are ≈ 2 s apart and never share a
+worker batch), and each visitor's pages alternate /probe/odd, /probe/even, ... The worker runs with
+`bench/latency_segments.yaml`, whose only segment `probe_odd` reads `last_page_path`, so every
+event enters or exits it: one segment change per event, carrying the event's id as
+`trigger_event_id`.
+
+A consumer in this process (same clock as the producer, assigned to every partition of the
+segment-changes topic before anything is sent) stamps each change on arrival:
+latency = arrival time − the time just before the event's `send()`. The floor is the same paced
+producer and consumer on a fresh topic with no worker in between (one hop instead of two).
+
+The drain after the last send is a condition with deadlines: stop when every event is matched, or
+when nothing new arrived for `drain_idle_s`, or at `drain_max_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bench.common import BENCH_DIR, PARTITIONS, BenchError, create_topics, note, percentile
+from bench.pipeline import Worker, WorkerSpec
+
+SEGMENTS_FILE = BENCH_DIR / "latency_segments.yaml"
+ODD, EVEN = "/probe/odd", "/probe/even"
+
+
+@dataclass
+class LatencyRun:
+    kind: str
+    """`tessera` (produce → segment change) or `floor` (bare aiokafka produce → consume)."""
+    rate: int
+    seconds: float
+    sent: int
+    matched: int
+    achieved_rate: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ProbeEvents:
+    """Page views for the probe, shaped like a simulated event (same fields, similar size)."""
+
+    def __init__(self, template: dict[str, Any], label: str, visitors: int) -> None:
+        self.template = _page_view(template)
+        self.visitors = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-{label}-{i}")) for i in range(visitors)]
+        self.sessions = [f"s-bench-{label}-{i}" for i in range(visitors)]
+
+    def build(self, i: int) -> tuple[bytes, bytes, str]:
+        """The i-th event: (key, value, event_id); event_time is now."""
+        n = len(self.visitors)
+        slot = i % n
+        path = ODD if (i // n) % 2 == 0 else EVEN
+        event = copy.deepcopy(self.template)
+        event_id = str(uuid.uuid4())
+        event["event_id"] = event_id
+        event["visitor_id"] = self.visitors[slot]
+        event["session_id"] = self.sessions[slot]
+        event["event_time"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        event["context"]["page_path"] = path
+        event["context"]["page_url"] = f"https://shop.example{path}"
+        return self.visitors[slot].encode(), orjson.dumps(event), event_id
+
+
+def _page_view(sample: dict[str, Any]) -> dict[str, Any]:
+    context = dict(sample.get("context", {}))
+    context.pop("utm", None)
+    context["referrer"] = "https://shop.example/"
+    context["consent"] = {"analytics": True, "personalization": True, "marketing": True}
+    return {
+        "schema_version": 1,
+        "event_id": "",
+        "visitor_id": "",
+        "session_id": "",
+        "event_time": "",
+        "type": "page_view",
+        "context": context,
+        "properties": {"page_type": "content", "title": "Latency probe page"},
+    }
+
+
+def _change_event_id(value: bytes) -> str | None:
+    found = orjson.loads(value).get("trigger_event_id")
+    return found if isinstance(found, str) else None
+
+
+def _event_id(value: bytes) -> str | None:
+    found = orjson.loads(value).get("event_id")
+    return found if isinstance(found, str) else None
+
+
+async def _consumer_at_start(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A consumer on every partition of `topic` (still empty), positioned at its beginning."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return consumer
+
+
+async def paced_run(
+    producer: AIOKafkaProducer,
+    consumer: AIOKafkaConsumer,
+    topic: str,
+    probe: ProbeEvents,
+    rate: int,
+    seconds: float,
+    match: Callable[[bytes], str | None],
+    kind: str,
+    drain_idle_s: float = 3.0,
+    drain_max_s: float = 30.0,
+) -> LatencyRun:
+    total = max(1, int(rate * seconds))
+    sent: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    producing = True
+    produce_ended = 0.0
+
+    async def consume() -> None:
+        last_progress = time.monotonic()
+        while True:
+            polled = await consumer.getmany(timeout_ms=50)
+            now = time.time()
+            for batch in polled.values():
+                for record in batch:
+                    event_id = match(record.value) if record.value is not None else None
+                    if event_id is not None and event_id in sent and event_id not in arrived:
+                        arrived[event_id] = now
+                        last_progress = time.monotonic()
+            if not producing:
+                clock = time.monotonic()
+                if len(arrived) >= len(sent):
+                    return
+                if clock - last_progress > drain_idle_s or clock - produce_ended > drain_max_s:
+                    return
+
+    consumer_task = asyncio.create_task(consume())
+    pending = []
+    begun = time.perf_counter()
+    i = 0
+    try:
+        while i < total:
+            due = min(total, int((time.perf_counter() - begun) * rate) + 1)
+            while i < due:
+                key, value, event_id = probe.build(i)
+                sent[event_id] = time.time()
+                pending.append(await producer.send(topic, value, key=key))
+                i += 1
+            await asyncio.sleep(0.001)  # pacing tick of the producer, not a synchronisation
+        produce_seconds = time.perf_counter() - begun
+        await asyncio.gather(*pending)
+    finally:
+        producing = False
+        produce_ended = time.monotonic()
+    await consumer_task
+    latencies = [(arrived[e] - sent[e]) * 1000 for e in arrived]
+    return LatencyRun(
+        kind=kind,
+        rate=rate,
+        seconds=produce_seconds,
+        sent=len(sent),
+        matched=len(arrived),
+        achieved_rate=len(sent) / produce_seconds if produce_seconds else float("nan"),
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        max_ms=max(latencies) if latencies else float("nan"),
+    )
+
+
+async def _measure(
+    bootstrap: str,
+    produce_topic: str,
+    consume_topic: str,
+    rates: list[int],
+    seconds: float,
+    template: dict[str, Any],
+    match: Callable[[bytes], str | None],
+    kind: str,
+) -> list[LatencyRun]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
+    await producer.start()
+    consumer = await _consumer_at_start(bootstrap, consume_topic)
+    runs: list[LatencyRun] = []
+    try:
+        # Warm-up (not reported): metadata, connections, the worker's first batches.
+        warm = ProbeEvents(template, f"{kind}-warmup", 200)
+        await paced_run(producer, consumer, produce_topic, warm, 200, 1.0, match, kind, drain_idle_s=2.0)
+        for rate in rates:
+            probe = ProbeEvents(template, f"{kind}-{rate}", max(2 * rate, 10))
+            run = await paced_run(producer, consumer, produce_topic, probe, rate, seconds, match, kind)
+            note(
+                f"latency {kind} @{rate}/s: p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms, "
+                f"{run.matched:,}/{run.sent:,} matched"
+            )
+            runs.append(run)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return runs
+
+
+def measure_floor(
+    bootstrap: str, rates: list[int], seconds: float, template: dict[str, Any]
+) -> list[LatencyRun]:
+    """Bare aiokafka produce → consume on a fresh topic (the floor)."""
+    topic = f"bench-latency-floor-{uuid.uuid4().hex[:8]}"
+    asyncio.run(create_topics(bootstrap, [topic]))
+    note(f"latency floor: bare aiokafka round trip at {rates} events/s, {seconds:.0f}s each")
+    return asyncio.run(_measure(bootstrap, topic, topic, rates, seconds, template, _event_id, "floor"))
+
+
+def measure_tessera(
+    kafka: str, redis_url: str, workdir: Path, rates: list[int], seconds: float, template: dict[str, Any]
+) -> list[LatencyRun]:
+    """Produce → segment change through a worker running the bench's flip-on-every-event segment."""
+    run_id = uuid.uuid4().hex[:10]
+    topic = f"bench-latency-events-{run_id}"
+    asyncio.run(create_topics(kafka, [topic]))
+    spec = WorkerSpec(
+        kafka, redis_url, workdir / "latency", topic, run_id=run_id, segments_file=SEGMENTS_FILE
+    )
+    worker = Worker(spec, "worker-latency")
+    note(f"latency: starting a worker with {SEGMENTS_FILE.name} at {rates} events/s, {seconds:.0f}s each")
+    try:
+        worker.start()
+        runs = asyncio.run(
+            _measure(kafka, topic, spec.changes_topic, rates, seconds, template, _change_event_id, "tessera")
+        )
+        worker.child.check_alive()
+    finally:
+        code = worker.stop()
+        note(f"latency: worker stopped (exit {code})")
+    if not any(run.matched for run in runs):
+        raise BenchError(f"no segment change matched a probe event; worker log {worker.child.log_path}")
+    return runs

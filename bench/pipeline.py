@@ -1,0 +1,343 @@
+"""Tessera's full pipeline as a `tessera worker` subprocess: throughput, then restart and recovery.
+
+A worker is started exactly like `tests/e2e/harness.py` starts one: `python -m streams.cli worker`
+with `TESSERA_*` variables naming this run's topics, consumer group, Redis prefix, changelog topic
+and its own chDB folder. Readiness is GET /healthz `ready`; progress is GET /v1/status `committed`
+compared with the end offsets the producer's RecordMetadata reported (never ListOffsets, which the
+embedded broker answers short).
+
+- throughput: events/s from the worker's readiness to every partition committed to its end;
+  the worker process's CPU seconds over the same span give CPU µs per event; the record count the
+  worker reports must equal the workload's (a worker may commit past records it dropped). A
+  `live` variant (records produced once the worker is ready) is the fallback `python -m bench`
+  runs when the pre-filled run fails (see LIVE_HINT);
+- start-up: the worker is stopped (SIGTERM by PID) and a second one is spawned on the same group
+  and changelog; spawn → /healthz ready, the worker's own `ready_after_s`, and the recovery rate
+  `recovered_records / recovery_seconds` from /v1/status;
+- recovery floor: a bare aiokafka consumer reading the same changelog topic to its Fetch high
+  watermark (records/s), the I/O-only rate the worker's recovery is compared with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.common import (
+    PARTITIONS,
+    BenchError,
+    Child,
+    Workload,
+    http_json,
+    note,
+    produce,
+    python_env,
+    wait_until,
+)
+from infra.stack import free_port
+
+
+@dataclass
+class WorkerSpec:
+    """Names and folders of one Tessera worker deployment (a consumer group and its topics)."""
+
+    kafka: str
+    redis_url: str
+    data_dir: Path
+    events_topic: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    segments_file: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changes_topic(self) -> str:
+        return f"bench-segment-changes-{self.run_id}"
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"bench-profiles-changelog-{self.run_id}"
+
+    def env(self, web_port: int) -> dict[str, str]:
+        values = {
+            "TESSERA_KAFKA_BROKER": self.kafka,
+            "TESSERA_REDIS_URL": self.redis_url,
+            # chDB's folder belongs to one process: this worker's own.
+            "TESSERA_CLICKHOUSE_DSN": f"chdb://{(self.data_dir / 'chdb').resolve()}",
+            "TESSERA_DATA_DIR": str(self.data_dir),
+            "TESSERA_EVENTS_TOPIC": self.events_topic,
+            "TESSERA_DLQ_TOPIC": f"bench-events-dlq-{self.run_id}",
+            "TESSERA_CHANGES_TOPIC": self.changes_topic,
+            "TESSERA_MESSAGES_TOPIC": f"bench-messages-{self.run_id}",
+            "TESSERA_CHANGELOG_TOPIC": self.changelog_topic,
+            "TESSERA_GROUP_ID": f"bench-tessera-{self.run_id}",
+            "TESSERA_REDIS_PREFIX": f"bench{self.run_id}",
+            "TESSERA_PARTITIONS": str(PARTITIONS),
+            "TESSERA_WEB_HOST": "127.0.0.1",
+            "TESSERA_WEB_PORT": str(web_port),
+            "TESSERA_LOG_LEVEL": "INFO",
+        }
+        if self.segments_file is not None:
+            values["TESSERA_SEGMENTS_FILE"] = str(self.segments_file)
+        values.update(self.extra_env)
+        return python_env(values)
+
+
+class Worker:
+    """One `tessera worker` subprocess and its web API."""
+
+    def __init__(self, spec: WorkerSpec, name: str) -> None:
+        self.spec = spec
+        self.port = free_port()
+        self.web = f"http://127.0.0.1:{self.port}"
+        spec.data_dir.mkdir(parents=True, exist_ok=True)
+        self.child = Child(
+            name,
+            [sys.executable, "-m", "streams.cli", "worker"],
+            spec.env(self.port),
+            spec.data_dir / f"{name}.log",
+        )
+        self.ready_at = 0.0
+
+    def start(self, ready_timeout: float = 120) -> Worker:
+        self.child.start()
+
+        def ready() -> bool:
+            self.child.check_alive()
+            return bool(http_json(self.web + "/healthz", timeout=2)["ready"])
+
+        wait_until(ready, ready_timeout, 0.05, f"{self.child.name} /healthz ready")
+        self.ready_at = time.time()
+        return self
+
+    def status(self) -> dict[str, Any]:
+        self.child.check_alive()
+        status: dict[str, Any] = http_json(self.web + "/v1/status", timeout=10)
+        return status
+
+    def cpu_seconds(self) -> float:
+        times = psutil.Process(self.child.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def wait_committed(self, ends: dict[int, int], timeout: float, stall_s: float = 30.0) -> dict[str, Any]:
+        """Poll /v1/status until every partition's committed offset reaches `ends`; return that status.
+
+        Fails early when neither the committed offsets nor the processed-record count moved for
+        `stall_s` seconds (a worker that fetched records and dropped them would otherwise hold the
+        bench until `timeout`).
+        """
+        progress: dict[str, Any] = {"mark": None, "at": time.monotonic(), "noted": time.monotonic()}
+        total = sum(ends.values())
+
+        def done() -> dict[str, Any] | None:
+            status = self.status()
+            committed = status["committed"]
+            if all(committed.get(str(p), 0) >= end for p, end in ends.items() if end > 0):
+                return status
+            mark = (status.get("records"), tuple(sorted(committed.items())))
+            now = time.monotonic()
+            if now - progress["noted"] >= 10:
+                done_so_far = sum(min(committed.get(str(p), 0), end) for p, end in ends.items())
+                note(f"{self.child.name}: {done_so_far:,}/{total:,} committed")
+                progress["noted"] = now
+            if mark != progress["mark"]:
+                progress["mark"], progress["at"] = mark, now
+            elif now - progress["at"] > stall_s:
+                raise BenchError(
+                    f"{self.child.name} made no progress for {stall_s:.0f}s: processed "
+                    f"{status.get('records')} records, committed {committed}, expected {ends}; "
+                    f"log {self.child.log_path}"
+                )
+            return None
+
+        found: dict[str, Any] = wait_until(done, timeout, 0.05, f"{self.child.name} to commit {ends}")
+        return found
+
+    def stop(self) -> int | None:
+        return self.child.stop(timeout=30)
+
+
+@dataclass
+class PipelineResult:
+    events: int
+    seconds: float
+    events_per_s: float
+    cpu_us_per_event: float
+    ready_s: float
+    """Spawn → /healthz ready on a fresh group (topic creation, DDL, group join, empty recovery)."""
+    mode: str
+    """`prefilled` (records in the topic before the worker starts) or `live` (produced after ready)."""
+    status: dict[str, Any]
+    log: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StartupResult:
+    spawn_to_ready_s: float
+    ready_after_s: float | None
+    recovered_records: int
+    recovery_seconds: float
+    recovery_records_per_s: float
+    profiles: int
+    floor_records: int
+    floor_seconds: float
+    floor_records_per_s: float
+    """A bare aiokafka consumer reading the same changelog to its high watermark."""
+    log: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+LIVE_HINT = (
+    "a worker started on a topic that already holds records dropped what it fetched while its "
+    "partitions were being recovered: streams/engine.py `Engine.step` skips records of partitions "
+    "whose state is not restored yet (aiokafka fetches during `on_partitions_assigned`), and a later "
+    "commit on the partition moves past them"
+)
+
+
+def run_pipeline(
+    workload: Workload,
+    spec: WorkerSpec,
+    timeout: float = 600,
+    live_records: Sequence[tuple[bytes | None, bytes]] | None = None,
+) -> PipelineResult:
+    """Throughput of a fresh worker (group and topics of `spec`).
+
+    Pre-filled (the default, `live_records` None): the worker reads the workload topic, which holds
+    every record before it starts; events/s from /healthz ready to all offsets committed.
+    Live (`live_records` given): `spec.events_topic` is a fresh, empty topic; the records are
+    produced there once the worker is ready; events/s from the first send to all committed.
+
+    Checked after the offsets are committed: the worker's `records` count must equal the number
+    of records; offsets committed past records it never processed make the rate meaningless.
+    """
+    worker = Worker(spec, "worker-1" if live_records is None else "worker-1-live")
+    expected = workload.events if live_records is None else len(live_records)
+    note(f"pipeline: starting a tessera worker on {spec.events_topic} (group bench-tessera-{spec.run_id})")
+    try:
+        worker.start()
+        cpu_before = worker.cpu_seconds()
+        ready_s = worker.ready_at - worker.child.spawned_at
+        if live_records is None:
+            ends, begun = workload.ends, worker.ready_at
+            note(f"pipeline: worker ready after {ready_s:.1f}s; waiting for {expected:,} events committed")
+        else:
+            note(f"pipeline: worker ready after {ready_s:.1f}s; producing {expected:,} events to it now")
+            begun = time.time()
+            ends = asyncio.run(produce(spec.kafka, spec.events_topic, live_records))
+            note(f"pipeline: produced in {time.time() - begun:.1f}s; waiting for all committed")
+        try:
+            status = worker.wait_committed(ends, timeout)
+        except BenchError as exc:
+            if live_records is not None:
+                raise
+            raise BenchError(f"{exc}\nlikely cause: {LIVE_HINT}") from exc
+        finished = time.time()
+        cpu = worker.cpu_seconds() - cpu_before
+    finally:
+        code = worker.stop()
+        note(f"pipeline: worker stopped (exit {code})")
+    seconds = finished - begun
+    processed = int(status.get("records", -1))
+    if processed != expected:
+        raise BenchError(
+            f"the worker committed every offset of {spec.events_topic} but processed {processed:,} of "
+            f"{expected:,} records (committed {status.get('committed')}, {status.get('batches')} batches); "
+            f"likely cause: {LIVE_HINT}; log {worker.child.log_path}"
+        )
+    result = PipelineResult(
+        events=expected,
+        seconds=seconds,
+        events_per_s=expected / seconds,
+        cpu_us_per_event=cpu / expected * 1e6,
+        ready_s=ready_s,
+        mode="prefilled" if live_records is None else "live",
+        status=status,
+        log=str(worker.child.log_path),
+    )
+    note(f"pipeline: {result.events_per_s:,.0f} events/s ({result.cpu_us_per_event:,.0f} µs CPU per event)")
+    return result
+
+
+def run_restart(spec: WorkerSpec, timeout: float = 300) -> StartupResult:
+    """Start a second worker on the group and changelog of `spec`; time readiness and recovery.
+
+    The changelog is read by a bare consumer first (the floor, and the count the worker must
+    recover: the second worker writes to the changelog itself once its timers fire).
+    """
+    floor_records, floor_s = asyncio.run(read_to_highwater(spec.kafka, spec.changelog_topic))
+    worker = Worker(spec, "worker-2")
+    note(f"startup: second worker on the existing group (changelog of {floor_records:,} records)")
+    try:
+        worker.start(ready_timeout=timeout)
+        spawn_to_ready = worker.ready_at - worker.child.spawned_at
+        status = worker.status()
+    finally:
+        code = worker.stop()
+        note(f"startup: worker stopped (exit {code})")
+    recovered = int(status.get("recovered_records", 0))
+    recovery_s = float(status.get("recovery_seconds", 0.0))
+    note(
+        f"startup: ready {spawn_to_ready:.1f}s after spawn; "
+        f"{recovered:,} changelog records in {recovery_s:.2f}s"
+    )
+    if floor_records != recovered:
+        note(f"startup: the worker recovered {recovered:,} records, the changelog held {floor_records:,}")
+    return StartupResult(
+        spawn_to_ready_s=spawn_to_ready,
+        ready_after_s=status.get("ready_after_s"),
+        recovered_records=recovered,
+        recovery_seconds=recovery_s,
+        recovery_records_per_s=recovered / recovery_s if recovery_s > 0 else float("nan"),
+        profiles=int(status.get("profiles", 0)),
+        floor_records=floor_records,
+        floor_seconds=floor_s,
+        floor_records_per_s=floor_records / floor_s if floor_s > 0 else float("nan"),
+        log=str(worker.child.log_path),
+    )
+
+
+async def read_to_highwater(bootstrap: str, topic: str, deadline_s: float = 300) -> tuple[int, float]:
+    """Read every partition of `topic` to its Fetch high watermark; return (records, seconds)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=5,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        remaining = set(tps)
+        records = 0
+        begun = time.perf_counter()
+        deadline = time.monotonic() + deadline_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise BenchError(f"reading {topic} to its high watermark took over {deadline_s}s")
+            polled = await consumer.getmany(*remaining, timeout_ms=200, max_records=50_000)
+            records += sum(len(batch) for batch in polled.values())
+            for tp in list(remaining):
+                highwater = consumer.highwater(tp)
+                if highwater is not None and await consumer.position(tp) >= highwater:
+                    remaining.discard(tp)
+        return records, time.perf_counter() - begun
+    finally:
+        await consumer.stop()
