@@ -4,15 +4,18 @@ Partition ownership comes from a Kafka consumer group (`settings.group_id`): par
 events topic are spread over the workers; each worker holds the profiles of its partitions in
 memory (`ProfileStore`), backed by a changelog topic with the same partition numbers.
 
-Commit protocol of one batch, implemented in this order in `Engine._commit_batch`:
+Per batch (the latency path, `Engine._publish`): the core's results go to memory, segment changes,
+messages and dead letters are sent, and Redis is written. Every `checkpoint_interval_ms` (or
+`checkpoint_max_rows` buffered rows) the commit protocol runs, in this order (`Engine._checkpoint`):
 
-1. sinks:   ClickHouse rows (insert with a deterministic deduplication token) and the Redis serving
-            keys (idempotent commands in one pipeline);
-2. topics:  dead letters, segment changes and messages, each acknowledged by the broker;
-3. state:   one changelog record per touched visitor (acknowledged), then the in-memory store;
-4. offsets: the source offsets of the batch are committed.
+1. sinks:   buffered ClickHouse rows inserted with a deterministic deduplication token; the
+            broker's acks for every topic send since the last checkpoint awaited;
+2. state:   one changelog record per visitor touched since the last checkpoint, acknowledged;
+3. offsets: the source offsets processed since the last checkpoint are committed.
 
-A crash anywhere before 4 replays the batch from the last committed offsets. Replays are exact for
+Like quixstreams' checkpoints, this writes each profile once per checkpoint, not once per event,
+and keeps slow sinks (a ClickHouse insert) off the latency path. A crash anywhere before 3 replays
+from the last committed offsets. Replays are exact for
 state (each profile remembers the last source offset folded into it, so restored profiles skip what
 they already contain) and idempotent for sinks (ReplacingMergeTree on event/change ids plus insert
 tokens in ClickHouse; set/replace semantics in Redis). Topic outputs are at-least-once with
@@ -74,6 +77,8 @@ class EngineStats:
     messages: int = 0
     timer_evaluations: int = 0
     restarts: int = 0
+    checkpoints: int = 0
+    changelog_writes: int = 0
     recovered_records: int = 0
     recovery_seconds: float = 0.0
     committed: dict[int, int] = field(default_factory=dict)
@@ -92,6 +97,8 @@ class EngineStats:
             "messages": self.messages,
             "timer_evaluations": self.timer_evaluations,
             "restarts": self.restarts,
+            "checkpoints": self.checkpoints,
+            "changelog_writes": self.changelog_writes,
             "recovered_records": self.recovered_records,
             "recovery_seconds": round(self.recovery_seconds, 3),
             "committed": {str(p): o for p, o in sorted(self.committed.items())},
@@ -134,10 +141,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.engine = engine
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        # The loop is single-task: revocation happens inside getmany, never mid-batch, so every
-        # finished batch is committed already. Dropping the state is all that is left.
-        for tp in revoked:
-            self.engine.store.partitions.pop(tp.partition, None)
+        # Checkpoint what was processed (so the next owner does not replay it), then let go.
+        revoked = list(revoked)
+        async with self.engine._lock:
+            if self.engine.consumer is not None and revoked:
+                await self.engine._checkpoint()
+            for tp in revoked:
+                self.engine.store.partitions.pop(tp.partition, None)
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -181,6 +191,17 @@ class Engine:
         self._stopping = asyncio.Event()
         self._analytics_lock = asyncio.Lock()
         self._recovery_lock = asyncio.Lock()
+        self._lock = asyncio.Lock()
+        """Serialises batches, checkpoints and rebalance callbacks (aiokafka runs those in its
+        coordinator task, concurrently with the loop)."""
+        self._pending_offsets: dict[TopicPartition, int] = {}
+        self._checkpoint_start: dict[TopicPartition, int] = {}
+        self._pending_rows: list[Any] = []
+        self._pending_changes: list[Any] = []
+        self._pending_messages: list[Any] = []
+        self._pending_sends: list[asyncio.Future[Any]] = []
+        self._dirty: dict[str, int] = {}
+        self._last_checkpoint = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -210,6 +231,7 @@ class Engine:
                 log.error("engine_failed_restarting", error=repr(exc), backoff_s=backoff)
                 await self._close_consumer()
                 self.store.partitions.clear()
+                self._reset_buffers()  # uncommitted: the restart replays them
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
                 except TimeoutError:
@@ -218,6 +240,11 @@ class Engine:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self.consumer is not None:
+            try:
+                await self.checkpoint()
+            except Exception as exc:
+                log.warning("final_checkpoint_failed", error=repr(exc))
         await self._close_consumer()
         if self.producer is not None:
             await self.producer.stop()
@@ -271,6 +298,14 @@ class Engine:
     # -- one batch ------------------------------------------------------------------------------
 
     async def step(self, polled: dict[TopicPartition, list[Any]]) -> BatchResult | None:
+        """Process one poll: core, then the latency path (topics, Redis); checkpoint when due."""
+        async with self._lock:
+            result = await self._process(polled)
+            if self._checkpoint_due():
+                await self._checkpoint()
+            return result
+
+    async def _process(self, polled: dict[TopicPartition, list[Any]]) -> BatchResult | None:
         # aiokafka applies a new assignment (and starts fetching) before it awaits the rebalance
         # listener, so records can arrive while recovery still runs: recover them here first.
         missing = [
@@ -282,15 +317,13 @@ class Engine:
             await self.recover(missing)
         wall = time.time()
         records: list[SourceRecord] = []
-        offsets: dict[TopicPartition, int] = {}
         for tp, batch in polled.items():
-            state = self.store.partitions[tp.partition] if batch else None
-            if state is None:
+            if not batch:
                 continue
-            state.last_record_wall = wall
+            self.store.partitions[tp.partition].last_record_wall = wall
             for msg in batch:
                 records.append(SourceRecord(tp.partition, msg.offset, msg.key, msg.value))
-            offsets[tp] = batch[-1].offset + 1
+            self._pending_offsets[tp] = batch[-1].offset + 1
         clocks = self._clocks(wall)
         due = self._pop_due(clocks)
         if not records and not due:
@@ -306,9 +339,128 @@ class Engine:
             wall_now=wall,
             topic=self.settings.events_topic,
         )
-        await self._commit_batch(result, offsets)
+        await self._publish(result)
         self._count(result, len(records))
         return result
+
+    async def _publish(self, result: BatchResult) -> None:
+        """Apply a batch to memory and send what downstream waits for; buffer the rest."""
+        s = self.settings
+        # Memory first: the next batch must see these profiles and timers.
+        for partition, clock in result.clocks.items():
+            state = self.store.partitions.get(partition)
+            if state is not None:
+                state.clock = max(state.clock, clock)
+        for visitor_id, effect in result.visitors.items():
+            state = self.store.partitions.get(effect.partition)
+            if state is None:
+                continue
+            state.profiles[visitor_id] = effect.profile.to_bytes()
+            self._dirty[visitor_id] = effect.partition
+            self._schedule(state, visitor_id, effect.profile.next_check_at)
+        # Latency path: segment changes, messages and dead letters go out now; their acks are
+        # awaited at the checkpoint, before any offset is committed.
+        producer = await self.start_producer()
+        sends = self._pending_sends
+        for letter in result.dead_letters:
+            sends.append(await producer.send(s.dlq_topic, _dlq_value(letter), key=_key(letter.key)))
+        for change in result.changes:
+            sends.append(
+                await producer.send(
+                    s.changes_topic, change.model_dump_json().encode(), key=change.visitor_id.encode()
+                )
+            )
+        for message in result.messages:
+            sends.append(
+                await producer.send(
+                    s.messages_topic, message.model_dump_json().encode(), key=message.visitor_id.encode()
+                )
+            )
+        if result.visitors:
+            await self.serving.write(
+                [
+                    VisitorUpdate(
+                        visitor_id=visitor_id,
+                        summary=effect.profile.summary(),
+                        segments=list(effect.profile.segments),
+                        entered=effect.entered,
+                        exited=effect.exited,
+                        messages=effect.messages,
+                    )
+                    for visitor_id, effect in result.visitors.items()
+                ]
+            )
+        self._pending_rows.extend(result.analytics_rows)
+        self._pending_changes.extend(result.changes)
+        self._pending_messages.extend(result.messages)
+
+    def _checkpoint_due(self) -> bool:
+        if not (self._pending_offsets or self._dirty or self._pending_rows or self._pending_sends):
+            return False
+        elapsed_ms = (time.monotonic() - self._last_checkpoint) * 1000
+        return (
+            elapsed_ms >= self.settings.checkpoint_interval_ms
+            or len(self._pending_rows) >= self.settings.checkpoint_max_rows
+        )
+
+    async def checkpoint(self) -> None:
+        async with self._lock:
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        """The commit protocol, in this order:
+
+        1. sinks: the buffered ClickHouse rows are inserted (deduplication token = the offset
+           ranges they came from); the topic sends of every batch since the last checkpoint are
+           acknowledged (Redis was written per batch, idempotently);
+        2. state: one changelog record per visitor touched since the last checkpoint, acknowledged;
+        3. offsets: committed.
+
+        Nothing is committed before the effects of its records are durable, so a crash replays
+        from the last checkpoint: state exactly (profiles restored from the changelog skip offsets
+        they already hold), sinks idempotently, topic outputs at least once with stable ids.
+        """
+        s = self.settings
+        offsets = dict(self._pending_offsets)
+        if self._pending_rows or self._pending_changes or self._pending_messages:
+            batch = AnalyticsBatch(
+                token=self._token(offsets, self._checkpoint_start, self._pending_changes),
+                events=self._pending_rows,
+                changes=self._pending_changes,
+                messages=self._pending_messages,
+            )
+            async with self._analytics_lock:
+                await asyncio.to_thread(self.analytics.write, batch)
+        if self._pending_sends:
+            await asyncio.gather(*self._pending_sends)
+        producer = await self.start_producer()
+        changelog: list[asyncio.Future[Any]] = []
+        for visitor_id, partition in self._dirty.items():
+            state = self.store.partitions.get(partition)
+            raw = state.profiles.get(visitor_id) if state is not None else None
+            if raw is not None:
+                changelog.append(
+                    await producer.send(s.changelog_topic, raw, key=visitor_id.encode(), partition=partition)
+                )
+        if changelog:
+            await asyncio.gather(*changelog)
+        if offsets and self.consumer is not None:
+            await self.consumer.commit(offsets)
+            for tp, offset in offsets.items():
+                self.stats.committed[tp.partition] = offset
+        self.stats.checkpoints += 1
+        self.stats.changelog_writes += len(changelog)
+        self._reset_buffers()
+
+    def _reset_buffers(self) -> None:
+        self._checkpoint_start = {tp: off for tp, off in self._pending_offsets.items()}
+        self._pending_offsets = {}
+        self._pending_rows = []
+        self._pending_changes = []
+        self._pending_messages = []
+        self._pending_sends = []
+        self._dirty = {}
+        self._last_checkpoint = time.monotonic()
 
     def _clocks(self, wall: float) -> dict[int, float]:
         clocks: dict[int, float] = {}
@@ -331,81 +483,6 @@ class Engine:
                     due[visitor_id] = (partition, at)
         return due
 
-    async def _commit_batch(self, result: BatchResult, offsets: dict[TopicPartition, int]) -> None:
-        s = self.settings
-        token = self._token(offsets, result)
-        # 1. sinks: ClickHouse, then Redis.
-        if result.analytics_rows or result.changes or result.messages:
-            batch = AnalyticsBatch(
-                token=token,
-                events=result.analytics_rows,
-                changes=result.changes,
-                messages=result.messages,
-            )
-            async with self._analytics_lock:
-                await asyncio.to_thread(self.analytics.write, batch)
-        if result.visitors:
-            await self.serving.write(
-                [
-                    VisitorUpdate(
-                        visitor_id=visitor_id,
-                        summary=effect.profile.summary(),
-                        segments=list(effect.profile.segments),
-                        entered=effect.entered,
-                        exited=effect.exited,
-                        messages=effect.messages,
-                    )
-                    for visitor_id, effect in result.visitors.items()
-                ]
-            )
-        # 2. topics: dead letters, segment changes, messages.
-        producer = await self.start_producer()
-        pending: list[asyncio.Future[Any]] = []
-        for letter in result.dead_letters:
-            pending.append(await producer.send(s.dlq_topic, _dlq_value(letter), key=_key(letter.key)))
-        for change in result.changes:
-            pending.append(
-                await producer.send(
-                    s.changes_topic, change.model_dump_json().encode(), key=change.visitor_id.encode()
-                )
-            )
-        for message in result.messages:
-            pending.append(
-                await producer.send(
-                    s.messages_topic, message.model_dump_json().encode(), key=message.visitor_id.encode()
-                )
-            )
-        # 3. state: changelog first (durable), then memory and the due queue.
-        profile_bytes = {
-            visitor_id: effect.profile.to_bytes() for visitor_id, effect in result.visitors.items()
-        }
-        for visitor_id, effect in result.visitors.items():
-            pending.append(
-                await producer.send(
-                    s.changelog_topic,
-                    profile_bytes[visitor_id],
-                    key=visitor_id.encode(),
-                    partition=effect.partition,
-                )
-            )
-        if pending:
-            await asyncio.gather(*pending)
-        for partition, clock in result.clocks.items():
-            state = self.store.partitions.get(partition)
-            if state is not None:
-                state.clock = max(state.clock, clock)
-        for visitor_id, effect in result.visitors.items():
-            state = self.store.partitions.get(effect.partition)
-            if state is None:
-                continue
-            state.profiles[visitor_id] = profile_bytes[visitor_id]
-            self._schedule(state, visitor_id, effect.profile.next_check_at)
-        # 4. offsets.
-        if offsets and self.consumer is not None:
-            await self.consumer.commit(offsets)
-            for tp, offset in offsets.items():
-                self.stats.committed[tp.partition] = offset
-
     @staticmethod
     def _schedule(state: PartitionState, visitor_id: str, due: float | None) -> None:
         if due is None:
@@ -415,11 +492,15 @@ class Engine:
             heapq.heappush(state.due, (due, visitor_id))
 
     @staticmethod
-    def _token(offsets: dict[TopicPartition, int], result: BatchResult) -> str:
+    def _token(
+        offsets: dict[TopicPartition, int], starts: dict[TopicPartition, int], changes: list[Any]
+    ) -> str:
         if offsets:
-            return ",".join(f"{tp.partition}:{off}" for tp, off in sorted(offsets.items()))
-        # Timer-only batch: the changes themselves identify it.
-        return "timers:" + ",".join(sorted(c.change_id for c in result.changes))[:512]
+            return ",".join(
+                f"{tp.partition}:{starts.get(tp, '')}-{off}" for tp, off in sorted(offsets.items())
+            )
+        # Timer-only checkpoint: the changes themselves identify it.
+        return "timers:" + ",".join(sorted(c.change_id for c in changes))[:512]
 
     def _count(self, result: BatchResult, records: int) -> None:
         st = self.stats

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         DEFAULT_SEGMENTS_FILE, description="YAML file with attribute and segment definitions."
     )
     batch_max_records: int = Field(5000, description="Most records fetched and processed as one batch.")
+    checkpoint_interval_ms: int = Field(
+        250, description="How often the commit protocol runs (ClickHouse, changelog, offsets), in ms."
+    )
+    checkpoint_max_rows: int = Field(
+        50_000, description="Buffered ClickHouse rows that force an early checkpoint."
+    )
     fetch_max_wait_ms: int = Field(
         5, description="How long the broker may hold a fetch waiting for data (ms)."
     )
