@@ -21,6 +21,7 @@ so freed memory of one measurement cannot hide the cost of the next:
 from __future__ import annotations
 
 import argparse
+import base64
 import ctypes
 import gc
 import json
@@ -39,6 +40,7 @@ from typing import Any
 import psutil
 
 from bench.common import PARTITIONS, BenchError, note, python_env
+from streams.core.profile import Profile
 
 
 def template_profiles(visitors: int, seed: int) -> list[tuple[str, bytes]]:
@@ -82,7 +84,11 @@ def _clones(templates: Sequence[tuple[str, bytes]], count: int, seed: int) -> It
         old_id, raw = templates[i % len(templates)]
         if len(new_id) != len(old_id):
             raise BenchError(f"visitor ids differ in length: {old_id!r} vs {new_id!r}")
-        yield new_id, raw.replace(old_id.encode(), new_id.encode())
+        # Stored profiles are compressed: swap the id in the decoded profile, store it as the
+        # engine would.
+        profile = Profile.from_bytes(raw)
+        profile.visitor_id = new_id
+        yield new_id, profile.to_bytes()
 
 
 def measure_dict(templates: Sequence[tuple[str, bytes]], count: int, seed: int) -> dict[str, Any]:
@@ -174,11 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("WARNING")
     if args.templates_out is not None:
         built = template_profiles(args.template_visitors, args.seed)
-        args.templates_out.write_text(json.dumps([[visitor, raw.decode()] for visitor, raw in built]))
+        encoded = [[visitor, base64.b64encode(raw).decode()] for visitor, raw in built]
+        args.templates_out.write_text(json.dumps(encoded))
         return 0
     if args.templates is None or args.store is None:
         parser.error("--store and --templates are required (or --templates-out)")
-    templates = [(visitor, raw.encode()) for visitor, raw in json.loads(args.templates.read_text())]
+    templates = [(visitor, base64.b64decode(raw)) for visitor, raw in json.loads(args.templates.read_text())]
     if args.store == "dict":
         result = measure_dict(templates, args.profiles, args.seed)
     else:

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(
         300.0, description="Events stamped further than this in the future go to the DLQ."
     )
-    dedupe_window: int = Field(64, description="Recent event ids kept per visitor to drop client retries.")
+    dedupe_window: int = Field(32, description="Recent event ids kept per visitor to drop client retries.")
     idle_clock_after_s: float = Field(
         2.0, description="After this long without events a partition's clock follows the wall clock (s)."
     )

@@ -33,7 +33,7 @@ from schemas.events import Event
 from schemas.messages import Message
 from streams.core.enrich import Enricher
 from streams.core.ingest import Rejected, dead_letter, decode
-from streams.core.profile import Profile, apply, new_profile
+from streams.core.profile import Profile, apply, event_id_hash, new_profile
 from streams.core.segments import Definitions, diff, evaluate, next_check_at
 from streams.core.triggers import decide
 
@@ -50,7 +50,7 @@ class SourceRecord:
 class IngestLimits:
     max_event_bytes: int = 32_768
     max_future_skew_s: float = 300.0
-    dedupe_window: int = 64
+    dedupe_window: int = 32
 
 
 @dataclass(slots=True)
@@ -167,13 +167,14 @@ def process_batch(
         if record.offset <= profile.last_offset and record.partition == effect.partition:
             result.replayed += 1
             continue
-        if event.event_id in profile.recent_event_ids:
+        id_hash = event_id_hash(event.event_id)
+        if id_hash in profile.recent_event_ids:
             result.duplicates += 1
             profile.last_offset = max(profile.last_offset, record.offset)
             continue
         apply(profile, enriched)
         profile.last_offset = max(profile.last_offset, record.offset)
-        profile.recent_event_ids.append(event.event_id)
+        profile.recent_event_ids.append(id_hash)
         if len(profile.recent_event_ids) > limits.dedupe_window:
             del profile.recent_event_ids[: len(profile.recent_event_ids) - limits.dedupe_window]
         result.events_applied += 1

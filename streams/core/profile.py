@@ -12,9 +12,11 @@ it is handed and returns it: the caller owns that copy.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import lz4.block
 import orjson
 
 from schemas.enriched import EnrichedEvent
@@ -80,8 +82,9 @@ class Profile:
     last_seen: float = 0.0
     last_offset: int = -1
     """Source offset of the last event applied: replays after a crash skip what is already in."""
-    recent_event_ids: list[str] = field(default_factory=list)
-    """Last `dedupe_window` event ids: client retries of the same event are dropped."""
+    recent_event_ids: list[int] = field(default_factory=list)
+    """64-bit hashes of the last `dedupe_window` event ids: client retries are dropped. Hashes,
+    not the ids: random UUIDs were half of a serialised profile."""
 
     session_id: str | None = None
     session_started: float = 0.0
@@ -131,12 +134,13 @@ class Profile:
     # -- (de)serialisation -----------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        # orjson serialises slotted dataclasses natively; dataclasses.asdict deep-copies (≈ 10× slower).
-        return orjson.dumps(self, option=orjson.OPT_NON_STR_KEYS)
+        """JSON (orjson serialises slotted dataclasses natively), LZ4-compressed: the day buckets
+        repeat their metric names, and stored profiles are what memory per visitor is made of."""
+        return lz4.block.compress(orjson.dumps(self, option=orjson.OPT_NON_STR_KEYS))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Profile:
-        data = orjson.loads(raw)
+        data = orjson.loads(lz4.block.decompress(raw))
         data["days"] = {int(day): bucket for day, bucket in data.get("days", {}).items()}
         data["recent_views"] = [tuple(v) for v in data.get("recent_views", [])]
         data["recent_purchases"] = [tuple(v) for v in data.get("recent_purchases", [])]
@@ -158,17 +162,23 @@ class Profile:
         }
 
 
-def _bump(bucket: dict[str, float], metric: str, amount: float = 1.0, dimension: str | None = None) -> None:
-    bucket[metric] = bucket.get(metric, 0.0) + amount
+def _bump(bucket: dict[str, float], metric: str, amount: float = 1, dimension: str | None = None) -> None:
+    # Counts stay ints (serialised as "3", not "3.0"); money stays float.
+    bucket[metric] = bucket.get(metric, 0) + amount
     if dimension is not None:
         key = f"{metric}@{dimension}"
-        bucket[key] = bucket.get(key, 0.0) + amount
+        bucket[key] = bucket.get(key, 0) + amount
 
 
 def _push_recent(items: list[tuple[str, float]], product_id: str, at: float) -> None:
     items.append((product_id, at))
     if len(items) > RECENT_ITEMS:
         del items[: len(items) - RECENT_ITEMS]
+
+
+def event_id_hash(event_id: str) -> int:
+    """Stable 64-bit hash of an event id (collision odds per visitor ≈ window / 2^64)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def new_profile(visitor_id: str) -> Profile:

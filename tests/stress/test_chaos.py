@@ -1,0 +1,73 @@
+"""Long fault-injection variant (`make stress`): a worker SIGKILLed again and again mid-stream.
+
+The checker rebuilds the expected state by folding the source topic linearly through the pure
+core and compares every profile, and ClickHouse's totals, with what the survivors left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.core.profile import Profile
+from streams.simulate import SimParams, simulate
+from tests.e2e.harness import Worker, WorkerConfig, produce, read_topic, wait_until
+from tests.e2e.test_recovery import replay
+
+KILLS = int(os.environ.get("TESSERA_STRESS_KILLS", "6"))
+VISITORS = int(os.environ.get("TESSERA_STRESS_VISITORS", "1500"))
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(3600)
+def test_repeated_sigkill_converges_to_a_replay(embedded_stack: Any, tmp_path: Path) -> None:
+    sim = simulate(
+        VISITORS,
+        seed=31,
+        end=datetime.now(UTC) - timedelta(seconds=5),
+        params=SimParams(duplicate_rate=0.03, malformed=5),
+    )
+    records = [(e["visitor_id"].encode(), orjson.dumps(e)) for e in sim.events]
+    records += [(key.encode() if key else None, raw) for _, raw, key in sim.malformed]
+    config = WorkerConfig(
+        embedded_stack.kafka_bootstrap,
+        embedded_stack.redis_url,
+        tmp_path / "w",
+        extra_env={"TESSERA_BATCH_MAX_RECORDS": "500"},
+    )
+    chunk = len(records) // KILLS + 1
+    ends: dict[int, int] = {}
+    for i in range(KILLS):
+        worker = Worker(config).start()
+        sent = asyncio.run(produce(config.kafka, config.events_topic, records[i * chunk : (i + 1) * chunk]))
+        for p, end in sent.items():
+            ends[p] = max(ends.get(p, 0), end)
+        before = sum(worker.status()["committed"].values())
+        wait_until(
+            lambda w=worker, b=before: sum(w.status()["committed"].values()) > b, 120, 0.01, "progress"
+        )
+        worker.kill9()
+    final = Worker(config).start()
+    try:
+        final.wait_committed(ends, timeout=900)
+        source = asyncio.run(read_topic(config.kafka, config.events_topic, deadline_s=120))
+        expected = replay(sorted(source, key=lambda r: (r.partition, r.offset)))
+        latest: dict[str, Profile] = {}
+        for record in asyncio.run(read_topic(config.kafka, config.changelog_topic, deadline_s=300)):
+            latest[record.key.decode()] = Profile.from_bytes(record.value)
+        mismatched = [v for v, p in expected.items() if v not in latest or latest[v].days != p.days]
+        assert not mismatched, f"{len(mismatched)} of {len(expected)} profiles differ from a replay"
+        unique = {e["event_id"]: e for e in sim.events}
+        revenue = sum(e["properties"]["value"] for e in unique.values() if e["type"] == "purchase")
+        totals = final.get("/v1/report", timeout=120)["totals"]
+        assert totals["events"] == len(unique)
+        assert math.isclose(totals["revenue"], revenue, rel_tol=1e-9, abs_tol=1e-6)
+    finally:
+        final.stop()
