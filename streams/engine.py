@@ -6,7 +6,8 @@ memory (`ProfileStore`), backed by a changelog topic with the same partition num
 
 Per batch (the latency path, `Engine._publish`): the core's results go to memory, segment changes,
 messages and dead letters are sent, and Redis is written. Every `checkpoint_interval_ms` (or
-`checkpoint_max_rows` buffered rows) the commit protocol runs, in this order (`Engine._checkpoint`):
+`checkpoint_max_rows` buffered rows) a snapshot of what is pending is taken and written by the
+commit protocol, beside the next batches, in this order (`Engine._write_snapshot`):
 
 1. sinks:   buffered ClickHouse rows inserted with a deterministic deduplication token; the
             broker's acks for every topic send since the last checkpoint awaited;
@@ -106,6 +107,19 @@ class EngineStats:
         }
 
 
+@dataclass(slots=True)
+class _Snapshot:
+    """Everything one checkpoint makes durable, captured when it was taken."""
+
+    offsets: dict[TopicPartition, int]
+    token: str
+    rows: list[Any]
+    changes: list[Any]
+    messages: list[Any]
+    sends: list[asyncio.Future[Any]]
+    changelog: list[tuple[str, int, bytes]]
+
+
 class ProfileStore:
     """Profiles of the owned partitions, in memory, restored from the changelog on assignment."""
 
@@ -145,7 +159,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         revoked = list(revoked)
         async with self.engine._lock:
             if self.engine.consumer is not None and revoked:
-                await self.engine._checkpoint()
+                await self.engine._checkpoint(wait=True)
             for tp in revoked:
                 self.engine.store.partitions.pop(tp.partition, None)
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
@@ -202,6 +216,7 @@ class Engine:
         self._pending_sends: list[asyncio.Future[Any]] = []
         self._dirty: dict[str, int] = {}
         self._last_checkpoint = time.monotonic()
+        self._inflight: asyncio.Future[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -231,6 +246,9 @@ class Engine:
                 log.error("engine_failed_restarting", error=repr(exc), backoff_s=backoff)
                 await self._close_consumer()
                 self.store.partitions.clear()
+                if self._inflight is not None:
+                    self._inflight.cancel()
+                    self._inflight = None
                 self._reset_buffers()  # uncommitted: the restart replays them
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
@@ -300,9 +318,11 @@ class Engine:
     async def step(self, polled: dict[TopicPartition, list[Any]]) -> BatchResult | None:
         """Process one poll: core, then the latency path (topics, Redis); checkpoint when due."""
         async with self._lock:
+            if self._inflight is not None and self._inflight.done():
+                await self._await_inflight()  # re-raises a failed checkpoint: restart the loop
             result = await self._process(polled)
             if self._checkpoint_due():
-                await self._checkpoint()
+                await self._checkpoint(wait=False)
             return result
 
     async def _process(self, polled: dict[TopicPartition, list[Any]]) -> BatchResult | None:
@@ -405,15 +425,61 @@ class Engine:
 
     async def checkpoint(self) -> None:
         async with self._lock:
-            await self._checkpoint()
+            await self._checkpoint(wait=True)
 
-    async def _checkpoint(self) -> None:
+    async def _checkpoint(self, wait: bool) -> None:
+        """Snapshot what is pending and write it by the commit protocol (`_write_snapshot`).
+
+        One checkpoint is in flight at a time, in order. With `wait=False` it runs beside the next
+        batches (the ClickHouse insert then no longer stalls the latency path); a failure surfaces
+        at the next batch and restarts the loop from the committed offsets.
+        """
+        await self._await_inflight()
+        snapshot = self._take_snapshot()
+        if snapshot is None:
+            return
+        if wait:
+            await self._write_snapshot(snapshot)
+        else:
+            self._inflight = asyncio.ensure_future(self._write_snapshot(snapshot))
+
+    async def _await_inflight(self) -> None:
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await inflight
+
+    def _take_snapshot(self) -> _Snapshot | None:
+        if not (self._pending_offsets or self._dirty or self._pending_rows or self._pending_sends):
+            self._last_checkpoint = time.monotonic()
+            return None
+        changelog: list[tuple[str, int, bytes]] = []
+        for visitor_id, partition in self._dirty.items():
+            state = self.store.partitions.get(partition)
+            raw = state.profiles.get(visitor_id) if state is not None else None
+            if raw is not None:
+                # The bytes as of this snapshot: later batches must not leak into its changelog.
+                changelog.append((visitor_id, partition, raw))
+        offsets = dict(self._pending_offsets)
+        snapshot = _Snapshot(
+            offsets=offsets,
+            token=self._token(offsets, self._checkpoint_start, self._pending_changes),
+            rows=self._pending_rows,
+            changes=self._pending_changes,
+            messages=self._pending_messages,
+            sends=self._pending_sends,
+            changelog=changelog,
+        )
+        self._reset_buffers()
+        return snapshot
+
+    async def _write_snapshot(self, snap: _Snapshot) -> None:
         """The commit protocol, in this order:
 
-        1. sinks: the buffered ClickHouse rows are inserted (deduplication token = the offset
-           ranges they came from); the topic sends of every batch since the last checkpoint are
-           acknowledged (Redis was written per batch, idempotently);
-        2. state: one changelog record per visitor touched since the last checkpoint, acknowledged;
+        1. sinks: the snapshot's ClickHouse rows are inserted (deduplication token = the offset
+           ranges they came from); the broker's acks for its topic sends are awaited (Redis was
+           written per batch, idempotently);
+        2. state: one changelog record per visitor touched since the last checkpoint (its bytes
+           as of the snapshot), acknowledged;
         3. offsets: committed.
 
         Nothing is committed before the effects of its records are durable, so a crash replays
@@ -421,39 +487,30 @@ class Engine:
         they already hold), sinks idempotently, topic outputs at least once with stable ids.
         """
         s = self.settings
-        offsets = dict(self._pending_offsets)
-        if self._pending_rows or self._pending_changes or self._pending_messages:
+        if snap.rows or snap.changes or snap.messages:
             batch = AnalyticsBatch(
-                token=self._token(offsets, self._checkpoint_start, self._pending_changes),
-                events=self._pending_rows,
-                changes=self._pending_changes,
-                messages=self._pending_messages,
+                token=snap.token, events=snap.rows, changes=snap.changes, messages=snap.messages
             )
             async with self._analytics_lock:
                 await asyncio.to_thread(self.analytics.write, batch)
-        if self._pending_sends:
-            await asyncio.gather(*self._pending_sends)
+        if snap.sends:
+            await asyncio.gather(*snap.sends)
         producer = await self.start_producer()
-        changelog: list[asyncio.Future[Any]] = []
-        for visitor_id, partition in self._dirty.items():
-            state = self.store.partitions.get(partition)
-            raw = state.profiles.get(visitor_id) if state is not None else None
-            if raw is not None:
-                changelog.append(
-                    await producer.send(s.changelog_topic, raw, key=visitor_id.encode(), partition=partition)
-                )
-        if changelog:
-            await asyncio.gather(*changelog)
-        if offsets and self.consumer is not None:
-            await self.consumer.commit(offsets)
-            for tp, offset in offsets.items():
+        acks = [
+            await producer.send(s.changelog_topic, raw, key=visitor_id.encode(), partition=partition)
+            for visitor_id, partition, raw in snap.changelog
+        ]
+        if acks:
+            await asyncio.gather(*acks)
+        if snap.offsets and self.consumer is not None:
+            await self.consumer.commit(snap.offsets)
+            for tp, offset in snap.offsets.items():
                 self.stats.committed[tp.partition] = offset
         self.stats.checkpoints += 1
-        self.stats.changelog_writes += len(changelog)
-        self._reset_buffers()
+        self.stats.changelog_writes += len(acks)
 
     def _reset_buffers(self) -> None:
-        self._checkpoint_start = {tp: off for tp, off in self._pending_offsets.items()}
+        self._checkpoint_start = dict(self._pending_offsets) or self._checkpoint_start
         self._pending_offsets = {}
         self._pending_rows = []
         self._pending_changes = []
