@@ -38,13 +38,15 @@ class VisitorUpdate:
     """One visitor's serving state after a batch (the last state if the batch touched it twice)."""
 
     visitor_id: str
-    summary: dict[str, Any]
-    """Profile summary, JSON-serialisable (orjson: datetimes allowed)."""
+    summary: dict[str, Any] | None
+    """Profile summary, JSON-serialisable (orjson: datetimes allowed); None leaves it as it is."""
     segments: list[str]
     """The full current segment set."""
     entered: list[str] = field(default_factory=list)
     exited: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    segments_changed: bool = True
+    """False when the segment set is known unchanged: skips replacing it (two commands fewer)."""
 
 
 class ServingStore(Protocol):
@@ -91,17 +93,20 @@ class RedisServing:
         """All updates of one batch in one round trip. Updates apply in list order."""
         if not updates:
             return
+        # One pipeline; MULTI/EXEC so a reader never sees a half-replaced segment set.
         ttl = self.visitor_ttl_seconds
         pipe = self._redis.pipeline(transaction=True)
         for up in updates:
             vid = up.visitor_id
-            pipe.set(self.visitor_key(vid), orjson.dumps(up.summary, default=str), ex=ttl)
-            seg_key = self.segments_key(vid)
-            pipe.delete(seg_key)
-            if up.segments:
-                pipe.sadd(seg_key, *up.segments)
-                if ttl is not None:
-                    pipe.expire(seg_key, ttl)
+            if up.summary is not None:
+                pipe.set(self.visitor_key(vid), orjson.dumps(up.summary, default=str), ex=ttl)
+            if up.segments_changed:
+                seg_key = self.segments_key(vid)
+                pipe.delete(seg_key)
+                if up.segments:
+                    pipe.sadd(seg_key, *up.segments)
+                    if ttl is not None:
+                        pipe.expire(seg_key, ttl)
             for segment in up.entered:
                 pipe.sadd(self.members_key(segment), vid)
             for segment in up.exited:

@@ -10,7 +10,8 @@ messages and dead letters are sent, and Redis is written. Every `checkpoint_inte
 commit protocol, beside the next batches, in this order (`Engine._write_snapshot`):
 
 1. sinks:   buffered ClickHouse rows inserted with a deterministic deduplication token; the
-            broker's acks for every topic send since the last checkpoint awaited;
+            latest profile summary of each touched visitor written to Redis; the broker's acks
+            for every topic send since the last checkpoint awaited;
 2. state:   one changelog record per visitor touched since the last checkpoint, acknowledged;
 3. offsets: the source offsets processed since the last checkpoint are committed.
 
@@ -118,6 +119,7 @@ class _Snapshot:
     messages: list[Any]
     sends: list[asyncio.Future[Any]]
     changelog: list[tuple[str, int, bytes]]
+    serving: list[VisitorUpdate]
 
 
 class ProfileStore:
@@ -215,6 +217,9 @@ class Engine:
         self._pending_messages: list[Any] = []
         self._pending_sends: list[asyncio.Future[Any]] = []
         self._dirty: dict[str, int] = {}
+        self._pending_serving: dict[str, VisitorUpdate] = {}
+        self._served: set[str] = set()
+        """Visitors whose segment set this process has written (a first write is always full)."""
         self._last_checkpoint = time.monotonic()
         self._inflight: asyncio.Future[None] | None = None
 
@@ -250,6 +255,7 @@ class Engine:
                     self._inflight.cancel()
                     self._inflight = None
                 self._reset_buffers()  # uncommitted: the restart replays them
+                self._served.clear()
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
                 except TimeoutError:
@@ -396,20 +402,31 @@ class Engine:
                     s.messages_topic, message.model_dump_json().encode(), key=message.visitor_id.encode()
                 )
             )
-        if result.visitors:
-            await self.serving.write(
-                [
+        # Serving: segment sets, member sets and inboxes now (they are what a website reacts to);
+        # profile summaries once per checkpoint, the latest per visitor (most of Redis' cost).
+        urgent = []
+        for visitor_id, effect in result.visitors.items():
+            profile = effect.profile
+            self._pending_serving[visitor_id] = VisitorUpdate(
+                visitor_id=visitor_id,
+                summary=profile.summary(),
+                segments=list(profile.segments),
+                segments_changed=False,
+            )
+            if effect.entered or effect.exited or effect.messages or visitor_id not in self._served:
+                urgent.append(
                     VisitorUpdate(
                         visitor_id=visitor_id,
-                        summary=effect.profile.summary(),
-                        segments=list(effect.profile.segments),
+                        summary=None,
+                        segments=list(profile.segments),
                         entered=effect.entered,
                         exited=effect.exited,
                         messages=effect.messages,
                     )
-                    for visitor_id, effect in result.visitors.items()
-                ]
-            )
+                )
+                self._served.add(visitor_id)
+        if urgent:
+            await self.serving.write(urgent)
         self._pending_rows.extend(result.analytics_rows)
         self._pending_changes.extend(result.changes)
         self._pending_messages.extend(result.messages)
@@ -449,7 +466,13 @@ class Engine:
             await inflight
 
     def _take_snapshot(self) -> _Snapshot | None:
-        if not (self._pending_offsets or self._dirty or self._pending_rows or self._pending_sends):
+        if not (
+            self._pending_offsets
+            or self._dirty
+            or self._pending_rows
+            or self._pending_sends
+            or self._pending_serving
+        ):
             self._last_checkpoint = time.monotonic()
             return None
         changelog: list[tuple[str, int, bytes]] = []
@@ -468,6 +491,7 @@ class Engine:
             messages=self._pending_messages,
             sends=self._pending_sends,
             changelog=changelog,
+            serving=list(self._pending_serving.values()),
         )
         self._reset_buffers()
         return snapshot
@@ -476,8 +500,8 @@ class Engine:
         """The commit protocol, in this order:
 
         1. sinks: the snapshot's ClickHouse rows are inserted (deduplication token = the offset
-           ranges they came from); the broker's acks for its topic sends are awaited (Redis was
-           written per batch, idempotently);
+           ranges they came from); profile summaries go to Redis (segment sets went per batch);
+           the broker's acks for its topic sends are awaited;
         2. state: one changelog record per visitor touched since the last checkpoint (its bytes
            as of the snapshot), acknowledged;
         3. offsets: committed.
@@ -493,6 +517,8 @@ class Engine:
             )
             async with self._analytics_lock:
                 await asyncio.to_thread(self.analytics.write, batch)
+        if snap.serving:
+            await self.serving.write(snap.serving)
         if snap.sends:
             await asyncio.gather(*snap.sends)
         producer = await self.start_producer()
@@ -516,6 +542,7 @@ class Engine:
         self._pending_changes = []
         self._pending_messages = []
         self._pending_sends = []
+        self._pending_serving = {}
         self._dirty = {}
         self._last_checkpoint = time.monotonic()
 

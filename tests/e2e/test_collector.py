@@ -79,7 +79,7 @@ def test_collector_answers_per_event_and_serves_the_visitor(embedded_stack: Any,
                 found = worker.get("/v1/visitors/web-visitor")
             except Exception:
                 return None
-            return found if "coupon_users" in found["segments"] else None
+            return found if "coupon_users" in found["segments"] and found.get("profile") else None
 
         found = wait_until(served, 60, 0.1, "visitor served with coupon_users")
         assert found["profile"]["device"]["os"] == "Android"
