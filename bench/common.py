@@ -245,20 +245,9 @@ async def produce(
     bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes]], linger_ms: int = 5
 ) -> dict[int, int]:
     """Send every (key, value); return partition → last offset + 1 from the RecordMetadata."""
-    from aiokafka import AIOKafkaProducer
+    from streams.producer import produce_records
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=linger_ms, acks="all", max_batch_size=256 * 1024
-    )
-    await producer.start()
-    ends: dict[int, int] = {}
-    try:
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
-        for meta in await asyncio.gather(*futures):
-            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
-    finally:
-        await producer.stop()
-    return ends
+    return await produce_records(bootstrap, topic, records, linger_ms=linger_ms)
 
 
 def build_workload(bootstrap: str, topic: str, n: int, seed: int) -> tuple[Workload, list[dict[str, Any]]]:

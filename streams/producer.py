@@ -285,3 +285,28 @@ async def produce_file(
     if stats.failed:
         raise RuntimeError(f"{stats.failed} of {sent} records from {path} were not delivered to {topic}")
     return stats.sent
+
+
+async def produce_records(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    linger_ms: int = 5,
+) -> dict[int, int]:
+    """Send raw (key, value) records; return partition → last offset + 1 of what was sent.
+
+    The end offsets come from the brokers' acknowledgements (RecordMetadata), never from
+    ListOffsets, which the embedded broker answers short.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=linger_ms, acks="all", max_batch_size=256 * 1024
+    )
+    await producer.start()
+    ends: dict[int, int] = {}
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        for meta in await asyncio.gather(*futures):
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    finally:
+        await producer.stop()
+    return ends

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -11,14 +10,15 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.stack import free_port
+from streams.producer import produce_records
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "") -> Any:
@@ -171,20 +171,8 @@ class Worker:
         self.proc.wait(timeout=10)
 
 
-async def produce(
-    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]
-) -> dict[int, int]:
-    """Send (key, value) records; return partition → last offset + 1 of what was sent."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    await producer.start()
-    ends: dict[int, int] = {}
-    try:
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
-        for meta in await asyncio.gather(*futures):
-            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
-    finally:
-        await producer.stop()
-    return ends
+produce = produce_records
+"""Send (key, value) records; return partition → last offset + 1 of what was sent."""
 
 
 async def read_topic(bootstrap: str, topic: str, deadline_s: float = 30) -> list[Any]:
