@@ -236,7 +236,7 @@ def run_worker(settings: Settings, endpoints: Endpoints) -> None:
     """Run a worker in this process until SIGINT/SIGTERM."""
     # The hot path allocates many short-lived objects per batch; with the default thresholds
     # cyclic GC took ≈ 40 % of the core's time (bench). Collect the young generation less often.
-    gc.set_threshold(100_000, 20, 100)
+    gc.set_threshold(settings.gc_gen0_threshold, 20, 100)
     app, _ = create_app(settings, endpoints)
     gc.freeze()  # start-up objects (definitions, parsers, modules) never need scanning again
     worker = faust.Worker(

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("tessera", description="Prefix of every Redis key Tessera writes.")
     geoip_db: Path | None = Field(None, description="MaxMind-format city database; unset uses DB-IP Lite.")
 
+    gc_gen0_threshold: int = Field(
+        100_000,
+        description="Allocations between young-generation GC passes in the worker (Python's default: 700).",
+    )
+
     log_level: str = Field("INFO", description="Log level of Tessera and Faust.")
     log_json: bool = Field(False, description="Log JSON lines instead of console output.")
 
