@@ -19,22 +19,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.stack import free_port
 from streams.producer import produce_records
+from tests import helpers
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "") -> Any:
-    """Poll `predicate` until truthy or the deadline passes (never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what or predicate!r}; last error {last_error!r}"
+    """`tests.helpers.wait_until`, treating "the worker does not answer yet" as not yet.
+
+    A worker that died raises at once (`Worker._alive`), with the tail of its log.
+    """
+    return helpers.wait_until(
+        predicate, timeout, interval, what or None, ignore=(OSError, ValueError, KeyError)
     )
 
 
