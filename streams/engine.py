@@ -142,13 +142,6 @@ class ProfileStore:
                 return found
         return None
 
-    def find(self, visitor_id: str) -> bytes | None:
-        for state in self.partitions.values():
-            found = state.profiles.get(visitor_id)
-            if found is not None:
-                return found
-        return None
-
     def __len__(self) -> int:
         return sum(len(s.profiles) for s in self.partitions.values())
 

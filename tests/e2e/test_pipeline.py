@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from sinks.redis_serving import RedisServing
-from streams.simulate import SimParams, simulate
+from streams.simulate import MICRO_SEGMENTS, SimParams, simulate
 from tests.e2e.harness import Worker, WorkerConfig, produce, read_topic, wait_until
 
 PERSONA_SEGMENTS = (
@@ -26,7 +26,6 @@ PERSONA_SEGMENTS = (
     "cart_abandoners",
     "new_visitors",
 )
-MICRO_SEGMENTS = ("ch_android_viewing_x", "nrw_iphone_bought_y", "munich_windows10_google_home")
 
 
 def precision_recall(
