@@ -170,6 +170,8 @@ class PipelineResult:
     seconds: float
     events_per_s: float
     cpu_us_per_event: float
+    gc_share: float
+    """Share of the worker's CPU time spent in cyclic garbage collection (its gc callbacks)."""
     ready_s: float
     """Spawn → /healthz ready on a fresh group (topic creation, DDL, group join, empty recovery)."""
     mode: str
@@ -229,6 +231,7 @@ def run_pipeline(
     try:
         worker.start()
         cpu_before = worker.cpu_seconds()
+        gc_before = _gc_seconds(worker.status())
         ready_s = worker.ready_at - worker.child.spawned_at
         if live_records is None:
             ends, begun = workload.ends, worker.ready_at
@@ -262,13 +265,21 @@ def run_pipeline(
         seconds=seconds,
         events_per_s=expected / seconds,
         cpu_us_per_event=cpu / expected * 1e6,
+        gc_share=(_gc_seconds(status) - gc_before) / cpu if cpu > 0 else 0.0,
         ready_s=ready_s,
         mode="prefilled" if live_records is None else "live",
         status=status,
         log=str(worker.child.log_path),
     )
-    note(f"pipeline: {result.events_per_s:,.0f} events/s ({result.cpu_us_per_event:,.0f} µs CPU per event)")
+    note(
+        f"pipeline: {result.events_per_s:,.0f} events/s ({result.cpu_us_per_event:,.0f} µs CPU per event, "
+        f"{result.gc_share:.0%} of it cyclic GC)"
+    )
     return result
+
+
+def _gc_seconds(status: dict[str, Any]) -> float:
+    return float(status.get("gc", {}).get("total_seconds", 0.0))
 
 
 def run_restart(spec: WorkerSpec, timeout: float = 300) -> StartupResult:
