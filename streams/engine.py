@@ -57,7 +57,9 @@ log = get_logger(__name__)
 class PartitionState:
     """Everything a worker holds for one owned partition."""
 
-    profiles: dict[str, bytes] = field(default_factory=dict)
+    profiles: dict[str, bytes | Profile] = field(default_factory=dict)
+    """Serialised profiles; a visitor touched since the last checkpoint is held decoded (the next
+    batch skips decoding it) and serialised once, by the checkpoint that writes its changelog."""
     due: list[tuple[float, str]] = field(default_factory=list)
     """Heap of (due time, visitor); entries that no longer match `next_due` are stale."""
     next_due: dict[str, float] = field(default_factory=dict)
@@ -129,7 +131,7 @@ class ProfileStore:
     def __init__(self) -> None:
         self.partitions: dict[int, PartitionState] = {}
 
-    def get(self, visitor_id: str, partition: int) -> bytes | None:
+    def get(self, visitor_id: str, partition: int) -> bytes | Profile | None:
         state = self.partitions.get(partition)
         if state is not None:
             found = state.profiles.get(visitor_id)
@@ -211,7 +213,6 @@ class Engine:
         self._pending_messages: list[Any] = []
         self._pending_sends: list[asyncio.Future[Any]] = []
         self._dirty: dict[str, int] = {}
-        self._pending_serving: dict[str, VisitorUpdate] = {}
         self._served: set[str] = set()
         """Visitors whose segment set this process has written (a first write is always full)."""
         self._last_checkpoint = time.monotonic()
@@ -226,6 +227,9 @@ class Engine:
                 linger_ms=self.settings.producer_linger_ms,
                 acks="all",
                 max_request_size=4 * 1024 * 1024,
+                # One batch per partition per send_all (16 KB default = ~25 segment changes or ~8
+                # profiles): `send_batch` waits for the previous batch of a partition to drain.
+                max_batch_size=1024 * 1024,
             )
             await self.producer.start()
         return self.producer
@@ -375,7 +379,7 @@ class Engine:
             state = self.store.partitions.get(effect.partition)
             if state is None:
                 continue
-            state.profiles[visitor_id] = effect.profile.to_bytes()
+            state.profiles[visitor_id] = effect.profile  # serialised by the next checkpoint
             self._dirty[visitor_id] = effect.partition
             self._schedule(state, visitor_id, effect.profile.next_check_at)
         # Latency path: segment changes, messages and dead letters go out now; their acks are
@@ -403,12 +407,6 @@ class Engine:
         urgent = []
         for visitor_id, effect in result.visitors.items():
             profile = effect.profile
-            self._pending_serving[visitor_id] = VisitorUpdate(
-                visitor_id=visitor_id,
-                summary=profile.summary(),
-                segments=list(profile.segments),
-                segments_changed=False,
-            )
             if effect.entered or effect.exited or effect.messages or visitor_id not in self._served:
                 urgent.append(
                     VisitorUpdate(
@@ -467,17 +465,30 @@ class Engine:
             or self._dirty
             or self._pending_rows
             or self._pending_sends
-            or self._pending_serving
         ):
             self._last_checkpoint = time.monotonic()
             return None
         changelog: list[tuple[str, int, bytes]] = []
+        serving: list[VisitorUpdate] = []
         for visitor_id, partition in self._dirty.items():
             state = self.store.partitions.get(partition)
-            raw = state.profiles.get(visitor_id) if state is not None else None
-            if raw is not None:
-                # The bytes as of this snapshot: later batches must not leak into its changelog.
-                changelog.append((visitor_id, partition, raw))
+            held = state.profiles.get(visitor_id) if state is not None else None
+            if state is None or held is None:
+                continue
+            # Serialised now, as of this snapshot: later batches must not leak into its changelog
+            # (they decode the stored bytes into a new object).
+            profile = held if isinstance(held, Profile) else Profile.from_bytes(held)
+            raw = profile.to_bytes() if isinstance(held, Profile) else held
+            state.profiles[visitor_id] = raw
+            changelog.append((visitor_id, partition, raw))
+            serving.append(
+                VisitorUpdate(
+                    visitor_id=visitor_id,
+                    summary=profile.summary(),
+                    segments=profile.segments,
+                    segments_changed=False,
+                )
+            )
         offsets = dict(self._pending_offsets)
         snapshot = _Snapshot(
             offsets=offsets,
@@ -487,7 +498,7 @@ class Engine:
             messages=self._pending_messages,
             sends=self._pending_sends,
             changelog=changelog,
-            serving=list(self._pending_serving.values()),
+            serving=serving,
         )
         self._reset_buffers()
         return snapshot
@@ -540,7 +551,6 @@ class Engine:
         self._pending_changes = []
         self._pending_messages = []
         self._pending_sends = []
-        self._pending_serving = {}
         self._dirty = {}
         self._last_checkpoint = time.monotonic()
 
@@ -646,7 +656,7 @@ class Engine:
         wall = time.time()
         for partition, state in states.items():
             for visitor_id, raw in state.profiles.items():
-                profile = Profile.from_bytes(raw)
+                profile = raw if isinstance(raw, Profile) else Profile.from_bytes(raw)
                 state.clock = max(state.clock, min(profile.last_seen, wall))
                 if profile.next_check_at is not None:
                     state.next_due[visitor_id] = profile.next_check_at
@@ -681,7 +691,9 @@ async def send_all(
 
     `send()` costs a coroutine, a partitioner call and an accumulator lookup per record; building
     batches directly is what the per-batch engine wants. Keys are partitioned like `send()` does
-    (murmur2, as the Java client), unless `partition` is given.
+    (murmur2, as the Java client), unless `partition` is given. Each batch is closed before it is
+    queued: aiokafka sends a closed batch at once instead of letting it linger (`linger_ms` is for
+    batches `send()` still fills), so a segment change is not held back by the producer.
     """
     if not records:
         return []
@@ -697,11 +709,13 @@ async def send_all(
         batch = producer.create_batch()
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:
+                batch.close()
                 futures.append(await producer.send_batch(batch, topic, partition=part))
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"record of {len(value)} bytes does not fit a batch for {topic}")
         if batch.record_count():
+            batch.close()
             futures.append(await producer.send_batch(batch, topic, partition=part))
     return futures
 

@@ -90,7 +90,7 @@ def _ts(at: float) -> datetime:
 
 def process_batch(
     records: Iterable[SourceRecord],
-    profiles: Callable[[str, int], bytes | None],
+    profiles: Callable[[str, int], bytes | Profile | None],
     due_visitors: Mapping[str, tuple[int, float]],
     clocks: Mapping[int, float],
     *,
@@ -103,7 +103,8 @@ def process_batch(
 ) -> BatchResult:
     """Fold `records` into profiles, fire `due_visitors`' timers, return every effect.
 
-    `profiles(visitor_id, partition)` returns the stored profile bytes (None ⇒ new visitor);
+    `profiles(visitor_id, partition)` returns the stored profile, serialised or as a `Profile` the
+    caller hands over for mutation (None ⇒ new visitor);
     `due_visitors` maps visitor id → (partition, due time) for timers that are due; `clocks` is
     each partition's event-time clock before this batch (see `streams.engine`), advanced here to
     the newest event time in the batch (never past `wall_now`) and returned in `BatchResult.clocks`.
@@ -125,7 +126,12 @@ def process_batch(
         current = working.get(visitor_id)
         if current is None:
             stored = profiles(visitor_id, partition)
-            profile = load(stored) if stored is not None else new_profile(visitor_id)
+            if stored is None:
+                profile = new_profile(visitor_id)
+            elif isinstance(stored, Profile):
+                profile = stored
+            else:
+                profile = load(stored)
             current = VisitorEffect(profile=profile, partition=partition)
             working[visitor_id] = current
         return current

