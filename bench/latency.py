@@ -98,8 +98,17 @@ def _page_view(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def _change_event_id(value: bytes) -> str | None:
-    found = orjson.loads(value).get("trigger_event_id")
-    return found if isinstance(found, str) else None
+    change = orjson.loads(value)
+    found = change.get("trigger_event_id")
+    if not isinstance(found, str):
+        return None
+    _PROCESSED_AT[found] = datetime.fromisoformat(change["processed_at"]).timestamp()
+    return found
+
+
+_PROCESSED_AT: dict[str, float] = {}
+"""Trigger event id → the worker's batch start (`processed_at`) of its change: splits latency into
+waiting for the worker (producer linger, broker, fetch, earlier batches) and the worker's own part."""
 
 
 def _event_id(value: bytes) -> str | None:
@@ -173,6 +182,15 @@ async def paced_run(
         produce_ended = time.monotonic()
     await consumer_task
     latencies = [(arrived[e] - sent[e]) * 1000 for e in arrived]
+    split = [e for e in arrived if e in _PROCESSED_AT]
+    if split:
+        before = [(_PROCESSED_AT[e] - sent[e]) * 1000 for e in split]
+        after = [(arrived[e] - _PROCESSED_AT[e]) * 1000 for e in split]
+        note(
+            f"latency {kind} @{rate}/s: send → worker batch start p50 {percentile(before, 50):.1f} "
+            f"p99 {percentile(before, 99):.1f} ms; batch start → change consumed p50 "
+            f"{percentile(after, 50):.1f} p99 {percentile(after, 99):.1f} ms"
+        )
     return LatencyRun(
         kind=kind,
         rate=rate,
@@ -261,7 +279,12 @@ def measure_tessera(
             runs += asyncio.run(
                 _measure(kafka, topic, spec.changes_topic, [rate], seconds, template, _change_event_id, "tessera")
             )
-            worker.child.check_alive()
+            status = worker.status()
+            note(
+                f"latency tessera @{rate}/s: worker loop blocked at most {status.get('loop_lag_max_ms')} ms, "
+                f"{status.get('loop_stalls_over_50ms')} stalls > 50 ms, {status.get('slow_batches')} slow "
+                f"batches; GC {status.get('gc')}"
+            )
         finally:
             code = worker.stop()
             note(f"latency: worker stopped (exit {code})")

@@ -87,6 +87,10 @@ class EngineStats:
     recovered_records: int = 0
     recovery_seconds: float = 0.0
     committed: dict[int, int] = field(default_factory=dict)
+    slow_batches: int = 0
+    loop_lag_max_ms: float = 0.0
+    """Longest time the event loop was blocked (a 10 ms watchdog timer's lateness)."""
+    loop_stalls_over_50ms: int = 0
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
 
@@ -107,6 +111,9 @@ class EngineStats:
             "recovered_records": self.recovered_records,
             "recovery_seconds": round(self.recovery_seconds, 3),
             "committed": {str(p): o for p, o in sorted(self.committed.items())},
+            "slow_batches": self.slow_batches,
+            "loop_lag_max_ms": round(self.loop_lag_max_ms, 1),
+            "loop_stalls_over_50ms": self.loop_stalls_over_50ms,
             "ready_after_s": None if self.ready_at is None else round(self.ready_at - self.started_at, 3),
         }
 
@@ -217,6 +224,7 @@ class Engine:
         """Visitors whose segment set this process has written (a first write is always full)."""
         self._last_checkpoint = time.monotonic()
         self._inflight: asyncio.Future[None] | None = None
+        self._last_core_s = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -237,6 +245,24 @@ class Engine:
     async def run(self) -> None:
         """Run batches until `stop()`; any failure restarts the loop from committed offsets."""
         await self.start_producer()
+        watchdog = asyncio.ensure_future(self._watch_loop())
+        try:
+            await self._run_until_stopped()
+        finally:
+            watchdog.cancel()
+
+    async def _watch_loop(self, tick_s: float = 0.01) -> None:
+        """Measure how long the event loop is blocked (batches, GC, a sink holding the GIL)."""
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(tick_s)  # a watchdog tick, not a synchronisation
+            lag_ms = (time.perf_counter() - before - tick_s) * 1000
+            if lag_ms > self.stats.loop_lag_max_ms:
+                self.stats.loop_lag_max_ms = lag_ms
+            if lag_ms > 50:
+                self.stats.loop_stalls_over_50ms += 1
+
+    async def _run_until_stopped(self) -> None:
         backoff = 0.2
         while not self._stopping.is_set():
             try:
@@ -322,11 +348,23 @@ class Engine:
     async def step(self, polled: dict[TopicPartition, list[Any]]) -> BatchResult | None:
         """Process one poll: core, then the latency path (topics, Redis); checkpoint when due."""
         async with self._lock:
+            begun = time.perf_counter()
             if self._inflight is not None and self._inflight.done():
                 await self._await_inflight()  # re-raises a failed checkpoint: restart the loop
             result = await self._process(polled)
+            processed = time.perf_counter()
             if self._checkpoint_due():
                 await self._checkpoint(wait=False)
+            ended = time.perf_counter()
+            if (ended - begun) * 1000 > self.settings.slow_batch_ms:
+                self.stats.slow_batches += 1
+                log.warning(
+                    "slow_batch",
+                    records=sum(len(b) for b in polled.values()),
+                    core_ms=round(self._last_core_s * 1000, 1),
+                    process_and_publish_ms=round((processed - begun) * 1000, 1),
+                    checkpoint_snapshot_ms=round((ended - processed) * 1000, 1),
+                )
             return result
 
     async def _process(self, polled: dict[TopicPartition, list[Any]]) -> BatchResult | None:
@@ -352,6 +390,7 @@ class Engine:
         due = self._pop_due(clocks)
         if not records and not due:
             return None
+        core_begun = time.perf_counter()
         result = process_batch(
             records,
             self.store.get,
@@ -363,6 +402,7 @@ class Engine:
             wall_now=wall,
             topic=self.settings.events_topic,
         )
+        self._last_core_s = time.perf_counter() - core_begun
         await self._publish(result)
         self._count(result, len(records))
         return result

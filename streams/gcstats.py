@@ -8,6 +8,7 @@ from typing import Any
 
 _collections = [0, 0, 0]
 _seconds = [0.0, 0.0, 0.0]
+_longest = [0.0, 0.0, 0.0]
 _started = 0.0
 _installed = False
 
@@ -18,8 +19,11 @@ def _callback(phase: str, info: dict[str, Any]) -> None:
         _started = time.perf_counter()
     else:
         generation = info.get("generation", 2)
+        took = time.perf_counter() - _started
         _collections[generation] += 1
-        _seconds[generation] += time.perf_counter() - _started
+        _seconds[generation] += took
+        if took > _longest[generation]:
+            _longest[generation] = took
 
 
 def install() -> None:
@@ -35,4 +39,5 @@ def snapshot() -> dict[str, Any]:
         "collections": list(_collections),
         "seconds": [round(s, 4) for s in _seconds],
         "total_seconds": round(sum(_seconds), 4),
+        "longest_ms": [round(s * 1000, 1) for s in _longest],
     }

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     checkpoint_max_rows: int = Field(
         50_000, description="Buffered ClickHouse rows that force an early checkpoint."
     )
+    slow_batch_ms: float = Field(
+        100.0, description="A batch step slower than this is logged (`slow_batch`) with its phases (ms)."
+    )
     fetch_max_wait_ms: int = Field(
         5, description="How long the broker may hold a fetch waiting for data (ms)."
     )

