@@ -500,12 +500,7 @@ class Engine:
             await inflight
 
     def _take_snapshot(self) -> _Snapshot | None:
-        if not (
-            self._pending_offsets
-            or self._dirty
-            or self._pending_rows
-            or self._pending_sends
-        ):
+        if not (self._pending_offsets or self._dirty or self._pending_rows or self._pending_sends):
             self._last_checkpoint = time.monotonic()
             return None
         changelog: list[tuple[str, int, bytes]] = []
