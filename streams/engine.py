@@ -45,7 +45,7 @@ from sinks.clickhouse import AnalyticsBatch, AnalyticsSink
 from sinks.redis_serving import ServingStore, VisitorUpdate
 from streams.core.batch import BatchResult, IngestLimits, SourceRecord, process_batch
 from streams.core.enrich import Enricher
-from streams.core.profile import Profile
+from streams.core.profile import Profile, profile_clock_fields
 from streams.core.segments import Definitions
 from streams.logging import get_logger
 from streams.settings import Settings
@@ -690,12 +690,22 @@ class Engine:
                 await consumer.stop()
         wall = time.time()
         for partition, state in states.items():
+            latest = state.clock
+            next_due = state.next_due
+            due = state.due
             for visitor_id, raw in state.profiles.items():
-                profile = raw if isinstance(raw, Profile) else Profile.from_bytes(raw)
-                state.clock = max(state.clock, min(profile.last_seen, wall))
-                if profile.next_check_at is not None:
-                    state.next_due[visitor_id] = profile.next_check_at
-                    state.due.append((profile.next_check_at, visitor_id))
+                # The serialised header only: no profile is decompressed or parsed here.
+                last_seen, next_check_at = (
+                    profile_clock_fields(raw)
+                    if isinstance(raw, bytes)
+                    else (raw.last_seen, raw.next_check_at)
+                )
+                if last_seen > latest:
+                    latest = last_seen
+                if next_check_at is not None:
+                    next_due[visitor_id] = next_check_at
+                    due.append((next_check_at, visitor_id))
+            state.clock = max(state.clock, min(latest, wall))
             heapq.heapify(state.due)
             state.last_record_wall = wall
             self.store.partitions[partition] = state

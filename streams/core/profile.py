@@ -6,14 +6,36 @@ dimension joined with `@` (`spend@electronics`). Windows ("purchases in the last
 over the buckets in range, computed by `streams.core.attributes`. Buckets older than
 `RETENTION_DAYS` are dropped on every apply, so a profile's size is bounded.
 
-Profiles are stored serialised (orjson bytes) and decoded per batch, so `apply` mutates the profile
-it is handed and returns it: the caller owns that copy.
+Profiles are stored serialised (`Profile.to_bytes`) and decoded per batch, so `apply` mutates the
+profile it is handed and returns it: the caller owns that copy.
+
+Serialised form (format 1), all little-endian::
+
+    header      4 s  FORMAT_TAG (b"TP", format number, 0xFF)
+                8 d  last_seen
+                8 d  next_check_at (NaN for None)
+                2 H  n = len(recent_event_ids)
+    event ids   n × 8 q  recent_event_ids
+    body        LZ4 block (size-prefixed) of orjson [value, value, ...]: every other field, positional
+                in `_BODY_FIELDS` order (field names are not stored); `days` as [[day, bucket], ...]
+
+The header lets recovery read a profile's clock fields without decoding it
+(`profile_clock_fields`); the event-id hashes are random 64-bit numbers, 8 bytes each in binary
+against ~20 as JSON text, and LZ4 could not shrink them. The tag's last byte makes the first four
+bytes, read as the legacy format's uint32 size prefix, larger than any LZ4 block: profiles written
+before format 1 (`lz4(orjson(dataclass))`) are told apart and still decoded.
+
+Adding, removing or reordering a `Profile` field changes `_BODY_FIELDS`: bump the format number and
+keep a decoder for the previous one (profiles live on in the changelog).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import struct
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 import lz4.block
@@ -134,19 +156,43 @@ class Profile:
     # -- (de)serialisation -----------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """JSON (orjson serialises slotted dataclasses natively), LZ4-compressed: the day buckets
-        repeat their metric names, and stored profiles are what memory per visitor is made of."""
-        return lz4.block.compress(orjson.dumps(self, option=orjson.OPT_NON_STR_KEYS))
+        """The serialised form (format 1, see the module docstring)."""
+        ids = self.recent_event_ids
+        next_check_at = self.next_check_at
+        body = list(_body_values(self))
+        body[_DAYS_AT] = list(self.days.items())
+        head = _head_struct(len(ids)).pack(
+            FORMAT_TAG, self.last_seen, _NO_TIME if next_check_at is None else next_check_at, len(ids), *ids
+        )
+        # Every dict left in the body has str keys (`days`, the only int-keyed one, is a list here).
+        return head + lz4.block.compress(orjson.dumps(body))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Profile:
+        tag, last_seen, next_check_at, count = _HEADER.unpack_from(raw)
+        if tag != FORMAT_TAG:
+            return cls._from_legacy_bytes(raw)
+        ids_end = _HEADER.size + 8 * count
+        values = orjson.loads(lz4.block.decompress(memoryview(raw)[ids_end:]))
+        values[_DAYS_AT] = dict(values[_DAYS_AT])
+        values[_RECENT_VIEWS_AT] = list(map(tuple, values[_RECENT_VIEWS_AT]))
+        values[_RECENT_PURCHASES_AT] = list(map(tuple, values[_RECENT_PURCHASES_AT]))
+        # Back into dataclass field order (ascending positions, so earlier inserts hold).
+        values.insert(_LAST_SEEN_AT, last_seen)
+        values.insert(_RECENT_EVENT_IDS_AT, list(_ids_struct(count).unpack_from(raw, _HEADER.size)))
+        values.insert(_NEXT_CHECK_AT_AT, None if math.isnan(next_check_at) else next_check_at)
+        return cls(*values)
+
+    @classmethod
+    def _from_legacy_bytes(cls, raw: bytes) -> Profile:
+        """Before format 1: LZ4 block of orjson of the dataclass (field names included)."""
         data = orjson.loads(lz4.block.decompress(raw))
         data["days"] = {int(day): bucket for day, bucket in data.get("days", {}).items()}
         data["recent_views"] = [tuple(v) for v in data.get("recent_views", [])]
         data["recent_purchases"] = [tuple(v) for v in data.get("recent_purchases", [])]
         try:
             # Positional: keyword matching of 40 non-interned keys cost 13 µs, this 2.7 µs.
-            values = [data[name] for name in _FIELD_NAMES]
+            values = [data[name] for name in _FIELDS]
         except KeyError:
             return cls(**data)  # written before a field was added: its default applies
         return cls(*values)
@@ -167,7 +213,51 @@ class Profile:
         }
 
 
-_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Profile))
+FORMAT_TAG = b"TP\x01\xff"
+"""First bytes of a serialised profile: "TP", format number 1, and 0xFF (as a little-endian uint32
+that is beyond LZ4's block limit, so never the size prefix of a legacy profile)."""
+_HEADER = struct.Struct("<4sddH")
+_NO_TIME = math.nan
+"""`next_check_at` None in the header."""
+_HEAD_STRUCTS: dict[int, struct.Struct] = {}
+_IDS_STRUCTS: dict[int, struct.Struct] = {}
+
+
+def _head_struct(count: int) -> struct.Struct:
+    """The header followed by `count` event-id hashes, as one struct (one per count, cached)."""
+    packer = _HEAD_STRUCTS.get(count)
+    if packer is None:
+        packer = _HEAD_STRUCTS[count] = struct.Struct(f"{_HEADER.format}{count}q")
+    return packer
+
+
+def _ids_struct(count: int) -> struct.Struct:
+    unpacker = _IDS_STRUCTS.get(count)
+    if unpacker is None:
+        unpacker = _IDS_STRUCTS[count] = struct.Struct(f"<{count}q")
+    return unpacker
+
+
+_HEADER_FIELDS = ("last_seen", "recent_event_ids", "next_check_at")
+_FIELDS = [f.name for f in fields(Profile)]
+_BODY_FIELDS = [name for name in _FIELDS if name not in _HEADER_FIELDS]
+_body_values = attrgetter(*_BODY_FIELDS)
+_DAYS_AT = _BODY_FIELDS.index("days")
+_RECENT_VIEWS_AT = _BODY_FIELDS.index("recent_views")
+_RECENT_PURCHASES_AT = _BODY_FIELDS.index("recent_purchases")
+_LAST_SEEN_AT = _FIELDS.index("last_seen")
+_RECENT_EVENT_IDS_AT = _FIELDS.index("recent_event_ids")
+_NEXT_CHECK_AT_AT = _FIELDS.index("next_check_at")
+
+
+def profile_clock_fields(raw: bytes) -> tuple[float, float | None]:
+    """(last_seen, next_check_at) of a serialised profile, read from its header: no decompression,
+    no parsing (recovery needs only these of every restored profile)."""
+    tag, last_seen, next_check_at, _ = _HEADER.unpack_from(raw)
+    if tag != FORMAT_TAG:
+        profile = Profile.from_bytes(raw)
+        return profile.last_seen, profile.next_check_at
+    return last_seen, None if math.isnan(next_check_at) else next_check_at
 
 
 def _bump(bucket: dict[str, float], metric: str, amount: float = 1, dimension: str | None = None) -> None:

@@ -247,7 +247,9 @@ async def test_one_round_trip_per_batch(store: RedisServing, monkeypatch: pytest
     assert await store.segment_counts() == {"a": 100}
 
 
-async def test_large_batches_are_chunked_and_survive_a_script_flush(store: RedisServing, redis_url: str) -> None:
+async def test_large_batches_are_chunked_and_survive_a_script_flush(
+    store: RedisServing, redis_url: str
+) -> None:
     from sinks.redis_serving import SCRIPT_CHUNK
 
     n = SCRIPT_CHUNK * 2 + 5
