@@ -135,6 +135,30 @@ def create_app(settings: Settings, endpoints: Endpoints) -> tuple[faust.App, Run
     return app, runtime
 
 
+def _leave_group_from_first_generation() -> None:
+    """Let a stopping consumer leave its group even in generation 0.
+
+    aiokafka sends LeaveGroup only from generation 1 (Kafka's first generation); the embedded
+    Tansu broker numbers a group's first generation 0. Without a LeaveGroup the member of a worker
+    that stopped in generation 0 stays in the group until its session times out, and the next
+    worker's join waits for it: ≈ 11 s instead of 3 s at a 6 s session timeout (measured).
+    LeaveGroup carries no generation, so only aiokafka's guard reads the value set here.
+    """
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    original = GroupCoordinator._maybe_leave_group
+    if getattr(original, "_leaves_generation_zero", False):
+        return
+
+    async def maybe_leave_group(self: Any) -> None:
+        if self.generation == 0 and self.member_id:
+            self.generation = 1
+        await original(self)
+
+    maybe_leave_group._leaves_generation_zero = True  # type: ignore[attr-defined]
+    GroupCoordinator._maybe_leave_group = maybe_leave_group
+
+
 def _json(view: View, value: Any, status: int = 200) -> Response:
     return view.bytes(orjson.dumps(value), content_type="application/json", status=status)
 
@@ -240,6 +264,7 @@ def run_worker(settings: Settings, endpoints: Endpoints) -> None:
     # cyclic GC took ≈ 40 % of the core's time (bench). Collect the young generation less often.
     gc.set_threshold(settings.gc_gen0_threshold, 20, 100)
     gcstats.install()
+    _leave_group_from_first_generation()
     app, _ = create_app(settings, endpoints)
     gc.freeze()  # start-up objects (definitions, parsers, modules) never need scanning again
     worker = faust.Worker(
