@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-import clickhouse_connect
 import orjson
 import structlog
 
@@ -316,6 +315,10 @@ class ClickHouseSink:
     """
 
     def __init__(self, dsn: str, database: str = "tessera") -> None:
+        # Imported here: clickhouse-connect (and chDB, numpy, pyarrow behind it) load in the thread
+        # that opens the sink during the worker's group join, not with the engine's modules.
+        import clickhouse_connect
+
         self.database = database
         self._lock = threading.Lock()
         # The database may not exist yet (apply_ddl creates it): connect to `default`, and qualify
