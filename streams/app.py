@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
-from infra.topics import default_topic_specs, ensure_topics
+from infra.stack import EMBEDDED_CLUSTER_ID
+from infra.topics import cluster_id, default_topic_specs, ensure_topics
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.enriched import Device
 from sinks.clickhouse import AnalyticsBatch, ClickHouseSink, SegmentReportRow
@@ -196,25 +197,36 @@ async def start_engine(settings: Settings, endpoints: Endpoints, setup: ThreadPo
     Only the definitions, the Redis client and the topics come before the join; the User-Agent
     parser and ClickHouse are built meanwhile and awaited by the first batch that needs them.
     """
+    bootstrap = endpoints.kafka_bootstrap
+    cluster, _ = await asyncio.gather(
+        cluster_id(bootstrap),
+        ensure_topics(
+            bootstrap,
+            default_topic_specs(
+                events=settings.events_topic,
+                dlq=settings.dlq_topic,
+                changes=settings.changes_topic,
+                messages=settings.messages_topic,
+                changelog=settings.changelog_topic,
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+            ),
+        ),
+    )
+    if cluster == EMBEDDED_CLUSTER_ID:
+        settings = settings.for_embedded_broker()
+    log.info(
+        "consumer_group",
+        group=settings.group_id,
+        cluster_id=cluster,
+        session_timeout_s=round(settings.session_timeout_s, 3),
+        heartbeat_interval_s=round(settings.heartbeat_interval_s, 3),
+    )
     defs = load_definitions(settings.segments_file)
     serving = RedisServing(endpoints.redis_url, prefix=settings.redis_prefix)
     parser: _WhenReady[UserAgentParser] = _WhenReady("ua_parser")
     analytics = _Analytics(_WhenReady("clickhouse"))
-    engine = Engine(
-        settings, endpoints.kafka_bootstrap, defs, _enricher(settings, parser), analytics, serving
-    )
-    await ensure_topics(
-        endpoints.kafka_bootstrap,
-        default_topic_specs(
-            events=settings.events_topic,
-            dlq=settings.dlq_topic,
-            changes=settings.changes_topic,
-            messages=settings.messages_topic,
-            changelog=settings.changelog_topic,
-            partitions=settings.partitions,
-            replication_factor=settings.replication_factor,
-        ),
-    )
+    engine = Engine(settings, bootstrap, defs, _enricher(settings, parser), analytics, serving)
     engine_task = asyncio.ensure_future(engine.run())
     # The loop runs while Faust is imported, so the consumer's requests up to its JoinGroup go out
     # now; the set-up below then runs during the broker's wait (it holds the GIL for a while).
