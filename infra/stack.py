@@ -57,6 +57,9 @@ REDIS: Final = "redis"
 CLICKHOUSE: Final = "clickhouse"
 
 HOST: Final = "127.0.0.1"
+EMBEDDED_CLUSTER_ID: Final = "tessera-embedded"
+"""Cluster id of the Tansu broker this stack starts; workers recognise the embedded broker by it
+(`Settings.for_embedded_broker`)."""
 POLL_INTERVAL_S: Final = 0.02
 _PORT_ATTEMPTS: Final = 5
 _LOG_TAIL_LINES: Final = 30
@@ -496,6 +499,8 @@ class EmbeddedStack:
                 url,
                 "--storage-engine",
                 "memory://tansu/",
+                "--cluster-id",
+                EMBEDDED_CLUSTER_ID,
             ]
             bootstrap = f"{HOST}:{port}"
             child = self._spawn(KAFKA, argv, port, env)

@@ -118,6 +118,19 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float
         await admin.close()
 
 
+async def cluster_id(bootstrap: str, timeout_s: float = 20) -> str | None:
+    """The cluster id the broker reports in its metadata (None if it reports none)."""
+    deadline = time.monotonic() + timeout_s
+    admin = await _start_admin(bootstrap, deadline)
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + 1.0):
+            described = await admin.describe_cluster()
+    finally:
+        await admin.close()
+    found = described.get("cluster_id")
+    return str(found) if found else None
+
+
 async def _ensure(
     admin: AIOKafkaAdminClient, bootstrap: str, specs: list[TopicSpec], deadline: float, timeout_s: float
 ) -> None:
@@ -166,4 +179,4 @@ async def _ensure(
     )
 
 
-__all__ = ["TopicError", "TopicSpec", "default_topic_specs", "ensure_topics"]
+__all__ = ["TopicError", "TopicSpec", "cluster_id", "default_topic_specs", "ensure_topics"]

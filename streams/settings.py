@@ -10,6 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SEGMENTS_FILE = Path(__file__).resolve().parent.parent / "segments" / "default.yaml"
 
+EMBEDDED_SESSION_TIMEOUT_S = 4.0
+EMBEDDED_HEARTBEAT_INTERVAL_S = 4.0 / 3
+"""Group timeouts on the embedded Tansu broker when neither is set (`Settings.for_embedded_broker`)."""
+
 
 class Settings(BaseSettings):
     """Runtime configuration; unset connection fields mean "start the embedded part"."""
@@ -58,8 +62,12 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         5, description="How long the broker may hold a fetch waiting for data (ms)."
     )
-    session_timeout_s: float = Field(6.0, description="Consumer group session timeout (s).")
-    heartbeat_interval_s: float = Field(2.0, description="Consumer group heartbeat interval (s).")
+    session_timeout_s: float = Field(
+        6.0, description="Consumer group session timeout (s); 4 on the embedded broker unless set."
+    )
+    heartbeat_interval_s: float = Field(
+        2.0, description="Consumer group heartbeat interval (s); 4/3 on the embedded broker unless set."
+    )
     producer_linger_ms: int = Field(
         5, description="Producer linger: how long a send waits to fill a batch (ms)."
     )
@@ -86,6 +94,25 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", description="Log level of Tessera and Faust.")
     log_json: bool = Field(False, description="Log JSON lines instead of console output.")
+
+    def for_embedded_broker(self) -> Settings:
+        """These settings for the embedded Tansu broker: shorter group timeouts, unless either is set.
+
+        6 s is Kafka's smallest session timeout by default (`group.min.session.timeout.ms`); Tansu has
+        no minimum but answers every JoinGroup only after half the session timeout, in whole seconds
+        (measured: 3 s at 6 s, 2 s at 4 s or 3 s, 1 s at 2 s), and removes a member that stopped
+        without leaving after a full session timeout (4 s saves a second on each). Heartbeats wait
+        while a batch blocks the event loop (≈ 0.5 s for 5,000 records, measured); with one every
+        4/3 s a member survives stalls of up to ≈ 2.7 s.
+        """
+        if self.model_fields_set & {"session_timeout_s", "heartbeat_interval_s"}:
+            return self
+        return self.model_copy(
+            update={
+                "session_timeout_s": EMBEDDED_SESSION_TIMEOUT_S,
+                "heartbeat_interval_s": EMBEDDED_HEARTBEAT_INTERVAL_S,
+            }
+        )
 
 
 @lru_cache(maxsize=1)
