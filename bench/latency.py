@@ -28,9 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.common import BENCH_DIR, PARTITIONS, BenchError, create_topics, note, percentile
+from bench.common import (
+    BENCH_DIR,
+    PARTITIONS,
+    BenchError,
+    busy_cpu_seconds,
+    create_topics,
+    note,
+    percentile,
+)
 from bench.pipeline import Worker, WorkerSpec
 
 SEGMENTS_FILE = BENCH_DIR / "latency_segments.yaml"
@@ -281,12 +290,19 @@ def measure_tessera(
         worker = Worker(spec, f"worker-latency-{rate}")
         try:
             worker.start()
+            cpu_before, busy_before, wall_before = worker.cpu_seconds(), busy_cpu_seconds(), time.monotonic()
             runs += asyncio.run(
                 _measure(
                     kafka, topic, spec.changes_topic, [rate], seconds, template, _change_event_id, "tessera"
                 )
             )
             status = worker.status()
+            wall = time.monotonic() - wall_before
+            note(
+                f"latency tessera @{rate}/s (with warm-up and drain): worker used "
+                f"{(worker.cpu_seconds() - cpu_before) / wall:.2f} cores, the whole machine "
+                f"{(busy_cpu_seconds() - busy_before) / wall:.2f} of {psutil.cpu_count()}"
+            )
             note(
                 f"latency tessera @{rate}/s: worker loop blocked at most {status.get('loop_lag_max_ms')} ms, "
                 f"{status.get('loop_stalls_over_50ms')} stalls > 50 ms, {status.get('slow_batches')} slow "
