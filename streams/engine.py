@@ -672,7 +672,9 @@ class Engine:
                 await consumer.seek_to_beginning(*tps)
                 remaining = set(tps)
                 while remaining:
-                    polled = await consumer.getmany(*remaining, timeout_ms=200, max_records=50_000)
+                    # Short: an empty changelog partition answers with no records, and getmany would
+                    # otherwise wait its whole timeout before the high watermark is checked.
+                    polled = await consumer.getmany(*remaining, timeout_ms=20, max_records=50_000)
                     for tp, batch in polled.items():
                         profiles = states[tp.partition].profiles
                         for msg in batch:
