@@ -227,6 +227,7 @@ async def start_engine(settings: Settings, endpoints: Endpoints, setup: ThreadPo
     parser: _WhenReady[UserAgentParser] = _WhenReady("ua_parser")
     analytics = _Analytics(_WhenReady("clickhouse"))
     engine = Engine(settings, bootstrap, defs, _enricher(settings, parser), analytics, serving)
+    engine.watch_loop = False  # on once the start-up set-up is done (EngineService.on_start)
     engine_task = asyncio.ensure_future(engine.run())
     # The loop runs while Faust is imported, so the consumer's requests up to its JoinGroup go out
     # now; the set-up below then runs during the broker's wait (it holds the GIL for a while).
@@ -281,6 +282,7 @@ def create_app(runtime: Runtime) -> faust.App:
             await runtime.parser.wait()
             await runtime.analytics.sink.wait()
             runtime.setup_done = True
+            engine.watch_loop = True  # stalls during the start-up set-up are not the hot path's
             log.info(
                 "worker_ready_to_consume",
                 web=f"http://{settings.web_host}:{settings.web_port}",

@@ -225,6 +225,8 @@ class Engine:
         self._last_checkpoint = time.monotonic()
         self._inflight: asyncio.Future[None] | None = None
         self._last_core_s = 0.0
+        self.watch_loop = True
+        """Record loop stalls (`stats.loop_lag_max_ms`); the worker turns it on after its set-up."""
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -257,6 +259,8 @@ class Engine:
             before = time.perf_counter()
             await asyncio.sleep(tick_s)  # a watchdog tick, not a synchronisation
             lag_ms = (time.perf_counter() - before - tick_s) * 1000
+            if not self.watch_loop:
+                continue
             if lag_ms > self.stats.loop_lag_max_ms:
                 self.stats.loop_lag_max_ms = lag_ms
             if lag_ms > 50:
