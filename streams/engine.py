@@ -52,6 +52,9 @@ from streams.settings import Settings
 
 log = get_logger(__name__)
 
+RECOVERY_FETCH_MAX_WAIT_MS = 5
+"""Recovery reads partitions that hold data up to their high watermark: no reason to wait long."""
+
 
 @dataclass(slots=True)
 class PartitionState:
@@ -665,7 +668,7 @@ class Engine:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,
                 enable_auto_commit=False,
-                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+                fetch_max_wait_ms=RECOVERY_FETCH_MAX_WAIT_MS,
                 max_partition_fetch_bytes=8 * 1024 * 1024,
                 fetch_max_bytes=64 * 1024 * 1024,
             )

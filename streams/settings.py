@@ -60,7 +60,7 @@ class Settings(BaseSettings):
         100.0, description="A batch step slower than this is logged (`slow_batch`) with its phases (ms)."
     )
     fetch_max_wait_ms: int = Field(
-        5, description="How long the broker may hold a fetch waiting for data (ms)."
+        10, description="How long the broker may hold a fetch waiting for data (ms)."
     )
     session_timeout_s: float = Field(
         6.0, description="Consumer group session timeout (s); 4 on the embedded broker unless set."
