@@ -9,7 +9,8 @@ objects alive are roughly a worker's, which matters because Python's cyclic GC c
 them. Three passes, each with a fresh store and a fresh enricher (cold caches, like a worker that
 just started):
 
-1. timed, no profiler → the core's events/s (the ceiling of one worker process);
+1. timed, no profiler, under the worker's GC settings (threshold, freeze) → the core's events/s
+   (the ceiling of one worker process);
 2. timed with the cyclic GC disabled → the share of (1) spent in garbage collection;
 3. under cProfile → the top functions by cumulative and by own time.
 """
@@ -133,11 +134,22 @@ def _short(filename: str) -> str:
 def _timed(
     records: Sequence[RawRecord], batch_size: int
 ) -> tuple[float, dict[int, dict[str, bytes]], int, int]:
+    """One timed pass under the worker's GC configuration (`streams.app.run_worker`)."""
+    from streams.settings import Settings
+
     defs, enricher = core_parts()
+    previous = gc.get_threshold()
     gc.collect()
-    begun = time.perf_counter()
-    store, changes, dead = fold(records, batch_size, defs, enricher)
-    return time.perf_counter() - begun, store, changes, dead
+    gc.set_threshold(Settings().gc_gen0_threshold, 20, 100)
+    gc.freeze()  # as the worker does once started: modules and definitions are never scanned
+    try:
+        begun = time.perf_counter()
+        store, changes, dead = fold(records, batch_size, defs, enricher)
+        seconds = time.perf_counter() - begun
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*previous)
+    return seconds, store, changes, dead
 
 
 def run_hotpath(

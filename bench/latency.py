@@ -291,6 +291,7 @@ def measure_tessera(
         try:
             worker.start()
             cpu_before, busy_before, wall_before = worker.cpu_seconds(), busy_cpu_seconds(), time.monotonic()
+            before = worker.status()
             runs += asyncio.run(
                 _measure(
                     kafka, topic, spec.changes_topic, [rate], seconds, template, _change_event_id, "tessera"
@@ -302,6 +303,13 @@ def measure_tessera(
                 f"latency tessera @{rate}/s (with warm-up and drain): worker used "
                 f"{(worker.cpu_seconds() - cpu_before) / wall:.2f} cores, the whole machine "
                 f"{(busy_cpu_seconds() - busy_before) / wall:.2f} of {psutil.cpu_count()}"
+            )
+            batches = int(status.get("batches", 0)) - int(before.get("batches", 0))
+            records = int(status.get("records", 0)) - int(before.get("records", 0))
+            checkpoints = int(status.get("checkpoints", 0)) - int(before.get("checkpoints", 0))
+            note(
+                f"latency tessera @{rate}/s: {batches / wall:,.0f} batches/s of "
+                f"{records / max(batches, 1):.1f} records, {checkpoints / wall:.1f} checkpoints/s"
             )
             note(
                 f"latency tessera @{rate}/s: worker loop blocked at most {status.get('loop_lag_max_ms')} ms, "

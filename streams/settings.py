@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         10, description="How long the broker may hold a fetch waiting for data (ms)."
     )
+    fetch_min_bytes: int = Field(
+        1, ge=1, description="Bytes a fetch waits for (up to fetch_max_wait_ms) before the broker answers."
+    )
     session_timeout_s: float = Field(
         6.0, description="Consumer group session timeout (s); 4 on the embedded broker unless set."
     )

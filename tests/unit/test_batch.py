@@ -87,8 +87,12 @@ def test_bad_records_go_to_the_dlq_and_duplicates_are_dropped(defs: Definitions)
 
 def test_replayed_offsets_are_skipped_exactly(defs: Definitions) -> None:
     store: dict[str, bytes] = {}
-    batch = records(*(event(f"e{i}", "purchase", T0 + timedelta(minutes=i), order_id=f"o{i}", value=10.0)
-                      for i in range(4)))
+    batch = records(
+        *(
+            event(f"e{i}", "purchase", T0 + timedelta(minutes=i), order_id=f"o{i}", value=10.0)
+            for i in range(4)
+        )
+    )
     first = run(defs, batch, store, T0 + timedelta(hours=1))
     assert "frequent_buyers" in first.visitors["v1"].entered
     again = run(defs, batch, store, T0 + timedelta(hours=1))
