@@ -196,7 +196,9 @@ def run(args: argparse.Namespace, workdir: Path) -> Run:
 
     def hotpath() -> Any:
         note(f"hot path: process_batch over {args.hotpath_events:,} simulated records (timed, then cProfile)")
-        result = run_hotpath(encode_events(simulated_events(args.hotpath_events, args.seed)), args.batch_size)
+        result = run_hotpath(
+            encode_events(simulated_events(args.hotpath_events, args.seed)), args.batch_size, workdir=workdir
+        )
         note(f"hot path: {result.events_per_s:,.0f} events/s in-process, {result.gc_share:.0%} in cyclic GC")
         return result
 
@@ -357,6 +359,17 @@ def build_rows(state: Run) -> list[Row]:
                 f"({hot.events_per_s_gc_off:,.0f} ev/s with gc off)",
             )
         )
+        if hot.sink_rows_per_insert:
+            rows.append(
+                Row(
+                    "throughput",
+                    f"ClickHouse sink alone (chDB in-process, {hot.sink_rows_per_insert:,} rows/insert)",
+                    f"{hot.sink_cpu_us_per_event:,.0f} µs/event",
+                    f"pipeline {pipe.cpu_us_per_event:,.0f} µs/event" if pipe else "",
+                    _ratio(hot.sink_cpu_us_per_event, pipe.cpu_us_per_event if pipe else None),
+                    "CPU of row building, serialisation, chDB's insert and its merges meanwhile",
+                )
+            )
     elif "hotpath" in state.args.steps:
         failed("throughput", "Tessera core alone (process_batch, no I/O)", "hotpath")
 

@@ -12,7 +12,9 @@ just started):
 1. timed, no profiler, under the worker's GC settings (threshold, freeze) → the core's events/s
    (the ceiling of one worker process);
 2. timed with the cyclic GC disabled → the share of (1) spent in garbage collection;
-3. under cProfile → the top functions by cumulative and by own time.
+3. under cProfile → the top functions by cumulative and by own time;
+4. the ClickHouse sink alone over the same records' rows (embedded chDB, in this process): its
+   CPU per event, the part of the pipeline's cost that is not the core's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.common import PARTITIONS
@@ -50,6 +53,10 @@ class HotpathResult:
     top_self: list[dict[str, Any]] = field(default_factory=list)
     report: str = ""
     """The pstats text (both orderings) as printed after the table."""
+    sink_cpu_us_per_event: float = float("nan")
+    """CPU of `ClickHouseSink.write` (embedded chDB, this process: row building, serialisation,
+    chDB's insert and the merges it runs meanwhile) per event, at `sink_rows_per_insert`."""
+    sink_rows_per_insert: int = 0
 
 
 def raw_records(encoded: Sequence[tuple[bytes, bytes]]) -> list[RawRecord]:
@@ -107,6 +114,53 @@ def fold(
     return store, changes, dead
 
 
+def clickhouse_cost(records: Sequence[RawRecord], rows_per_insert: int, workdir: Path) -> float:
+    """CPU µs per event of the worker's ClickHouse sink on embedded chDB (what the pipeline pays
+    on top of the core): the core's analytics rows, changes and messages for `rows_per_insert`
+    records at a time, written as the checkpoint writes them. Process CPU, so chDB's threads count."""
+    from sinks.clickhouse import AnalyticsBatch, ClickHouseSink
+    from streams.core.batch import IngestLimits, SourceRecord, process_batch
+
+    defs, enricher = core_parts()
+    limits = IngestLimits()
+    store: dict[str, bytes] = {}
+    clocks: dict[int, float] = dict.fromkeys(range(PARTITIONS), 0.0)
+    batches: list[AnalyticsBatch] = []
+    for start in range(0, len(records), rows_per_insert):
+        chunk = [SourceRecord(*raw) for raw in records[start : start + rows_per_insert]]
+        result = process_batch(
+            chunk,
+            lambda visitor_id, partition: store.get(visitor_id),
+            {},
+            clocks,
+            defs=defs,
+            enricher=enricher,
+            limits=limits,
+            wall_now=time.time(),
+            topic="bench",
+        )
+        clocks.update(result.clocks)
+        for visitor_id, effect in result.visitors.items():
+            store[visitor_id] = effect.profile.to_bytes()
+        batches.append(
+            AnalyticsBatch(
+                token=f"bench-{start}",
+                events=result.analytics_rows,
+                changes=result.changes,
+                messages=result.messages,
+            )
+        )
+    sink = ClickHouseSink(f"chdb://{(workdir / 'hotpath-chdb').resolve()}")
+    try:
+        sink.apply_ddl()
+        begun = time.process_time()
+        for batch in batches:
+            sink.write(batch)
+        return (time.process_time() - begun) / max(len(records), 1) * 1e6
+    finally:
+        sink.close()
+
+
 def _rows(stats: pstats.Stats, key: str, top: int) -> list[dict[str, Any]]:
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     index = 3 if key == "cumulative" else 2
@@ -153,9 +207,15 @@ def _timed(
 
 
 def run_hotpath(
-    encoded: Sequence[tuple[bytes, bytes]], batch_size: int = 5000, top: int = 15
+    encoded: Sequence[tuple[bytes, bytes]],
+    batch_size: int = 5000,
+    top: int = 15,
+    workdir: Path | None = None,
+    sink_rows_per_insert: int = 2500,
 ) -> HotpathResult:
-    """Time and profile the core over `encoded` (key, JSON value) records; pass no event dicts."""
+    """Time and profile the core over `encoded` (key, JSON value) records; pass no event dicts.
+
+    With `workdir`, also measure the ClickHouse sink's CPU per event (`clickhouse_cost`)."""
     records = raw_records(encoded)
     seconds, store, changes, dead = _timed(records, batch_size)
     profiles = sum(len(p) for p in store.values())
@@ -197,4 +257,8 @@ def run_hotpath(
         top_cumulative=_rows(full, "cumulative", top),
         top_self=_rows(full, "own", top),
         report=buffer.getvalue(),
+        sink_cpu_us_per_event=(
+            clickhouse_cost(records, sink_rows_per_insert, workdir) if workdir is not None else float("nan")
+        ),
+        sink_rows_per_insert=sink_rows_per_insert if workdir is not None else 0,
     )
