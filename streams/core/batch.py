@@ -208,8 +208,10 @@ def process_batch(
             now = due_visitors[visitor_id][1]
         else:
             continue  # only replayed or duplicate records: nothing changed
-        evaluation = evaluate(profile, defs, now)
+        evaluation = evaluate(profile, defs, now, explain=False)
         entered, exited = diff(profile.segments, evaluation.members)
+        # The values behind a transition, computed only for the segments that changed.
+        deciding = evaluation.explain(defs, entered + exited) if entered or exited else {}
         at = now
         for segment, transition in [(s, Transition.entered) for s in entered] + [
             (s, Transition.exited) for s in exited
@@ -225,7 +227,7 @@ def process_batch(
                     definition_version=defs.version,
                     reason="event" if by_event else "timer",
                     trigger_event_id=last_event_id.get(visitor_id),
-                    attributes=_jsonable(evaluation.deciding.get(segment, {})),
+                    attributes=_jsonable(deciding.get(segment, {})),
                 )
             )
             if transition is Transition.entered:

@@ -188,6 +188,23 @@ class Evaluation:
     name); pass it on to `streams.core.triggers.decide`, which computes only what is missing."""
     errors: dict[str, str] = field(default_factory=dict)
     """Segments whose condition failed at run time (counted as not a member), with the reason."""
+    values: LazyValues | None = field(default=None, repr=False, compare=False)
+    """The values the conditions were evaluated on (for `explain` after the fact)."""
+
+    def explain(self, defs: Definitions, segment_ids: Iterable[str]) -> dict[str, dict[str, AttributeValue]]:
+        """The values each of `segment_ids`' conditions read, as `deciding` holds them: from
+        `deciding` when it has them, else computed now (an evaluation with `explain=False` skips
+        them, since only a transition needs them and most evaluations have none)."""
+        out: dict[str, dict[str, AttributeValue]] = {}
+        for segment_id in segment_ids:
+            found = self.deciding.get(segment_id)
+            if found is None and self.values is not None:
+                found = {}
+                for name, label in defs.segment(segment_id).read_labels:
+                    scalarize(label, self.values.get(name), found)
+            if found is not None:
+                out[segment_id] = found
+        return out
 
 
 # -- evaluation -----------------------------------------------------------------------------------------
@@ -236,16 +253,17 @@ def _evaluate(profile: Profile, defs: Definitions, now: float, explain: bool) ->
                 for name, label in seg.read_labels:
                     scalarize(label, values.get(name), read)
                 deciding[seg.id] = read
-    return Evaluation(frozenset(members), deciding, values.cache, errors)
+    return Evaluation(frozenset(members), deciding, values.cache, errors, values)
 
 
-def evaluate(profile: Profile, defs: Definitions, now: float) -> Evaluation:
+def evaluate(profile: Profile, defs: Definitions, now: float, *, explain: bool = True) -> Evaluation:
     """Which segments the profile is in at `now`. Pure: the profile is not changed.
 
     A condition that fails at run time (e.g. ``age >= 18`` with an unknown age and no `has_age`
-    guard) counts as false and is reported in `Evaluation.errors`.
+    guard) counts as false and is reported in `Evaluation.errors`. With `explain=False`,
+    `deciding` stays empty; `Evaluation.explain` computes it for the segments that need it.
     """
-    return _evaluate(profile, defs, now, explain=True)
+    return _evaluate(profile, defs, now, explain=explain)
 
 
 def diff(previous: Iterable[str], current: frozenset[str]) -> tuple[list[str], list[str]]:

@@ -411,6 +411,16 @@ def test_deciding_covers_members_and_previous_members_only() -> None:
     assert evaluation.deciding == {"buyers": {"purchases_30d": 2}, "others": {"purchases_30d": 2}}
 
 
+def test_explain_after_the_fact_equals_deciding() -> None:
+    defs = parse(MINIMAL + "  - id: others\n    description: x\n    when: purchases_30d == 0\n")
+    p = profile(days={TODAY: {"purchases": 2.0}}, segments=["others"])
+    full = evaluate(p, defs, NOW)
+    lean = evaluate(p, defs, NOW, explain=False)
+    assert lean.members == full.members and lean.deciding == {}
+    assert lean.explain(defs, ["buyers", "others"]) == full.deciding
+    assert full.explain(defs, ["others"]) == {"others": full.deciding["others"]}
+
+
 def test_evaluate_does_not_change_the_profile() -> None:
     defs = parse(WINDOWS)
     p = profile(days={TODAY: {"purchases": 1.0}}, segments=["x"])
