@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     checkpoint_max_rows: int = Field(
         50_000, description="Buffered ClickHouse rows that force an early checkpoint."
     )
+    checkpoint_min_records: int = Field(
+        100,
+        ge=0,
+        description="Records a checkpoint waits for after its interval, up to checkpoint_max_interval_ms.",
+    )
+    checkpoint_max_interval_ms: int = Field(
+        1000, description="Longest time between checkpoints while anything is pending, in ms."
+    )
     slow_batch_ms: float = Field(
         100.0, description="A batch step slower than this is logged (`slow_batch`) with its phases (ms)."
     )

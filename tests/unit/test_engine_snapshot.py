@@ -102,3 +102,26 @@ def test_a_snapshot_with_stored_bytes_serialises_nothing_new(visitors: int) -> N
         return
     assert snapshot is not None
     assert snapshot.unserialised == {} and len(snapshot.changelog) == visitors
+
+
+def test_low_traffic_checkpoints_wait_for_records_up_to_the_max_interval() -> None:
+    import time
+
+    from aiokafka import TopicPartition
+
+    engine = _engine(0)
+    s = engine.settings
+    engine._pending_offsets = {TopicPartition("events", 0): 1}
+
+    def due_after(ms: float, records: int) -> bool:
+        engine._last_checkpoint = time.monotonic() - ms / 1000
+        engine._records_since_checkpoint = records
+        return engine._checkpoint_due()
+
+    between = (s.checkpoint_interval_ms + s.checkpoint_max_interval_ms) / 2
+    assert not due_after(s.checkpoint_interval_ms / 2, s.checkpoint_min_records)
+    assert due_after(between, s.checkpoint_min_records)  # busy: every interval
+    assert not due_after(between, s.checkpoint_min_records - 1)  # quiet: waits for records…
+    assert due_after(s.checkpoint_max_interval_ms + 50, 1)  # …up to the max interval
+    engine._pending_offsets = {}
+    assert not due_after(s.checkpoint_max_interval_ms + 50, 0)  # nothing pending: never
