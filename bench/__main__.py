@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,8 @@ STEPS = ("faust", "quix", "pipeline", "startup", "latency", "memory", "hotpath")
 KAFKA_STEPS = {"faust", "quix", "pipeline", "startup", "latency"}
 DEFAULTS = {
     "events": 100_000,
-    "latency_seconds": 15.0,
+    "latency_seconds": 10.0,
+    "latency_repeats": 3,
     "profiles": 100_000,
     "hotpath_events": 50_000,
     "template_visitors": 300,
@@ -54,6 +56,7 @@ DEFAULTS = {
 QUICK = {
     "events": 20_000,
     "latency_seconds": 5.0,
+    "latency_repeats": 1,
     "profiles": 20_000,
     "hotpath_events": 10_000,
     "template_visitors": 100,
@@ -107,8 +110,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: about 2 minutes on 2 cores")
     parser.add_argument("--events", type=int, help="workload events (default 100k; quick 20k)")
+    parser.add_argument("--latency-seconds", type=float, help="seconds per latency run (default 10; quick 5)")
     parser.add_argument(
-        "--latency-seconds", type=float, help="seconds per latency rate (default 15; quick 5)"
+        "--latency-repeats",
+        type=int,
+        help="runs per latency rate, each on fresh topics with a fresh worker; the table shows the "
+        "median (default 3; quick 1)",
     )
     parser.add_argument("--rates", default="500,2000", help="latency rates in events/s, comma-separated")
     parser.add_argument("--profiles", type=int, help="profiles for the memory step (default 100k; quick 20k)")
@@ -257,8 +264,16 @@ def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
         template = sample
 
         def latency() -> dict[str, Any]:
-            floor = measure_floor(kafka, args.rates, args.latency_seconds, template)
-            tessera = measure_tessera(kafka, redis_url, workdir, args.rates, args.latency_seconds, template)
+            # Repeats alternate floor and worker runs, so both see the machine in the same state.
+            floor: list[Any] = []
+            tessera: list[Any] = []
+            for repeat in range(args.latency_repeats):
+                if args.latency_repeats > 1:
+                    note(f"latency: run {repeat + 1} of {args.latency_repeats}")
+                floor += measure_floor(kafka, args.rates, args.latency_seconds, template)
+                tessera += measure_tessera(
+                    kafka, redis_url, workdir, args.rates, args.latency_seconds, template
+                )
             return {"floor": floor, "tessera": tessera}
 
         state.step("latency", latency)
@@ -375,22 +390,29 @@ def build_rows(state: Run) -> list[Row]:
 
     lat = r.get("latency")
     if lat:
-        floors = {run.rate: run for run in lat["floor"]}
-        for run in lat["tessera"]:
-            floor = floors.get(run.rate)
+        for rate in sorted({run.rate for run in lat["tessera"]}):
+            runs = [run for run in lat["tessera"] if run.rate == rate]
+            floors = [run for run in lat["floor"] if run.rate == rate]
             for q in ("p50", "p99"):
-                value = getattr(run, f"{q}_ms")
-                base = getattr(floor, f"{q}_ms") if floor else None
+                value = statistics.median(getattr(run, f"{q}_ms") for run in runs)
+                base = statistics.median(getattr(run, f"{q}_ms") for run in floors) if floors else None
+                each = ", ".join(f"{getattr(run, f'{q}_ms'):,.1f}" for run in runs)
+                label = "median of " if len(runs) > 1 else ""
+                if q == "p50":
+                    matched, sent = sum(run.matched for run in runs), sum(run.sent for run in runs)
+                    note_text = f"{matched:,}/{sent:,} matched" + (f"; runs {each}" if len(runs) > 1 else "")
+                else:
+                    worst = max(run.max_ms for run in runs)
+                    note_text = (f"runs {each}; " if len(runs) > 1 else "") + f"max {worst:,.0f} ms"
                 rows.append(
                     Row(
                         "latency",
-                        f"produce → segment change {q} @{run.rate:,}/s",
+                        f"produce → segment change {q} @{rate:,}/s"
+                        + (f" ({label}{len(runs)} runs)" if len(runs) > 1 else ""),
                         _n(value, "ms", 1),
                         f"aiokafka produce→consume {_n(base, 'ms', 1)}" if base is not None else "",
                         _ratio(value, base),
-                        f"{run.matched:,}/{run.sent:,} matched"
-                        if q == "p50"
-                        else f"max {run.max_ms:,.0f} ms",
+                        note_text,
                     )
                 )
     elif "latency" in state.args.steps:
