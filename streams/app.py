@@ -22,10 +22,12 @@ import asyncio
 import dataclasses
 import gc
 import importlib
+import os
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -159,6 +161,8 @@ class Runtime:
     parser: _WhenReady[UserAgentParser]
     setup_done: bool = False
     """Set once the parts built during the join are ready (the User-Agent parser, ClickHouse)."""
+    early_signals: list[int] = field(default_factory=list)
+    """SIGINT/SIGTERM received before Faust installed its handlers (`run_worker`)."""
 
 
 def _leave_group_from_first_generation() -> None:
@@ -278,6 +282,11 @@ def create_app(runtime: Runtime) -> faust.App:
         """Waits for the start-up set-up, then owns the engine task until the worker stops."""
 
         async def on_start(self) -> None:
+            # A stop requested during start-up: Faust's handlers are installed by now (the worker
+            # installs them before its services start), so send it again for an orderly stop.
+            for signum in runtime.early_signals:
+                log.info("early_signal_redelivered", signal=signal.Signals(signum).name)
+                os.kill(os.getpid(), signum)
             # A failed set-up (ClickHouse unreachable, bad DDL) fails the worker's start, as before.
             await runtime.parser.wait()
             await runtime.analytics.sink.wait()
@@ -414,8 +423,15 @@ def run_worker(settings: Settings, endpoints: Endpoints) -> None:
     _leave_group_from_first_generation()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    # Until Faust installs its handlers, SIGINT/SIGTERM are recorded, not fatal: killed by the
+    # default action, a worker that had joined its group would hold its member for a session
+    # timeout (the next worker's join waits for it). They are redelivered once Faust handles them.
+    early_signals: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, early_signals.append, int(signum))
     setup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessera-setup")
     runtime = loop.run_until_complete(start_engine(settings, endpoints, setup))
+    runtime.early_signals = early_signals
     setup.shutdown(wait=False)  # its thread finishes the set-up already submitted
     app = create_app(runtime)
 

@@ -1,0 +1,42 @@
+"""A worker told to stop while it is still starting stops in order instead of dying mid-join."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import Worker, WorkerConfig, wait_until
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_during_start_up_stops_the_worker_in_order(embedded_stack: Any, tmp_path: Path) -> None:
+    config = WorkerConfig(embedded_stack.kafka_bootstrap, embedded_stack.redis_url, tmp_path / "w")
+    worker = Worker(config)
+    with open(worker.log_path, "ab") as out:
+        worker.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=config.env(worker.port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # `consumer_group` is logged before the engine starts and Faust is imported: a SIGTERM now
+        # used to kill the process by the default action (exit -15), leaving its group member.
+        wait_until(
+            lambda: "consumer_group" in worker.log_path.read_text(errors="replace"),
+            90,
+            0.01,
+            "start-up under way",
+        )
+        worker.proc.send_signal(signal.SIGTERM)
+        code = worker.proc.wait(timeout=90)
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text(errors="replace")
+    assert code == 0, log[-4000:]
+    assert "early_signal_redelivered" in log, log[-4000:]
