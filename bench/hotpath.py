@@ -25,7 +25,7 @@ import io
 import pstats
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,9 +80,15 @@ def core_parts() -> tuple[Any, Any]:
 
 
 def fold(
-    records: Sequence[RawRecord], batch_size: int, defs: Any, enricher: Any
+    records: Sequence[RawRecord],
+    batch_size: int,
+    defs: Any,
+    enricher: Any,
+    each: Callable[[int, Any], None] | None = None,
 ) -> tuple[dict[int, dict[str, bytes]], int, int]:
-    """Run every record through `process_batch`; return the store, changes and dead letters."""
+    """Run every record through `process_batch`; return the store, changes and dead letters.
+
+    `each(start, result)`, if given, sees every batch's `BatchResult` (`start`: its first record)."""
     from streams.core.batch import IngestLimits, SourceRecord, process_batch
 
     limits = IngestLimits()
@@ -111,6 +117,8 @@ def fold(
             store[effect.partition][visitor_id] = effect.profile.to_bytes()
         changes += len(result.changes)
         dead += len(result.dead_letters)
+        if each is not None:
+            each(start, result)
     return store, changes, dead
 
 
@@ -119,29 +127,10 @@ def clickhouse_cost(records: Sequence[RawRecord], rows_per_insert: int, workdir:
     on top of the core): the core's analytics rows, changes and messages for `rows_per_insert`
     records at a time, written as the checkpoint writes them. Process CPU, so chDB's threads count."""
     from sinks.clickhouse import AnalyticsBatch, ClickHouseSink
-    from streams.core.batch import IngestLimits, SourceRecord, process_batch
 
-    defs, enricher = core_parts()
-    limits = IngestLimits()
-    store: dict[str, bytes] = {}
-    clocks: dict[int, float] = dict.fromkeys(range(PARTITIONS), 0.0)
     batches: list[AnalyticsBatch] = []
-    for start in range(0, len(records), rows_per_insert):
-        chunk = [SourceRecord(*raw) for raw in records[start : start + rows_per_insert]]
-        result = process_batch(
-            chunk,
-            lambda visitor_id, partition: store.get(visitor_id),
-            {},
-            clocks,
-            defs=defs,
-            enricher=enricher,
-            limits=limits,
-            wall_now=time.time(),
-            topic="bench",
-        )
-        clocks.update(result.clocks)
-        for visitor_id, effect in result.visitors.items():
-            store[visitor_id] = effect.profile.to_bytes()
+
+    def keep(start: int, result: Any) -> None:
         batches.append(
             AnalyticsBatch(
                 token=f"bench-{start}",
@@ -150,6 +139,8 @@ def clickhouse_cost(records: Sequence[RawRecord], rows_per_insert: int, workdir:
                 messages=result.messages,
             )
         )
+
+    fold(records, rows_per_insert, *core_parts(), each=keep)
     sink = ClickHouseSink(f"chdb://{(workdir / 'hotpath-chdb').resolve()}")
     try:
         sink.apply_ddl()
