@@ -237,9 +237,8 @@ class Engine:
         """Visitors whose segment set this process has written (a first write is always full)."""
         self._last_checkpoint = time.monotonic()
         self._inflight: asyncio.Future[None] | None = None
-        self._unserialised: dict[str, tuple[int, Profile]] = {}
-        """The in-flight checkpoint's `_Snapshot.unserialised` (empty when none is in flight)."""
         self._inflight_snapshot: _Snapshot | None = None
+        """The checkpoint being written, whose live profiles a batch must serialise before use."""
         self._records_since_checkpoint = 0
         self._last_core_s = 0.0
         self._last_serving_s = 0.0
@@ -300,7 +299,6 @@ class Engine:
                 if self._inflight is not None:
                     self._inflight.cancel()
                     self._inflight = None
-                self._unserialised = {}
                 self._inflight_snapshot = None
                 self._reset_buffers()  # uncommitted: the restart replays them
                 self._served.clear()
@@ -526,7 +524,7 @@ class Engine:
         if snapshot is None:
             return
         # From here on a batch that touches one of its live profiles serialises it first.
-        self._inflight_snapshot, self._unserialised = snapshot, snapshot.unserialised
+        self._inflight_snapshot = snapshot
         if wait:
             await self._write_snapshot(snapshot)
         else:
@@ -540,10 +538,9 @@ class Engine:
     def _profile(self, visitor_id: str, partition: int) -> bytes | Profile | None:
         """The store's profile for a batch, serialised first if the in-flight checkpoint still
         needs it as it was (copy-on-write: the batch may change the object after this)."""
-        if self._unserialised and visitor_id in self._unserialised:
-            snap = self._inflight_snapshot
-            if snap is not None:
-                self._serialise(snap, visitor_id, keep_object=True)  # the batch changes it next
+        snap = self._inflight_snapshot
+        if snap is not None and visitor_id in snap.unserialised:
+            self._serialise(snap, visitor_id, keep_object=True)  # the batch changes it next
         return self.store.get(visitor_id, partition)
 
     def _take_snapshot(self) -> _Snapshot | None:
@@ -632,7 +629,7 @@ class Engine:
             else:
                 await self._serialise_all(snap)
         finally:
-            self._inflight_snapshot, self._unserialised = None, {}
+            self._inflight_snapshot = None
         if snap.serving:
             await self.serving.write(snap.serving)
         if snap.sends:

@@ -47,7 +47,7 @@ def _engine(visitors: int) -> Engine:
 def _take(engine: Engine) -> Any:
     snapshot = engine._take_snapshot()
     assert snapshot is not None
-    engine._inflight_snapshot, engine._unserialised = snapshot, snapshot.unserialised  # as _checkpoint
+    engine._inflight_snapshot = snapshot  # as _checkpoint does
     return snapshot
 
 
