@@ -196,14 +196,14 @@ class Evaluation:
         `deciding` when it has them, else computed now (an evaluation with `explain=False` skips
         them, since only a transition needs them and most evaluations have none)."""
         out: dict[str, dict[str, AttributeValue]] = {}
-        for segment_id in segment_ids:
-            found = self.deciding.get(segment_id)
-            if found is None and self.values is not None:
-                found = {}
-                for name, label in defs.segment(segment_id).read_labels:
-                    scalarize(label, self.values.get(name), found)
-            if found is not None:
-                out[segment_id] = found
+        wanted = set(segment_ids)
+        for segment_id in wanted & self.deciding.keys():
+            out[segment_id] = self.deciding[segment_id]
+        if self.values is not None:
+            # A segment no longer defined (definitions reloaded) has nothing to explain.
+            for seg in defs.segments:
+                if seg.id in wanted and seg.id not in out:
+                    out[seg.id] = _read_values(seg, self.values)
         return out
 
 
@@ -249,11 +249,16 @@ def _evaluate(profile: Profile, defs: Definitions, now: float, explain: bool) ->
         previous = profile.segments
         for seg in defs.segments:
             if seg.id in members or seg.id in previous:
-                read: dict[str, Any] = {}
-                for name, label in seg.read_labels:
-                    scalarize(label, values.get(name), read)
-                deciding[seg.id] = read
+                deciding[seg.id] = _read_values(seg, values)
     return Evaluation(frozenset(members), deciding, values.cache, errors, values)
+
+
+def _read_values(seg: SegmentDef, values: LazyValues) -> dict[str, AttributeValue]:
+    """The fact/attribute values `seg`'s condition reads (maps flattened, lists joined)."""
+    read: dict[str, Any] = {}
+    for name, label in seg.read_labels:
+        scalarize(label, values.get(name), read)
+    return read
 
 
 def evaluate(profile: Profile, defs: Definitions, now: float, *, explain: bool = True) -> Evaluation:

@@ -126,3 +126,15 @@ def test_no_personalisation_consent_keeps_no_profile(defs: Definitions) -> None:
     raw["context"] = {"consent": {"personalization": False, "analytics": True}}
     result = run(defs, records(raw), store, T0)
     assert result.no_consent == 1 and not result.visitors and len(result.analytics_rows) == 1
+
+
+def test_a_segment_removed_from_the_definitions_exits_with_no_attributes(defs: Definitions) -> None:
+    from streams.core.profile import new_profile
+
+    ghost = new_profile("v1")
+    ghost.segments = ["ghost_segment"]
+    store = {"v1": ghost.to_bytes()}
+    result = run(defs, records(event("e1", "page_view", T0)), store, T0 + timedelta(minutes=1))
+    exits = [c for c in result.changes if c.segment == "ghost_segment"]
+    assert len(exits) == 1 and exits[0].transition.value == "exited"
+    assert exits[0].attributes == {}

@@ -419,6 +419,7 @@ def test_explain_after_the_fact_equals_deciding() -> None:
     assert lean.members == full.members and lean.deciding == {}
     assert lean.explain(defs, ["buyers", "others"]) == full.deciding
     assert full.explain(defs, ["others"]) == {"others": full.deciding["others"]}
+    assert lean.explain(defs, ["removed_from_definitions"]) == {}
 
 
 def test_evaluate_does_not_change_the_profile() -> None:
