@@ -35,6 +35,7 @@ import hashlib
 import math
 import struct
 from dataclasses import dataclass, field, fields
+from functools import cache
 from operator import attrgetter
 from typing import Any
 
@@ -219,23 +220,15 @@ that is beyond LZ4's block limit, so never the size prefix of a legacy profile).
 _HEADER = struct.Struct("<4sddH")
 _NO_TIME = math.nan
 """`next_check_at` None in the header."""
-_HEAD_STRUCTS: dict[int, struct.Struct] = {}
-_IDS_STRUCTS: dict[int, struct.Struct] = {}
-
-
+@cache
 def _head_struct(count: int) -> struct.Struct:
     """The header followed by `count` event-id hashes, as one struct (one per count, cached)."""
-    packer = _HEAD_STRUCTS.get(count)
-    if packer is None:
-        packer = _HEAD_STRUCTS[count] = struct.Struct(f"{_HEADER.format}{count}q")
-    return packer
+    return struct.Struct(f"{_HEADER.format}{count}q")
 
 
+@cache
 def _ids_struct(count: int) -> struct.Struct:
-    unpacker = _IDS_STRUCTS.get(count)
-    if unpacker is None:
-        unpacker = _IDS_STRUCTS[count] = struct.Struct(f"<{count}q")
-    return unpacker
+    return struct.Struct(f"<{count}q")
 
 
 _HEADER_FIELDS = ("last_seen", "recent_event_ids", "next_check_at")
