@@ -215,7 +215,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Run:
 
 def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
     from bench.baselines import run_faust_baseline, run_quix_baseline
-    from bench.latency import measure_floor, measure_tessera
+    from bench.latency import measure_floor, measure_relay, measure_tessera
     from bench.pipeline import WorkerSpec, run_pipeline, run_restart
 
     args, workdir = state.args, state.workdir
@@ -264,17 +264,19 @@ def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
         template = sample
 
         def latency() -> dict[str, Any]:
-            # Repeats alternate floor and worker runs, so both see the machine in the same state.
+            # Repeats alternate floor, relay and worker runs, so all see the machine in the same state.
             floor: list[Any] = []
+            relay: list[Any] = []
             tessera: list[Any] = []
             for repeat in range(args.latency_repeats):
                 if args.latency_repeats > 1:
                     note(f"latency: run {repeat + 1} of {args.latency_repeats}")
                 floor += measure_floor(kafka, args.rates, args.latency_seconds, template)
+                relay += measure_relay(kafka, workdir, args.rates, args.latency_seconds, template)
                 tessera += measure_tessera(
                     kafka, redis_url, workdir, args.rates, args.latency_seconds, template
                 )
-            return {"floor": floor, "tessera": tessera}
+            return {"floor": floor, "relay": relay, "tessera": tessera}
 
         state.step("latency", latency)
 
@@ -393,9 +395,16 @@ def build_rows(state: Run) -> list[Row]:
         for rate in sorted({run.rate for run in lat["tessera"]}):
             runs = [run for run in lat["tessera"] if run.rate == rate]
             floors = [run for run in lat["floor"] if run.rate == rate]
+            relays = [run for run in lat.get("relay", []) if run.rate == rate]
+
+            def median(of: list[Any], q: str) -> float | None:
+                return statistics.median(getattr(run, f"{q}_ms") for run in of) if of else None
+
             for q in ("p50", "p99"):
-                value = statistics.median(getattr(run, f"{q}_ms") for run in runs)
-                base = statistics.median(getattr(run, f"{q}_ms") for run in floors) if floors else None
+                value = median(runs, q)
+                # Baseline: the bare relay (the same two broker hops); the one-hop floor is noted.
+                base = median(relays, q)
+                floor = median(floors, q)
                 each = ", ".join(f"{getattr(run, f'{q}_ms'):,.1f}" for run in runs)
                 label = "median of " if len(runs) > 1 else ""
                 if q == "p50":
@@ -404,13 +413,17 @@ def build_rows(state: Run) -> list[Row]:
                 else:
                     worst = max(run.max_ms for run in runs)
                     note_text = (f"runs {each}; " if len(runs) > 1 else "") + f"max {worst:,.0f} ms"
+                if relays and len(relays) > 1:
+                    note_text += "; relay runs " + ", ".join(f"{getattr(r, f'{q}_ms'):,.1f}" for r in relays)
+                if floor is not None:
+                    note_text += f"; one hop (produce→consume) {_n(floor, 'ms', 1)}"
                 rows.append(
                     Row(
                         "latency",
                         f"produce → segment change {q} @{rate:,}/s"
                         + (f" ({label}{len(runs)} runs)" if len(runs) > 1 else ""),
                         _n(value, "ms", 1),
-                        f"aiokafka produce→consume {_n(base, 'ms', 1)}" if base is not None else "",
+                        f"bare relay, two hops {_n(base, 'ms', 1)}" if base is not None else "",
                         _ratio(value, base),
                         note_text,
                     )

@@ -1,4 +1,4 @@
-"""Latency produce → segment change at fixed rates, and the bare produce → consume floor.
+"""Latency produce → segment change at fixed rates, and two floors without Tessera's work.
 
 A paced producer sends page views stamped with the current time. Visitors take turns
 (round-robin over `2 × rate` visitors, so one visitor's events are ≈ 2 s apart and never share a
@@ -9,8 +9,10 @@ event enters or exits it: one segment change per event, carrying the event's id 
 
 A consumer in this process (same clock as the producer, assigned to every partition of the
 segment-changes topic before anything is sent) stamps each change on arrival:
-latency = arrival time − the time just before the event's `send()`. The floor is the same paced
-producer and consumer on a fresh topic with no worker in between (one hop instead of two).
+latency = arrival time − the time just before the event's `send()`. Two floors use the same paced
+producer and consumer on fresh topics: `floor` with nothing in between (one broker hop instead of
+two), and `relay` with a bare consume → produce relay in its own process (`bench.relay`: the two
+hops of produce → segment change with the worker's fetch, produce and commit settings).
 
 The drain after the last send is a condition with deadlines: stop when every event is matched, or
 when nothing new arrived for `drain_idle_s`, or at `drain_max_s`.
@@ -19,6 +21,8 @@ when nothing new arrived for `drain_idle_s`, or at `drain_max_s`.
 from __future__ import annotations
 
 import asyncio
+import functools
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -35,12 +39,16 @@ from bench.common import (
     BENCH_DIR,
     PARTITIONS,
     BenchError,
+    Child,
     busy_cpu_seconds,
     create_topics,
     note,
     percentile,
+    python_env,
+    wait_until,
 )
 from bench.pipeline import Worker, WorkerSpec
+from bench.relay import READY_LINE
 
 SEGMENTS_FILE = BENCH_DIR / "latency_segments.yaml"
 ODD, EVEN = "/probe/odd", "/probe/even"
@@ -268,6 +276,45 @@ def measure_floor(
         topic = f"bench-latency-floor-{uuid.uuid4().hex[:8]}"
         asyncio.run(create_topics(bootstrap, [topic]))
         runs += asyncio.run(_measure(bootstrap, topic, topic, [rate], seconds, template, _event_id, "floor"))
+    return runs
+
+
+def _relay_ready(child: Child) -> bool:
+    child.check_alive()
+    return READY_LINE in child.log_tail()
+
+
+def measure_relay(
+    kafka: str, workdir: Path, rates: list[int], seconds: float, template: dict[str, Any]
+) -> list[LatencyRun]:
+    """Produce → bare relay (`bench.relay`, a child process) → consume: the two-hop floor.
+
+    The same two broker hops as produce → segment change, with the worker's fetch, produce and
+    commit settings and no work in between; fresh topics and group per rate, like the worker.
+    """
+    note(f"latency relay: bare aiokafka consume → produce relay at {rates} events/s, {seconds:.0f}s each")
+    runs: list[LatencyRun] = []
+    for rate in rates:
+        run_id = uuid.uuid4().hex[:10]
+        source, target = f"bench-relay-in-{run_id}", f"bench-relay-out-{run_id}"
+        asyncio.run(create_topics(kafka, [source, target]))
+        child = Child(
+            f"relay-{rate}",
+            [sys.executable, "-m", "bench.relay", kafka, source, target, f"bench-relay-{run_id}"],
+            python_env(),
+            workdir / f"relay-{rate}-{run_id}.log",
+        )
+        try:
+            child.start()
+
+            wait_until(functools.partial(_relay_ready, child), 60, 0.05, f"{child.name} {READY_LINE}")
+            runs += asyncio.run(
+                _measure(kafka, source, target, [rate], seconds, template, _event_id, "relay")
+            )
+        finally:
+            code = child.stop()
+            if code not in (0, None):
+                note(f"latency relay: exit {code}; log {child.log_path}")
     return runs
 
 
