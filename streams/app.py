@@ -417,7 +417,8 @@ def _register_views(app: faust.App, rt: Runtime) -> None:
 def run_worker(settings: Settings, endpoints: Endpoints) -> None:
     """Run a worker in this process until SIGINT/SIGTERM (start-up order: module docstring)."""
     # The hot path allocates many short-lived objects per batch; with the default thresholds
-    # cyclic GC took ≈ 40 % of the core's time (bench). Collect the young generation less often.
+    # cyclic GC took ≈ 40 % of the core's time (bench), 7-10 % of the pipeline's at 100k, ≈ 0 % at
+    # 1M (peak RSS +12-29 MB of ≈ 570). Collect the young generation rarely.
     gc.set_threshold(settings.gc_gen0_threshold, 20, 100)
     gcstats.install()
     _leave_group_from_first_generation()

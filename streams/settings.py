@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     geoip_db: Path | None = Field(None, description="MaxMind-format city database; unset uses DB-IP Lite.")
 
     gc_gen0_threshold: int = Field(
-        100_000,
+        1_000_000,
         description="Allocations between young-generation GC passes in the worker (Python's default: 700).",
     )
 
