@@ -43,8 +43,8 @@ from bench.common import (
     simulated_events,
 )
 
-STEPS = ("faust", "quix", "pipeline", "startup", "latency", "memory", "hotpath")
-KAFKA_STEPS = {"faust", "quix", "pipeline", "startup", "latency"}
+STEPS = ("faust", "quix", "pipeline", "startup", "scale", "latency", "memory", "hotpath")
+KAFKA_STEPS = {"faust", "quix", "pipeline", "startup", "scale", "latency"}
 DEFAULTS = {
     "events": 100_000,
     "latency_seconds": 10.0,
@@ -129,6 +129,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--batch-size", type=int, default=5000, help="hot path batch size (the worker's default)"
+    )
+    parser.add_argument(
+        "--scale-workers", type=int, default=2, help="workers in one group for the scale step (default 2)"
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
@@ -216,12 +219,12 @@ def run(args: argparse.Namespace, workdir: Path) -> Run:
 def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
     from bench.baselines import run_faust_baseline, run_quix_baseline
     from bench.latency import measure_floor, measure_relay, measure_tessera
-    from bench.pipeline import WorkerSpec, run_pipeline, run_restart
+    from bench.pipeline import WorkerSpec, run_pipeline, run_restart, run_scaled
 
     args, workdir = state.args, state.workdir
     workload: Workload | None = None
     events: list[dict[str, Any]] = []
-    needs_workload = {"faust", "quix", "pipeline", "startup"} & set(args.steps)
+    needs_workload = {"faust", "quix", "pipeline", "startup", "scale"} & set(args.steps)
 
     if needs_workload:
         topic = f"bench-events-{uuid.uuid4().hex[:8]}"
@@ -257,6 +260,12 @@ def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
             if live is not None:
                 restart_spec = live_spec
         state.step("startup", lambda: run_restart(restart_spec, timeout))
+        scale_id = uuid.uuid4().hex[:10]
+        scale_specs = [
+            WorkerSpec(kafka, redis_url, workdir / f"tessera-scale-{i + 1}", wl.topic, run_id=scale_id)
+            for i in range(args.scale_workers)
+        ]
+        state.step("scale", lambda: run_scaled(wl, scale_specs, timeout))
     if "latency" in args.steps:
         sample = next((e for e in events if e.get("type") == "page_view"), None)
         if sample is None:
@@ -363,6 +372,23 @@ def build_rows(state: Run) -> list[Row]:
             )
     if "pipeline_live" in err:
         failed("throughput", "Tessera pipeline, live produce → all committed", "pipeline_live")
+    scaled = r.get("scale")
+    if scaled:
+        one = pipe.events_per_s if pipe else None
+        rows.append(
+            Row(
+                "throughput",
+                f"Tessera pipeline, {scaled.workers} workers in one group",
+                _n(scaled.events_per_s, "ev/s"),
+                f"B {_n(b, 'ev/s')}" if b else "",
+                _ratio(scaled.events_per_s, b),
+                (f"{scaled.events_per_s / one:.2f}× one worker's; " if one else "")
+                + f"{scaled.cpu_us_per_event:,.0f} µs CPU/event in all workers; "
+                f"{scaled.processed - scaled.events:,} records replayed after rebalances",
+            )
+        )
+    elif "scale" in state.args.steps:
+        failed("throughput", "Tessera pipeline, several workers in one group", "scale")
     if hot:
         base = pipe.events_per_s if pipe else None
         rows.append(

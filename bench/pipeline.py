@@ -108,6 +108,10 @@ class Worker:
 
     def start(self, ready_timeout: float = 120) -> Worker:
         self.child.start()
+        return self.wait_ready(ready_timeout)
+
+    def wait_ready(self, ready_timeout: float = 120) -> Worker:
+        """Wait for /healthz ready of a spawned worker (`child.start()` already called)."""
 
         def ready() -> bool:
             self.child.check_alive()
@@ -274,6 +278,84 @@ def run_pipeline(
     note(
         f"pipeline: {result.events_per_s:,.0f} events/s ({result.cpu_us_per_event:,.0f} µs CPU per event, "
         f"{result.gc_share:.0%} of it cyclic GC)"
+    )
+    return result
+
+
+@dataclass
+class ScaleResult:
+    workers: int
+    events: int
+    seconds: float
+    events_per_s: float
+    cpu_us_per_event: float
+    """CPU of all workers over the span / events."""
+    processed: int
+    """Records the workers processed together: ≥ events (a rebalance replays from the last commit)."""
+    logs: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_scaled(workload: Workload, specs: Sequence[WorkerSpec], timeout: float = 600) -> ScaleResult:
+    """Throughput of several workers in one group (the same `run_id`) on the pre-filled topic.
+
+    All are spawned at once, so they join the group's first generation together (the embedded
+    broker answers a JoinGroup only after half the session timeout); events/s runs from the first
+    worker's /healthz ready to every partition committed, rebalances included. Each worker has its
+    own data folder (chDB's folder belongs to one process) and web port. Offsets are checked per
+    partition as the highest any worker reports, since a worker keeps reporting partitions it owned
+    before a rebalance.
+    """
+    workers = [Worker(spec, f"worker-scale-{i + 1}") for i, spec in enumerate(specs)]
+    note(f"scale: {len(workers)} tessera workers in one group on {workload.topic}")
+    ends = workload.ends
+    try:
+        for worker in workers:
+            worker.child.start()
+        for worker in workers:
+            worker.wait_ready()
+        begun = min(worker.ready_at for worker in workers)
+        cpu_before = sum(worker.cpu_seconds() for worker in workers)
+        note(f"scale: all ready after {max(w.ready_at - w.child.spawned_at for w in workers):.1f}s")
+
+        def done() -> list[dict[str, Any]] | None:
+            statuses = [worker.status() for worker in workers]
+            committed: dict[int, int] = {}
+            for status in statuses:
+                for partition, offset in status["committed"].items():
+                    committed[int(partition)] = max(committed.get(int(partition), 0), int(offset))
+            if all(committed.get(p, 0) >= end for p, end in ends.items() if end > 0):
+                return statuses
+            return None
+
+        statuses = wait_until(done, timeout, 0.05, f"{len(workers)} workers to commit {ends}")
+        finished = time.time()
+        cpu = sum(worker.cpu_seconds() for worker in workers) - cpu_before
+    finally:
+        for worker in workers:
+            code = worker.stop()
+            note(f"scale: {worker.child.name} stopped (exit {code})")
+    processed = sum(int(status.get("records", 0)) for status in statuses)
+    if processed < workload.events:
+        raise BenchError(
+            f"{len(workers)} workers committed every offset but processed {processed:,} of "
+            f"{workload.events:,} records; logs {[str(w.child.log_path) for w in workers]}"
+        )
+    seconds = finished - begun
+    result = ScaleResult(
+        workers=len(workers),
+        events=workload.events,
+        seconds=seconds,
+        events_per_s=workload.events / seconds,
+        cpu_us_per_event=cpu / workload.events * 1e6,
+        processed=processed,
+        logs=[str(w.child.log_path) for w in workers],
+    )
+    note(
+        f"scale: {len(workers)} workers {result.events_per_s:,.0f} events/s "
+        f"({result.cpu_us_per_event:,.0f} µs CPU per event), {processed:,} records processed"
     )
     return result
 
