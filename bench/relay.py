@@ -27,7 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.engine import send_all
+from streams.engine import consumer_options, producer_options, send_all
 from streams.settings import Settings
 
 READY_LINE = "relay_ready"
@@ -39,26 +39,10 @@ async def relay(bootstrap: str, source: str, target: str, group: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    # The worker's consumer and producer settings (streams.engine), minus what only the worker needs.
-    consumer = AIOKafkaConsumer(
-        source,
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=int(s.session_timeout_s * 1000),
-        heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
-        fetch_max_wait_ms=s.fetch_max_wait_ms,
-        fetch_min_bytes=s.fetch_min_bytes,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        linger_ms=s.producer_linger_ms,
-        acks="all",
-        max_request_size=4 * 1024 * 1024,
-        max_batch_size=1024 * 1024,
-    )
+    # The worker's own consumer and producer options (streams.engine), with the relay's group.
+    options = {**consumer_options(s), "group_id": group}
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, **options)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **producer_options(s))
     await producer.start()
     await consumer.start()
     try:

@@ -249,15 +249,8 @@ class Engine:
 
     async def start_producer(self) -> AIOKafkaProducer:
         if self.producer is None:
-            self.producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                linger_ms=self.settings.producer_linger_ms,
-                acks="all",
-                max_request_size=4 * 1024 * 1024,
-                # One batch per partition per send_all (16 KB default = ~25 segment changes or ~8
-                # profiles): `send_batch` waits for the previous batch of a partition to drain.
-                max_batch_size=1024 * 1024,
-            )
+            options = producer_options(self.settings)
+            self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **options)
             await self.producer.start()
         return self.producer
 
@@ -330,18 +323,7 @@ class Engine:
 
     async def _run_consumer(self) -> None:
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=s.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(s.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
-            fetch_max_wait_ms=s.fetch_max_wait_ms,
-            fetch_min_bytes=s.fetch_min_bytes,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            isolation_level="read_uncommitted",
-        )
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, **consumer_options(s))
         self.consumer = consumer
         await consumer.start()
         consumer.subscribe([s.events_topic], listener=_Rebalance(self))
@@ -795,6 +777,33 @@ class Engine:
             profiles=sum(len(s.profiles) for s in states.values()),
             seconds=round(elapsed, 3),
         )
+
+
+def consumer_options(s: Settings) -> dict[str, Any]:
+    """aiokafka options of the worker's events consumer (the bench's bare relay uses them too)."""
+    return {
+        "group_id": s.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": int(s.session_timeout_s * 1000),
+        "heartbeat_interval_ms": int(s.heartbeat_interval_s * 1000),
+        "fetch_max_wait_ms": s.fetch_max_wait_ms,
+        "fetch_min_bytes": s.fetch_min_bytes,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "isolation_level": "read_uncommitted",
+    }
+
+
+def producer_options(s: Settings) -> dict[str, Any]:
+    """aiokafka options of the worker's producer (the bench's bare relay uses them too)."""
+    return {
+        "linger_ms": s.producer_linger_ms,
+        "acks": "all",
+        "max_request_size": 4 * 1024 * 1024,
+        # One batch per partition per send_all (16 KB default = ~25 segment changes or ~8
+        # profiles): `send_batch` waits for the previous batch of a partition to drain.
+        "max_batch_size": 1024 * 1024,
+    }
 
 
 _PARTITIONER = DefaultPartitioner()

@@ -220,6 +220,8 @@ that is beyond LZ4's block limit, so never the size prefix of a legacy profile).
 _HEADER = struct.Struct("<4sddH")
 _NO_TIME = math.nan
 """`next_check_at` None in the header."""
+
+
 @cache
 def _head_struct(count: int) -> struct.Struct:
     """The header followed by `count` event-id hashes, as one struct (one per count, cached)."""
