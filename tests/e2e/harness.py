@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,7 +19,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.stack import free_port
+from streams.core.batch import IngestLimits, SourceRecord, process_batch
+from streams.core.enrich import default_enricher
+from streams.core.profile import Profile
+from streams.core.segments import load_definitions
 from streams.producer import produce_records
+from streams.settings import DEFAULT_SEGMENTS_FILE
 from tests import helpers
 
 
@@ -209,3 +215,40 @@ async def group_committed(bootstrap: str, group_id: str, topic: str, partitions:
         return {p: (await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)}
     finally:
         await consumer.stop()
+
+
+def replay(records: list[Any]) -> dict[str, Profile]:
+    """The expected state: every record folded once, in offset order, by the pure core."""
+    store: dict[str, bytes] = {}
+    result = process_batch(
+        [SourceRecord(r.partition, r.offset, r.key, r.value) for r in records],
+        lambda visitor_id, partition: store.get(visitor_id),
+        {},
+        {},
+        defs=load_definitions(DEFAULT_SEGMENTS_FILE),
+        enricher=default_enricher(None),
+        limits=IngestLimits(),
+        wall_now=time.time(),
+        topic="events",
+    )
+    return {v: e.profile for v, e in result.visitors.items()}
+
+
+def assert_changelog_is_replay(config: WorkerConfig, deadline_s: float = 30) -> None:
+    """The latest changelog profile of every visitor equals a replay of the events topic."""
+    source = asyncio.run(read_topic(config.kafka, config.events_topic, deadline_s=deadline_s))
+    expected = replay(sorted(source, key=lambda r: (r.partition, r.offset)))
+    changelog = asyncio.run(read_topic(config.kafka, config.changelog_topic, deadline_s=deadline_s))
+    latest: dict[str, Profile] = {}
+    for record in changelog:
+        latest[record.key.decode()] = Profile.from_bytes(record.value)
+    assert set(latest) == set(expected)
+    mismatched = [v for v, p in expected.items() if latest[v].days != p.days or latest[v].cart != p.cart]
+    assert not mismatched, f"{len(mismatched)} profiles differ from a replay, e.g. {mismatched[:3]}"
+
+
+def unique_totals(events: list[dict[str, Any]]) -> tuple[int, float]:
+    """(distinct events, purchase revenue over distinct events): what ClickHouse must report."""
+    unique = {e["event_id"]: e for e in events}
+    revenue = sum(e["properties"]["value"] for e in unique.values() if e["type"] == "purchase")
+    return len(unique), revenue

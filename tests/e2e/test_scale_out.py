@@ -19,10 +19,16 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.core.profile import Profile
 from streams.simulate import SimParams, simulate
-from tests.e2e.harness import Worker, WorkerConfig, group_committed, produce, read_topic, wait_until
-from tests.e2e.test_recovery import replay
+from tests.e2e.harness import (
+    Worker,
+    WorkerConfig,
+    assert_changelog_is_replay,
+    group_committed,
+    produce,
+    unique_totals,
+    wait_until,
+)
 
 
 @pytest.mark.timeout(600)
@@ -66,21 +72,12 @@ def test_second_worker_joins_mid_stream(embedded_stack: Any, tmp_path: Path) -> 
             "a record was processed twice (or not at all) across the rebalance"
         )
 
-        source = asyncio.run(read_topic(first_config.kafka, first_config.events_topic))
-        expected = replay(sorted(source, key=lambda r: (r.partition, r.offset)))
-        changelog = asyncio.run(read_topic(first_config.kafka, first_config.changelog_topic))
-        latest: dict[str, Profile] = {}
-        for record in changelog:
-            latest[record.key.decode()] = Profile.from_bytes(record.value)
-        assert set(latest) == set(expected)
-        mismatched = [v for v, p in expected.items() if latest[v].days != p.days or latest[v].cart != p.cart]
-        assert not mismatched, f"{len(mismatched)} profiles differ from a replay, e.g. {mismatched[:3]}"
+        assert_changelog_is_replay(first_config)
 
         # Each worker writes its own embedded ClickHouse folder: together they hold every event once.
-        unique = {e["event_id"]: e for e in sim.events}
-        revenue = sum(e["properties"]["value"] for e in unique.values() if e["type"] == "purchase")
+        events, revenue = unique_totals(sim.events)
         totals = [worker.get("/v1/report")["totals"] for worker in (first, second)]
-        assert sum(t["events"] for t in totals) == len(unique)
+        assert sum(t["events"] for t in totals) == events
         assert math.isclose(sum(t["revenue"] for t in totals), revenue, rel_tol=1e-9, abs_tol=1e-6)
     finally:
         first.stop()

@@ -16,10 +16,15 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.core.profile import Profile
 from streams.simulate import SimParams, simulate
-from tests.e2e.harness import Worker, WorkerConfig, produce, read_topic, wait_until
-from tests.e2e.test_recovery import replay
+from tests.e2e.harness import (
+    Worker,
+    WorkerConfig,
+    assert_changelog_is_replay,
+    produce,
+    unique_totals,
+    wait_until,
+)
 
 KILLS = int(os.environ.get("TESSERA_STRESS_KILLS", "6"))
 VISITORS = int(os.environ.get("TESSERA_STRESS_VISITORS", "1500"))
@@ -57,17 +62,10 @@ def test_repeated_sigkill_converges_to_a_replay(embedded_stack: Any, tmp_path: P
     final = Worker(config).start()
     try:
         final.wait_committed(ends, timeout=900)
-        source = asyncio.run(read_topic(config.kafka, config.events_topic, deadline_s=120))
-        expected = replay(sorted(source, key=lambda r: (r.partition, r.offset)))
-        latest: dict[str, Profile] = {}
-        for record in asyncio.run(read_topic(config.kafka, config.changelog_topic, deadline_s=300)):
-            latest[record.key.decode()] = Profile.from_bytes(record.value)
-        mismatched = [v for v, p in expected.items() if v not in latest or latest[v].days != p.days]
-        assert not mismatched, f"{len(mismatched)} of {len(expected)} profiles differ from a replay"
-        unique = {e["event_id"]: e for e in sim.events}
-        revenue = sum(e["properties"]["value"] for e in unique.values() if e["type"] == "purchase")
+        assert_changelog_is_replay(config, deadline_s=300)
+        events, revenue = unique_totals(sim.events)
         totals = final.get("/v1/report", timeout=120)["totals"]
-        assert totals["events"] == len(unique)
+        assert totals["events"] == events
         assert math.isclose(totals["revenue"], revenue, rel_tol=1e-9, abs_tol=1e-6)
     finally:
         final.stop()
