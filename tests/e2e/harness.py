@@ -13,9 +13,11 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.stack import free_port
@@ -25,6 +27,7 @@ from streams.core.profile import Profile
 from streams.core.segments import load_definitions
 from streams.producer import produce_records
 from streams.settings import DEFAULT_SEGMENTS_FILE
+from streams.simulate import SimParams, simulate
 from tests import helpers
 
 
@@ -68,6 +71,10 @@ class WorkerConfig:
         return f"profiles-changelog-{self.run_id}"
 
     @property
+    def group_id(self) -> str:
+        return f"tessera-{self.run_id}"
+
+    @property
     def redis_prefix(self) -> str:
         return f"t{self.run_id}"
 
@@ -85,7 +92,7 @@ class WorkerConfig:
                 "TESSERA_CHANGES_TOPIC": self.changes_topic,
                 "TESSERA_MESSAGES_TOPIC": self.messages_topic,
                 "TESSERA_CHANGELOG_TOPIC": self.changelog_topic,
-                "TESSERA_GROUP_ID": f"tessera-{self.run_id}",
+                "TESSERA_GROUP_ID": self.group_id,
                 "TESSERA_REDIS_PREFIX": self.redis_prefix,
                 "TESSERA_PARTITIONS": str(self.partitions),
                 "TESSERA_WEB_PORT": str(web_port),
@@ -252,3 +259,32 @@ def unique_totals(events: list[dict[str, Any]]) -> tuple[int, float]:
     unique = {e["event_id"]: e for e in events}
     revenue = sum(e["properties"]["value"] for e in unique.values() if e["type"] == "purchase")
     return len(unique), revenue
+
+
+def simulated_stream(
+    visitors: int, seed: int, duplicate_rate: float = 0.02
+) -> tuple[list[dict[str, Any]], list[tuple[bytes, bytes]]]:
+    """Simulated events ending 5 s ago (client retries included) and their (key, value) records."""
+    sim = simulate(
+        visitors,
+        seed=seed,
+        end=datetime.now(UTC) - timedelta(seconds=5),
+        params=SimParams(duplicate_rate=duplicate_rate),
+    )
+    return sim.events, [(e["visitor_id"].encode(), orjson.dumps(e)) for e in sim.events]
+
+
+def small_batch_config(stack: Any, data_dir: Path) -> WorkerConfig:
+    """A worker on the embedded stack with batches of at most 300 records (many per test)."""
+    return WorkerConfig(
+        stack.kafka_bootstrap, stack.redis_url, data_dir, extra_env={"TESSERA_BATCH_MAX_RECORDS": "300"}
+    )
+
+
+def merged_ends(*ends: dict[int, int]) -> dict[int, int]:
+    """Partition → the highest end offset over several produce calls."""
+    merged: dict[int, int] = {}
+    for each in ends:
+        for partition, end in each.items():
+            merged[partition] = max(merged.get(partition, 0), end)
+    return merged

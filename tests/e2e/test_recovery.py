@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from streams.simulate import SimParams, simulate
 from tests.e2e.harness import (
     Worker,
-    WorkerConfig,
     assert_changelog_is_replay,
     group_committed,
+    merged_ends,
     produce,
+    simulated_stream,
+    small_batch_config,
     unique_totals,
     wait_until,
 )
@@ -25,17 +24,9 @@ from tests.e2e.harness import (
 
 @pytest.mark.timeout(600)
 def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_path: Path) -> None:
-    sim = simulate(
-        400, seed=23, end=datetime.now(UTC) - timedelta(seconds=5), params=SimParams(duplicate_rate=0.02)
-    )
-    records = [(e["visitor_id"].encode(), orjson.dumps(e)) for e in sim.events]
+    events, records = simulated_stream(400, seed=23)
     half = len(records) // 2
-    config = WorkerConfig(
-        embedded_stack.kafka_bootstrap,
-        embedded_stack.redis_url,
-        tmp_path / "w",
-        extra_env={"TESSERA_BATCH_MAX_RECORDS": "300"},
-    )
+    config = small_batch_config(embedded_stack, tmp_path / "w")
     first = Worker(config).start()
     ends_first = asyncio.run(produce(config.kafka, config.events_topic, records[:half]))
     first.wait_committed(ends_first)
@@ -44,9 +35,9 @@ def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_pat
     # Kill as soon as the second half is being processed (not before, not after it is done).
     wait_until(lambda: sum(first.status()["committed"].values()) > before, 120, 0.01, "second half started")
     first.kill9()
-    merged = {p: max(ends_first.get(p, 0), ends.get(p, 0)) for p in set(ends_first) | set(ends)}
+    merged = merged_ends(ends_first, ends)
     at_kill = asyncio.run(
-        group_committed(config.kafka, f"tessera-{config.run_id}", config.events_topic, config.partitions)
+        group_committed(config.kafka, config.group_id, config.events_topic, config.partitions)
     )
     assert sum(at_kill.values()) < sum(merged.values()), "the kill came after the stream was done"
 
@@ -57,7 +48,7 @@ def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_pat
         assert status["recovered_records"] > 0
 
         assert_changelog_is_replay(config)
-        events, revenue = unique_totals(sim.events)
+        events, revenue = unique_totals(events)
         totals = second.get("/v1/report")["totals"]
         assert totals["events"] == events
         assert math.isclose(totals["revenue"], revenue, rel_tol=1e-9, abs_tol=1e-6)

@@ -12,20 +12,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from streams.simulate import SimParams, simulate
 from tests.e2e.harness import (
     Worker,
-    WorkerConfig,
     assert_changelog_is_replay,
     group_committed,
+    merged_ends,
     produce,
+    simulated_stream,
+    small_batch_config,
     unique_totals,
     wait_until,
 )
@@ -33,19 +32,11 @@ from tests.e2e.harness import (
 
 @pytest.mark.timeout(600)
 def test_second_worker_joins_mid_stream(embedded_stack: Any, tmp_path: Path) -> None:
-    sim = simulate(
-        400, seed=31, end=datetime.now(UTC) - timedelta(seconds=5), params=SimParams(duplicate_rate=0.02)
-    )
-    records = [(e["visitor_id"].encode(), orjson.dumps(e)) for e in sim.events]
+    events, records = simulated_stream(400, seed=31)
     half = len(records) // 2
-    first_config = WorkerConfig(
-        embedded_stack.kafka_bootstrap,
-        embedded_stack.redis_url,
-        tmp_path / "first",
-        extra_env={"TESSERA_BATCH_MAX_RECORDS": "300"},
-    )
+    first_config = small_batch_config(embedded_stack, tmp_path / "first")
     second_config = dataclasses.replace(first_config, data_dir=tmp_path / "second")
-    group = f"tessera-{first_config.run_id}"
+    group = first_config.group_id
 
     first = Worker(first_config).start()
     second: Worker | None = None
@@ -55,7 +46,7 @@ def test_second_worker_joins_mid_stream(embedded_stack: Any, tmp_path: Path) -> 
 
         second = Worker(second_config).start()
         ends = asyncio.run(produce(first_config.kafka, first_config.events_topic, records[half:]))
-        merged = {p: max(ends_first.get(p, 0), ends.get(p, 0)) for p in set(ends_first) | set(ends)}
+        merged = merged_ends(ends_first, ends)
 
         def all_committed() -> bool:
             committed = asyncio.run(
@@ -75,7 +66,7 @@ def test_second_worker_joins_mid_stream(embedded_stack: Any, tmp_path: Path) -> 
         assert_changelog_is_replay(first_config)
 
         # Each worker writes its own embedded ClickHouse folder: together they hold every event once.
-        events, revenue = unique_totals(sim.events)
+        events, revenue = unique_totals(events)
         totals = [worker.get("/v1/report")["totals"] for worker in (first, second)]
         assert sum(t["events"] for t in totals) == events
         assert math.isclose(sum(t["revenue"] for t in totals), revenue, rel_tol=1e-9, abs_tol=1e-6)
