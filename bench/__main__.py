@@ -217,7 +217,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Run:
 
 
 def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
-    from bench.baselines import run_faust_baseline, run_quix_baseline
+    from bench.baselines import run_faust_baseline, run_quix_baseline, run_quix_scaled
     from bench.latency import measure_floor, measure_relay, measure_tessera
     from bench.pipeline import WorkerSpec, run_pipeline, run_restart, run_scaled
 
@@ -266,6 +266,13 @@ def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
             for i in range(args.scale_workers)
         ]
         state.step("scale", lambda: run_scaled(wl, scale_specs, timeout))
+        if "scale" in args.steps:
+            # The same shape for the peer: as many quixstreams processes in one group.
+            state.step(
+                "quix_scaled",
+                lambda: run_quix_scaled(wl, kafka, workdir, args.scale_workers, timeout),
+                enabled=True,
+            )
     if "latency" in args.steps:
         sample = next((e for e in events if e.get("type") == "page_view"), None)
         if sample is None:
@@ -373,15 +380,29 @@ def build_rows(state: Run) -> list[Row]:
     if "pipeline_live" in err:
         failed("throughput", "Tessera pipeline, live produce → all committed", "pipeline_live")
     scaled = r.get("scale")
+    quix_scaled = r.get("quix_scaled")
+    if quix_scaled:
+        rows.append(
+            Row(
+                "throughput",
+                f"B×{scaled.workers if scaled else '?'}  quixstreams, processes in one group",
+                _n(quix_scaled.events_per_s, "ev/s"),
+                f"B {_n(b, 'ev/s')}" if b else "",
+                _ratio(quix_scaled.events_per_s, b),
+            )
+        )
+    elif "quix_scaled" in err:
+        failed("throughput", "quixstreams, several processes in one group", "quix_scaled")
     if scaled:
         one = pipe.events_per_s if pipe else None
+        peer = quix_scaled.events_per_s if quix_scaled else b
         rows.append(
             Row(
                 "throughput",
                 f"Tessera pipeline, {scaled.workers} workers in one group",
                 _n(scaled.events_per_s, "ev/s"),
-                f"B {_n(b, 'ev/s')}" if b else "",
-                _ratio(scaled.events_per_s, b),
+                (f"B×{scaled.workers} " if quix_scaled else "B ") + _n(peer, "ev/s") if peer else "",
+                _ratio(scaled.events_per_s, peer),
                 (f"{scaled.events_per_s / one:.2f}× one worker's; " if one else "")
                 + f"{scaled.cpu_us_per_event:,.0f} µs CPU/event in all workers; "
                 f"{scaled.processed - scaled.events:,} records replayed after rebalances",

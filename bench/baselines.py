@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import BENCH_DIR, Child, Marks, Workload, note, python_env
+from bench.common import BENCH_DIR, BenchError, Child, Marks, Workload, note, python_env, wait_until
 
 
 @dataclass
@@ -33,9 +33,16 @@ class ConsumerRun:
         return asdict(self)
 
 
-def _run_child(
-    name: str, script: str, workload: Workload, bootstrap: str, workdir: Path, timeout: float
-) -> ConsumerRun:
+def _child(
+    name: str,
+    script: str,
+    workload: Workload,
+    bootstrap: str,
+    workdir: Path,
+    group: str,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[Child, Marks]:
+    """A measured child (not started yet) with its own folder and marks file."""
     run_dir = workdir / name
     run_dir.mkdir(parents=True, exist_ok=True)
     marks_path = run_dir / "marks.jsonl"
@@ -43,14 +50,22 @@ def _run_child(
         {
             "BENCH_BROKER": bootstrap,
             "BENCH_TOPIC": workload.topic,
-            "BENCH_GROUP": f"bench-{name}-{uuid.uuid4().hex[:8]}",
+            "BENCH_GROUP": group,
             "BENCH_EXPECT": str(workload.events),
             "BENCH_MARKS": str(marks_path),
             "BENCH_DATADIR": str(run_dir / "data"),
+            **(extra_env or {}),
         }
     )
     child = Child(name, [sys.executable, str(BENCH_DIR / script)], env, run_dir / "child.log")
-    marks = Marks(marks_path)
+    return child, Marks(marks_path)
+
+
+def _run_child(
+    name: str, script: str, workload: Workload, bootstrap: str, workdir: Path, timeout: float
+) -> ConsumerRun:
+    group = f"bench-{name}-{uuid.uuid4().hex[:8]}"
+    child, marks = _child(name, script, workload, bootstrap, workdir, group)
     child.start()
     try:
         first = marks.wait("first", child, timeout=min(120.0, timeout))
@@ -85,4 +100,70 @@ def run_quix_baseline(workload: Workload, bootstrap: str, workdir: Path, timeout
     note(f"baseline B: quixstreams per-visitor update over {workload.events:,} records")
     run = _run_child("quix_update", "quix_update.py", workload, bootstrap, workdir, timeout)
     note(f"baseline B: {run.events_per_s:,.0f} events/s")
+    return run
+
+
+QUIX_TICK = 500
+
+
+def run_quix_scaled(
+    workload: Workload, bootstrap: str, workdir: Path, processes: int, timeout: float = 300
+) -> ConsumerRun:
+    """Baseline B with `processes` quixstreams processes in one consumer group (spawned together).
+
+    No process sees every record, so each marks its count every `QUIX_TICK` records; the run ends
+    when the marked counts add up to all but less than one tick per process. events/s = (counted
+    − 1) / (last mark − first record of any process): the same steady rate as `run_quix_baseline`,
+    short of each process's last partial tick.
+    """
+    note(f"baseline B×{processes}: {processes} quixstreams processes in one group")
+    group = f"bench-quix-scaled-{uuid.uuid4().hex[:8]}"
+    children = [
+        _child(
+            f"quix_scaled_{i + 1}",
+            "quix_update.py",
+            workload,
+            bootstrap,
+            workdir,
+            group,
+            {"BENCH_TICK": str(QUIX_TICK)},
+        )
+        for i in range(processes)
+    ]
+    for child, _ in children:
+        child.start()
+    try:
+
+        def counted() -> tuple[int, float, float] | None:
+            total, first, last = 0, float("inf"), 0.0
+            for child, marks in children:
+                seen = marks.read()
+                latest = seen.get("done") or seen.get("tick")
+                if "done" not in seen and "stopped" not in seen:
+                    child.check_alive()
+                if "first" in seen:
+                    first = min(first, seen["first"]["perf"])
+                if latest is not None:
+                    total += int(latest["count"])
+                    last = max(last, float(latest["perf"]))
+            if total >= workload.events - QUIX_TICK * processes:
+                return total, first, last
+            return None
+
+        total, first, last = wait_until(counted, timeout, 0.05, f"{processes} quixstreams processes")
+    finally:
+        for child, _ in children:
+            code = child.stop()
+            note(f"{child.name}: stopped (exit {code})")
+    if last <= first:
+        raise BenchError(f"quixstreams ×{processes}: no measurable span (first {first}, last {last})")
+    run = ConsumerRun(
+        name=f"quix_scaled_{processes}",
+        events=total,
+        seconds=last - first,
+        events_per_s=(total - 1) / (last - first),
+        first_record_s=float("nan"),
+        log=str(children[0][0].log_path),
+    )
+    note(f"baseline B×{processes}: {run.events_per_s:,.0f} events/s over {total:,} marked records")
     return run

@@ -3,7 +3,7 @@
 Per record: JSON decode (quixstreams' `json` deserializer) and a stateful per-visitor update in
 RocksDB-backed state with a changelog topic: count events, sum purchase value. Run as a subprocess;
 settings from the environment (set by `bench.baselines`): BENCH_BROKER, BENCH_TOPIC, BENCH_GROUP,
-BENCH_EXPECT, BENCH_MARKS, BENCH_DATADIR (quixstreams' state folder).
+BENCH_EXPECT, BENCH_MARKS, BENCH_DATADIR (quixstreams' state folder), BENCH_TICK (optional).
 
 quixstreams talks to Kafka through confluent-kafka (librdkafka); against the embedded Tansu broker
 it works with two adjustments: the source topic must carry an explicit `retention.ms` (the broker's
@@ -28,6 +28,9 @@ TOPIC = os.environ["BENCH_TOPIC"]
 EXPECT = int(os.environ["BENCH_EXPECT"])
 MARKS = Path(os.environ["BENCH_MARKS"])
 PROGRESS_EVERY = max(EXPECT // 10, 1)
+TICK = int(os.environ.get("BENCH_TICK", "0"))
+"""With several processes in one group (`bench.baselines.run_quix_scaled`) none sees every record:
+each then marks its count every TICK records, and the parent adds them up."""
 
 
 class Counter:
@@ -44,6 +47,8 @@ class Counter:
         count = self.count
         if count == 1:
             write_mark(MARKS, "first", count=count, perf=time.perf_counter())
+        elif TICK and count % TICK == 0:
+            write_mark(MARKS, "tick", count=count, perf=time.perf_counter())
         elif count % PROGRESS_EVERY == 0 and count < EXPECT:
             write_mark(MARKS, "progress", count=count)
         if count == EXPECT:
