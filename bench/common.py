@@ -165,16 +165,16 @@ class Marks:
         self.path = path
 
     def read(self) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
+        """The latest record of each mark."""
+        return {record["mark"]: record for record in self.history()}
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every complete mark line, in the order written."""
         try:
             text = self.path.read_text()
         except FileNotFoundError:
-            return found
-        for line in text.splitlines():
-            if line.endswith("}"):
-                record = json.loads(line)
-                found[record["mark"]] = record
-        return found
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
 
     def wait(self, mark: str, child: Child, timeout: float) -> dict[str, Any]:
         def seen() -> dict[str, Any] | None:
