@@ -46,13 +46,16 @@ async def relay(bootstrap: str, source: str, target: str, group: str) -> None:
     await producer.start()
     await consumer.start()
     try:
-        while not consumer.assignment() and not stopping.is_set():
-            await consumer.getmany(timeout_ms=100)
-        print(READY_LINE, flush=True)
+        ready = False
         sends: list[asyncio.Future[Any]] = []
         last_commit = time.monotonic()
         while not stopping.is_set():
+            # One loop from the start: records polled in the same call that completes the
+            # assignment are forwarded like any other, not dropped while waiting to be ready.
             polled = await consumer.getmany(timeout_ms=100, max_records=s.batch_max_records)
+            if not ready and consumer.assignment():
+                ready = True
+                print(READY_LINE, flush=True)
             records = [(r.key, r.value) for batch in polled.values() for r in batch if r.value is not None]
             sends += await send_all(producer, target, records)
             if time.monotonic() - last_commit >= s.checkpoint_interval_ms / 1000:
