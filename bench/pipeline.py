@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench.common import (
     PARTITIONS,
     BenchError,
@@ -40,6 +38,7 @@ from bench.common import (
     note,
     produce,
     python_env,
+    tree_cpu_seconds,
     wait_until,
 )
 from infra.stack import free_port
@@ -127,8 +126,8 @@ class Worker:
         return status
 
     def cpu_seconds(self) -> float:
-        times = psutil.Process(self.child.pid).cpu_times()
-        return float(times.user + times.system)
+        """The worker's CPU with its ClickHouse process's (`streams.analytics_process`)."""
+        return tree_cpu_seconds(self.child.pid)
 
     def wait_committed(self, ends: dict[int, int], timeout: float, stall_s: float = 30.0) -> dict[str, Any]:
         """Poll /v1/status until every partition's committed offset reaches `ends`; return that status.

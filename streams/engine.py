@@ -133,6 +133,7 @@ class _Snapshot:
     offsets: dict[TopicPartition, int]
     token: str
     rows: list[Any]
+    raw: list[bytes]
     changes: list[Any]
     messages: list[Any]
     sends: list[asyncio.Future[Any]]
@@ -229,6 +230,7 @@ class Engine:
         self._pending_offsets: dict[TopicPartition, int] = {}
         self._checkpoint_start: dict[TopicPartition, int] = {}
         self._pending_rows: list[Any] = []
+        self._pending_raw: list[bytes] = []
         self._pending_changes: list[Any] = []
         self._pending_messages: list[Any] = []
         self._pending_sends: list[asyncio.Future[Any]] = []
@@ -358,7 +360,7 @@ class Engine:
                 await self._await_inflight()  # re-raises a failed checkpoint: restart the loop
             result = await self._process(polled)
             processed = time.perf_counter()
-            if self._checkpoint_due():
+            if self._checkpoint_due() and not self._checkpoint_running():
                 await self._checkpoint(wait=False)
             ended = time.perf_counter()
             if (ended - begun) * 1000 > self.settings.slow_batch_ms:
@@ -473,6 +475,7 @@ class Engine:
         else:
             self._last_serving_s = 0.0
         self._pending_rows.extend(result.analytics_rows)
+        self._pending_raw.extend(result.analytics_raw)
         self._pending_changes.extend(result.changes)
         self._pending_messages.extend(result.messages)
 
@@ -490,6 +493,18 @@ class Engine:
             or (elapsed_ms >= s.checkpoint_interval_ms and enough)
         )
 
+    def _checkpoint_running(self) -> bool:
+        """A checkpoint is still being written and the next one may wait for it: the batch loop
+        goes on and the next snapshot takes everything pending since, rather than the loop
+        stalling on a slow sink. Past `checkpoint_max_rows` buffered rows it does stall (bounded
+        memory; the sink sets the pace)."""
+        inflight = self._inflight
+        return (
+            inflight is not None
+            and not inflight.done()
+            and len(self._pending_rows) < self.settings.checkpoint_max_rows
+        )
+
     async def checkpoint(self) -> None:
         async with self._lock:
             await self._checkpoint(wait=True)
@@ -499,7 +514,9 @@ class Engine:
 
         One checkpoint is in flight at a time, in order. With `wait=False` it runs beside the next
         batches (the ClickHouse insert then no longer stalls the latency path); a failure surfaces
-        at the next batch and restarts the loop from the committed offsets.
+        at the next batch and restarts the loop from the committed offsets. `step` does not start
+        one while the previous is still running (`_checkpoint_running`), so this waits only at a
+        stop, a rebalance or past the row cap.
         """
         await self._await_inflight()
         snapshot = self._take_snapshot()
@@ -549,6 +566,7 @@ class Engine:
             offsets=offsets,
             token=self._token(offsets, self._checkpoint_start, self._pending_changes),
             rows=self._pending_rows,
+            raw=self._pending_raw,
             changes=self._pending_changes,
             messages=self._pending_messages,
             sends=self._pending_sends,
@@ -600,7 +618,11 @@ class Engine:
             # profiles; both finish before anything of the state is written (step 2).
             if snap.rows or snap.changes or snap.messages:
                 batch = AnalyticsBatch(
-                    token=snap.token, events=snap.rows, changes=snap.changes, messages=snap.messages
+                    token=snap.token,
+                    events=snap.rows,
+                    raw=snap.raw,
+                    changes=snap.changes,
+                    messages=snap.messages,
                 )
                 async with self._analytics_lock:
                     inserting = asyncio.ensure_future(asyncio.to_thread(self.analytics.write, batch))
@@ -637,6 +659,7 @@ class Engine:
         self._checkpoint_start = dict(self._pending_offsets) or self._checkpoint_start
         self._pending_offsets = {}
         self._pending_rows = []
+        self._pending_raw = []
         self._pending_changes = []
         self._pending_messages = []
         self._pending_sends = []

@@ -125,3 +125,25 @@ def test_low_traffic_checkpoints_wait_for_records_up_to_the_max_interval() -> No
     assert due_after(s.checkpoint_max_interval_ms + 50, 1)  # …up to the max interval
     engine._pending_offsets = {}
     assert not due_after(s.checkpoint_max_interval_ms + 50, 0)  # nothing pending: never
+
+
+def test_the_batch_loop_waits_for_a_running_checkpoint_only_past_the_row_cap() -> None:
+    """A due checkpoint is put off while the previous one is still being written (the next
+    snapshot takes everything pending since); past `checkpoint_max_rows` the loop waits."""
+    engine = _engine(1)
+    assert not engine._checkpoint_running()  # nothing in flight
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        engine._inflight = asyncio.ensure_future(gate)
+        engine._pending_rows = [object()] * (engine.settings.checkpoint_max_rows - 1)
+        below_cap = engine._checkpoint_running()
+        engine._pending_rows.append(object())
+        at_cap = engine._checkpoint_running()
+        engine._pending_rows = []
+        gate.set_result(None)
+        await engine._inflight
+        return below_cap, at_cap, engine._checkpoint_running()
+
+    below_cap, at_cap, finished = asyncio.run(scenario())
+    assert below_cap and not at_cap and not finished
