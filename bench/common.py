@@ -282,18 +282,12 @@ def build_workload(bootstrap: str, topic: str, n: int, seed: int) -> tuple[Workl
 
 def own_cpu_seconds() -> float:
     """CPU seconds of this process and all its descendants (live ones and those already reaped)."""
-    return tree_cpu_seconds(None)
-
-
-def tree_cpu_seconds(pid: int | None) -> float:
-    """CPU seconds of process `pid` (None: this one) and all its descendants, live ones and those
-    it has already reaped (a worker's ClickHouse process counts as the worker's)."""
     import psutil
 
-    root = psutil.Process(pid)
-    times = root.cpu_times()
+    me = psutil.Process()
+    times = me.cpu_times()
     total = times.user + times.system + times.children_user + times.children_system
-    for child in root.children(recursive=True):
+    for child in me.children(recursive=True):
         try:
             ct = child.cpu_times()
         except psutil.Error:

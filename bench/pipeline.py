@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.common import (
     PARTITIONS,
     BenchError,
@@ -38,7 +40,6 @@ from bench.common import (
     note,
     produce,
     python_env,
-    tree_cpu_seconds,
     wait_until,
 )
 from infra.stack import free_port
@@ -126,8 +127,8 @@ class Worker:
         return status
 
     def cpu_seconds(self) -> float:
-        """The worker's CPU with its ClickHouse process's (`streams.analytics_process`)."""
-        return tree_cpu_seconds(self.child.pid)
+        times = psutil.Process(self.child.pid).cpu_times()
+        return float(times.user + times.system)
 
     def wait_committed(self, ends: dict[int, int], timeout: float, stall_s: float = 30.0) -> dict[str, Any]:
         """Poll /v1/status until every partition's committed offset reaches `ends`; return that status.

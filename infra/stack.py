@@ -11,7 +11,7 @@ Layout of `data_dir`::
     pids/<part>.pid                   the PID, alone on one line
     pids/<part>.json                  argv, create time and owning process (to recognise the PID later)
     redis/appendonly.aof              Redis data (AOF on; it survives a restart)
-    chdb/                             chDB data (opened by the worker's ClickHouse process; nothing runs here)
+    chdb/                             chDB data (in-process, so nothing runs for it)
 
 Known limits, by design of the embedded parts (see DESIGN.md): Tansu keeps topics in memory only, so
 a restarted stack has empty topics while Redis and chDB keep their data; chDB is one data folder per

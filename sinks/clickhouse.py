@@ -110,20 +110,8 @@ class AnalyticsBatch:
     token: str
     events: list[tuple[EnrichedEvent, tuple[str, ...]]] = field(default_factory=list)
     """Each enriched event with the visitor's full segment set right after it."""
-    raw: list[bytes] = field(default_factory=list)
-    """The record value each of `events` was decoded from, in the same order, when the caller has
-    them (`streams.analytics_process` ships these instead of the models); may be empty."""
     changes: list[SegmentChange] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class TableRows:
-    """Rows of one batch, built (`event_row`, `change_row`, `message_row`), per table."""
-
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-    changes: list[tuple[Any, ...]] = field(default_factory=list)
-    messages: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,43 +346,33 @@ class ClickHouseSink:
     def write(self, batch: AnalyticsBatch) -> None:
         """One insert per non-empty table, each with its own deduplication token."""
         started = time.perf_counter()
-        rows = TableRows(
-            events=[event_row(ev, segs) for ev, segs in batch.events],
-            changes=[change_row(c) for c in batch.changes],
-            messages=[message_row(m) for m in batch.messages],
-        )
-        self.insert_rows(batch.token, rows, build_s=time.perf_counter() - started)
-
-    def insert_rows(self, token: str, rows: TableRows, build_s: float = 0.0) -> None:
-        """Insert rows built by `event_row`, `change_row` and `message_row`: one insert per
-        non-empty table, deduplication token `"<token>:<table>"`."""
-        started = time.perf_counter()
-        inserts = [
-            (table, column_names, table_rows)
-            for table, column_names, table_rows in (
-                (self._events_table, EVENT_COLUMNS, rows.events),
-                (self._changes_table, CHANGE_COLUMNS, rows.changes),
-                (self._messages_table, MESSAGE_COLUMNS, rows.messages),
+        inserts: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = []
+        if batch.events:
+            inserts.append(
+                (self._events_table, EVENT_COLUMNS, [event_row(ev, segs) for ev, segs in batch.events])
             )
-            if table_rows
-        ]
+        if batch.changes:
+            inserts.append((self._changes_table, CHANGE_COLUMNS, [change_row(c) for c in batch.changes]))
+        if batch.messages:
+            inserts.append((self._messages_table, MESSAGE_COLUMNS, [message_row(m) for m in batch.messages]))
+        built = time.perf_counter()
         with self._lock:
-            for table, column_names, table_rows in inserts:
+            for table, column_names, rows in inserts:
                 self._client.insert(
                     table,
-                    columns(table_rows),
+                    columns(rows),
                     column_names=list(column_names),
                     column_oriented=True,
-                    settings={"insert_deduplication_token": f"{token}:{table.rsplit('.', 1)[1]}"},
+                    settings={"insert_deduplication_token": f"{batch.token}:{table.rsplit('.', 1)[1]}"},
                 )
         log.debug(
             "clickhouse.batch_written",
-            token=token,
-            events=len(rows.events),
-            changes=len(rows.changes),
-            messages=len(rows.messages),
-            build_ms=round(build_s * 1000, 3),
-            insert_ms=round((time.perf_counter() - started) * 1000, 3),
+            token=batch.token,
+            events=len(batch.events),
+            changes=len(batch.changes),
+            messages=len(batch.messages),
+            build_ms=round((built - started) * 1000, 3),
+            insert_ms=round((time.perf_counter() - built) * 1000, 3),
         )
 
     # -- reads ------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
@@ -40,7 +40,6 @@ from schemas.enriched import Device
 from sinks.clickhouse import AnalyticsBatch, ClickHouseSink, SegmentReportRow
 from sinks.redis_serving import RedisServing
 from streams import gcstats
-from streams.analytics_process import ClickHouseProcess
 from streams.collector import parse_body
 from streams.core.enrich import Enricher, GeoLookup, MaxMindGeo, NoGeo, UaParserDevice, UserAgentParser
 from streams.core.segments import Definitions, load_definitions
@@ -109,21 +108,11 @@ class _DeferredUaParser:
         return self._parser.get().parse(ua)
 
 
-class _AnalyticsStore(Protocol):
-    """What the worker uses of ClickHouse: `ClickHouseSink` or `ClickHouseProcess`."""
-
-    def write(self, batch: AnalyticsBatch) -> None: ...
-    def segment_report(self) -> list[SegmentReportRow]: ...
-    def totals(self) -> dict[str, Any]: ...
-    def close(self) -> None: ...
-
-
 class _Analytics:
-    """The ClickHouse sink, opened (its child process started, or chDB loaded in-process) and
-    migrated (DDL) in a thread during the group join. Every call waits for that, so no batch is
-    written before its tables exist."""
+    """The ClickHouse sink, opened (chDB loads in-process) and migrated (DDL) in a thread during the
+    group join. Every call waits for that, so no batch is written before its tables exist."""
 
-    def __init__(self, sink: _WhenReady[_AnalyticsStore]) -> None:
+    def __init__(self, sink: _WhenReady[ClickHouseSink]) -> None:
         self.sink = sink
 
     def write(self, batch: AnalyticsBatch) -> None:
@@ -140,14 +129,7 @@ class _Analytics:
             self.sink.get().close()
 
 
-def _open_analytics(settings: Settings, dsn: str) -> _AnalyticsStore:
-    if settings.clickhouse_process:
-        return ClickHouseProcess(
-            dsn,
-            log_level=settings.log_level,
-            log_json=settings.log_json,
-            gc_gen0_threshold=settings.gc_gen0_threshold,
-        )
+def _open_analytics(dsn: str) -> ClickHouseSink:
     sink = ClickHouseSink(dsn)
     sink.apply_ddl()
     return sink
@@ -255,7 +237,7 @@ async def start_engine(settings: Settings, endpoints: Endpoints, setup: ThreadPo
     # now; the set-up below then runs during the broker's wait (it holds the GIL for a while).
     await asyncio.to_thread(_import_web_stack)
     setup.submit(parser.run, UaParserDevice)
-    setup.submit(analytics.sink.run, lambda: _open_analytics(settings, endpoints.clickhouse_dsn))
+    setup.submit(analytics.sink.run, lambda: _open_analytics(endpoints.clickhouse_dsn))
     return Runtime(settings, endpoints, defs, engine, analytics, serving, engine_task, parser)
 
 

@@ -133,7 +133,6 @@ class _Snapshot:
     offsets: dict[TopicPartition, int]
     token: str
     rows: list[Any]
-    raw: list[bytes]
     changes: list[Any]
     messages: list[Any]
     sends: list[asyncio.Future[Any]]
@@ -230,7 +229,6 @@ class Engine:
         self._pending_offsets: dict[TopicPartition, int] = {}
         self._checkpoint_start: dict[TopicPartition, int] = {}
         self._pending_rows: list[Any] = []
-        self._pending_raw: list[bytes] = []
         self._pending_changes: list[Any] = []
         self._pending_messages: list[Any] = []
         self._pending_sends: list[asyncio.Future[Any]] = []
@@ -475,7 +473,6 @@ class Engine:
         else:
             self._last_serving_s = 0.0
         self._pending_rows.extend(result.analytics_rows)
-        self._pending_raw.extend(result.analytics_raw)
         self._pending_changes.extend(result.changes)
         self._pending_messages.extend(result.messages)
 
@@ -566,7 +563,6 @@ class Engine:
             offsets=offsets,
             token=self._token(offsets, self._checkpoint_start, self._pending_changes),
             rows=self._pending_rows,
-            raw=self._pending_raw,
             changes=self._pending_changes,
             messages=self._pending_messages,
             sends=self._pending_sends,
@@ -618,11 +614,7 @@ class Engine:
             # profiles; both finish before anything of the state is written (step 2).
             if snap.rows or snap.changes or snap.messages:
                 batch = AnalyticsBatch(
-                    token=snap.token,
-                    events=snap.rows,
-                    raw=snap.raw,
-                    changes=snap.changes,
-                    messages=snap.messages,
+                    token=snap.token, events=snap.rows, changes=snap.changes, messages=snap.messages
                 )
                 async with self._analytics_lock:
                     inserting = asyncio.ensure_future(asyncio.to_thread(self.analytics.write, batch))
@@ -659,7 +651,6 @@ class Engine:
         self._checkpoint_start = dict(self._pending_offsets) or self._checkpoint_start
         self._pending_offsets = {}
         self._pending_rows = []
-        self._pending_raw = []
         self._pending_changes = []
         self._pending_messages = []
         self._pending_sends = []

@@ -97,10 +97,6 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, description="Port of the collector and visitor API.")
     redis_prefix: str = Field("tessera", description="Prefix of every Redis key Tessera writes.")
     geoip_db: Path | None = Field(None, description="MaxMind-format city database; unset uses DB-IP Lite.")
-    clickhouse_process: bool = Field(
-        True,
-        description="Write ClickHouse from a child process of the worker (its own core), not its threads.",
-    )
 
     gc_gen0_threshold: int = Field(
         1_000_000,

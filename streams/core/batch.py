@@ -68,9 +68,6 @@ class VisitorEffect:
 class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     analytics_rows: list[tuple[EnrichedEvent, tuple[str, ...]]] = field(default_factory=list)
-    analytics_raw: list[bytes] = field(default_factory=list)
-    """The record value each of `analytics_rows` was decoded from, in the same order (a sink in
-    another process decodes it again rather than receiving the model)."""
     changes: list[SegmentChange] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     visitors: dict[str, VisitorEffect] = field(default_factory=dict)
@@ -123,7 +120,7 @@ def process_batch(
     seen_types: dict[str, set[str]] = {}
     last_event_at: dict[str, float] = {}
     last_event_id: dict[str, str] = {}
-    rows_by_visitor: dict[str, list[tuple[EnrichedEvent, bytes]]] = {}
+    rows_by_visitor: dict[str, list[EnrichedEvent]] = {}
 
     def effect_for(visitor_id: str, partition: int) -> VisitorEffect:
         current = working.get(visitor_id)
@@ -170,7 +167,6 @@ def process_batch(
             result.no_consent += 1
             if event.context.consent.analytics:
                 result.analytics_rows.append((enriched, ()))
-                result.analytics_raw.append(record.value or b"")
             continue
         effect = effect_for(event.visitor_id, record.partition)
         profile = effect.profile
@@ -193,7 +189,7 @@ def process_batch(
         last_event_at[event.visitor_id] = max(last_event_at.get(event.visitor_id, at), at)
         last_event_id[event.visitor_id] = event.event_id
         if event.context.consent.analytics:
-            rows_by_visitor.setdefault(event.visitor_id, []).append((enriched, record.value or b""))
+            rows_by_visitor.setdefault(event.visitor_id, []).append(enriched)
 
     for visitor_id, (partition, _) in due_visitors.items():
         if visitor_id in last_event_at:
@@ -253,9 +249,8 @@ def process_batch(
         effect.entered, effect.exited, effect.messages = entered, exited, messages
         result.messages.extend(messages)
         members = tuple(profile.segments)
-        for row, raw in rows_by_visitor.get(visitor_id, ()):
+        for row in rows_by_visitor.get(visitor_id, ()):
             result.analytics_rows.append((row, members))
-            result.analytics_raw.append(raw)
         if by_event or entered or exited or messages or visitor_id in due_visitors:
             result.visitors[visitor_id] = effect
     return result
