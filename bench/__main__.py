@@ -370,7 +370,8 @@ def build_rows(state: Run) -> list[Row]:
                 _n(z, "ev/s"),
                 f"B {_n(b, 'ev/s')}" if b else "",
                 _ratio(z, b),
-                f"{pipe.cpu_us_per_event:,.0f} µs CPU/event in the worker, {pipe.gc_share:.0%} of it GC",
+                f"{pipe.cpu_us_per_event:,.0f} µs CPU/event in the worker, {pipe.gc_share:.0%} of it GC; "
+                f"worker {pipe.cores:.2f} cores, its main thread {pipe.main_thread_cores:.2f}",
             )
         )
         if a:

@@ -130,6 +130,14 @@ class Worker:
         times = psutil.Process(self.child.pid).cpu_times()
         return float(times.user + times.system)
 
+    def main_thread_cpu_seconds(self) -> float:
+        """CPU of the worker's main thread (the event loop running the batch loop); on Linux its
+        thread id is the process id. NaN where per-thread times are not available."""
+        for thread in psutil.Process(self.child.pid).threads():
+            if thread.id == self.child.pid:
+                return float(thread.user_time + thread.system_time)
+        return float("nan")
+
     def wait_committed(self, ends: dict[int, int], timeout: float, stall_s: float = 30.0) -> dict[str, Any]:
         """Poll /v1/status until every partition's committed offset reaches `ends`; return that status.
 
@@ -176,6 +184,10 @@ class PipelineResult:
     cpu_us_per_event: float
     gc_share: float
     """Share of the worker's CPU time spent in cyclic garbage collection (its gc callbacks)."""
+    cores: float
+    """The worker's CPU over the measured span / its length."""
+    main_thread_cores: float
+    """The same for its main thread alone: near 1.0, the batch loop is what bounds the worker."""
     ready_s: float
     """Spawn → /healthz ready on a fresh group (topic creation, DDL, group join, empty recovery)."""
     mode: str
@@ -235,6 +247,7 @@ def run_pipeline(
     try:
         worker.start()
         cpu_before = worker.cpu_seconds()
+        main_before = worker.main_thread_cpu_seconds()
         gc_before = _gc_seconds(worker.status())
         ready_s = worker.ready_at - worker.child.spawned_at
         if live_records is None:
@@ -253,6 +266,7 @@ def run_pipeline(
             raise BenchError(f"{exc}\nlikely cause: {LIVE_HINT}") from exc
         finished = time.time()
         cpu = worker.cpu_seconds() - cpu_before
+        main_cpu = worker.main_thread_cpu_seconds() - main_before
     finally:
         code = worker.stop()
         note(f"pipeline: worker stopped (exit {code})")
@@ -270,6 +284,8 @@ def run_pipeline(
         events_per_s=expected / seconds,
         cpu_us_per_event=cpu / expected * 1e6,
         gc_share=(_gc_seconds(status) - gc_before) / cpu if cpu > 0 else 0.0,
+        cores=cpu / seconds,
+        main_thread_cores=main_cpu / seconds,
         ready_s=ready_s,
         mode="prefilled" if live_records is None else "live",
         status=status,
@@ -277,7 +293,8 @@ def run_pipeline(
     )
     note(
         f"pipeline: {result.events_per_s:,.0f} events/s ({result.cpu_us_per_event:,.0f} µs CPU per event, "
-        f"{result.gc_share:.0%} of it cyclic GC)"
+        f"{result.gc_share:.0%} of it cyclic GC; {result.cores:.2f} cores, "
+        f"main thread {result.main_thread_cores:.2f})"
     )
     return result
 
