@@ -33,7 +33,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ from streams.core.profile import Profile, profile_clock_fields
 from streams.core.segments import Definitions
 from streams.logging import get_logger
 from streams.partitioning import partition_for
+from streams.profile_store import close_partition_profiles, new_partition_profiles
 from streams.settings import Settings
 
 log = get_logger(__name__)
@@ -65,7 +66,7 @@ RECOVERY_FETCH_MAX_WAIT_MS = 5
 class PartitionState:
     """Everything a worker holds for one owned partition."""
 
-    profiles: dict[str, bytes | Profile] = field(default_factory=dict)
+    profiles: MutableMapping[str, bytes | Profile] = field(default_factory=dict)
     """Serialised profiles; a visitor touched since the last checkpoint is held decoded (the next
     batch skips decoding it) and serialised once, by the checkpoint that writes its changelog."""
     due: list[tuple[float, str]] = field(default_factory=list)
@@ -167,6 +168,16 @@ class ProfileStore:
     def __len__(self) -> int:
         return sum(len(s.profiles) for s in self.partitions.values())
 
+    def drop(self, partition: int) -> None:
+        """Let go of a partition (revoked): its profiles are in the changelog."""
+        state = self.partitions.pop(partition, None)
+        if state is not None:
+            close_partition_profiles(state.profiles)
+
+    def drop_all(self) -> None:
+        for partition in list(self.partitions):
+            self.drop(partition)
+
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, engine: Engine) -> None:
@@ -179,7 +190,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             if self.engine.consumer is not None and revoked:
                 await self.engine._checkpoint(wait=True)
             for tp in revoked:
-                self.engine.store.partitions.pop(tp.partition, None)
+                self.engine.store.drop(tp.partition)
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -288,7 +299,7 @@ class Engine:
                 self.stats.restarts += 1
                 log.error("engine_failed_restarting", error=repr(exc), backoff_s=backoff)
                 await self._close_consumer()
-                self.store.partitions.clear()
+                self.store.drop_all()
                 if self._inflight is not None:
                     self._inflight.cancel()
                     self._inflight = None
@@ -312,6 +323,7 @@ class Engine:
         if self.producer is not None:
             await self.producer.stop()
             self.producer = None
+        self.store.drop_all()  # a disk store's folders go; the changelog has every profile
 
     async def _close_consumer(self) -> None:
         consumer, self.consumer = self.consumer, None
@@ -723,7 +735,11 @@ class Engine:
     async def _recover(self, partitions: list[int]) -> None:
         started = time.perf_counter()
         fresh = [p for p in partitions if p not in self.store.partitions]
-        states = {p: PartitionState() for p in fresh}
+        s = self.settings
+        states = {
+            p: PartitionState(profiles=new_partition_profiles(s.profile_store, s.data_dir / "profiles", p))
+            for p in fresh
+        }
         restored = 0
         if fresh:
             consumer = AIOKafkaConsumer(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,6 +99,10 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("tessera", description="Prefix of every Redis key Tessera writes.")
     geoip_db: Path | None = Field(None, description="MaxMind-format city database; unset uses DB-IP Lite.")
 
+    profile_store: Literal["memory", "rocksdb"] = Field(
+        "memory",
+        description="Where a worker keeps its partitions' profiles: memory, or RocksDB in data_dir/profiles.",
+    )
     gc_gen0_threshold: int = Field(
         1_000_000,
         description="Allocations between young-generation GC passes in the worker (Python's default: 700).",

@@ -23,10 +23,14 @@ from tests.e2e.harness import (
 
 
 @pytest.mark.timeout(600)
-def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_path: Path, store: str) -> None:
+    """With either profile store (`TESSERA_PROFILE_STORE`): the disk store of the killed worker is
+    left behind, and the next one starts its partitions' folders empty and refills them."""
     events, records = simulated_stream(400, seed=23)
     half = len(records) // 2
     config = small_batch_config(embedded_stack, tmp_path / "w")
+    config.extra_env["TESSERA_PROFILE_STORE"] = store
     first = Worker(config).start()
     ends_first = asyncio.run(produce(config.kafka, config.events_topic, records[:half]))
     first.wait_committed(ends_first)
@@ -52,5 +56,8 @@ def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_pat
         totals = second.get("/v1/report")["totals"]
         assert totals["events"] == events
         assert math.isclose(totals["revenue"], revenue, rel_tol=1e-9, abs_tol=1e-6)
+        folders = sorted(p.name for p in (config.data_dir / "profiles").glob("p*"))
+        assert folders == ([f"p{n}" for n in range(config.partitions)] if store == "rocksdb" else [])
     finally:
         second.stop()
+    assert not list((config.data_dir / "profiles").glob("p*"))  # a stopped worker deletes them
