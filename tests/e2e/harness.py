@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import subprocess
@@ -259,6 +260,31 @@ def unique_totals(events: list[dict[str, Any]]) -> tuple[int, float]:
     unique = {e["event_id"]: e for e in events}
     revenue = sum(e["properties"]["value"] for e in unique.values() if e["type"] == "purchase")
     return len(unique), revenue
+
+
+def assert_reports_hold_each_event_once(events: list[dict[str, Any]], reports: list[dict[str, Any]]) -> None:
+    """The `/v1/report` answers of the workers that shared a stream (each its own ClickHouse
+    folder on the embedded stack) count every distinct event once, and its purchase revenue."""
+    expected_events, expected_revenue = unique_totals(events)
+    totals = [report["totals"] for report in reports]
+    assert sum(t["events"] for t in totals) == expected_events
+    assert math.isclose(sum(t["revenue"] for t in totals), expected_revenue, rel_tol=1e-9, abs_tol=1e-6)
+
+
+def start_on_first_half(
+    config: WorkerConfig, records: list[tuple[bytes, bytes]]
+) -> tuple[Worker, dict[int, int], list[tuple[bytes, bytes]]]:
+    """A worker started on `config` that has committed the first half of `records` (produced
+    here): returns it, the end offsets of that half, and the second half, not yet produced."""
+    half = len(records) // 2
+    worker = Worker(config).start()
+    try:
+        ends = asyncio.run(produce(config.kafka, config.events_topic, records[:half]))
+        worker.wait_committed(ends)
+    except BaseException:
+        worker.stop()
+        raise
+    return worker, ends, records[half:]
 
 
 def simulated_stream(
