@@ -32,7 +32,7 @@ from schemas.enriched import EnrichedEvent
 from schemas.events import Event
 from schemas.messages import Message
 from streams.core.enrich import Enricher
-from streams.core.ingest import Rejected, dead_letter, decode
+from streams.core.ingest import Rejected, dead_letter, decode_timed
 from streams.core.profile import Profile, apply, event_id_hash, new_profile
 from streams.core.segments import Definitions, diff, evaluate, next_check_at
 from streams.core.triggers import decide
@@ -137,9 +137,11 @@ def process_batch(
         return current
 
     new_clocks = dict(clocks)
-    accepted: list[tuple[SourceRecord, Event]] = []
+    accepted: list[tuple[SourceRecord, Event, float]] = []
     for record in records:
-        decoded = decode(record.value, record.key, wall_now, limits.max_event_bytes, limits.max_future_skew_s)
+        decoded = decode_timed(
+            record.value, record.key, wall_now, limits.max_event_bytes, limits.max_future_skew_s
+        )
         if isinstance(decoded, Rejected):
             result.dead_letters.append(
                 dead_letter(
@@ -154,13 +156,13 @@ def process_batch(
                 )
             )
             continue
-        accepted.append((record, decoded))
-        at = min(decoded.event_time.timestamp(), wall_now)
+        accepted.append((record, *decoded))
+        at = min(decoded[1], wall_now)
         if at > new_clocks.get(record.partition, 0.0):
             new_clocks[record.partition] = at
     result.clocks = new_clocks
 
-    for record, event in accepted:
+    for record, event, event_at in accepted:
         enriched = enricher.enrich(event, received_at, record.partition, record.offset)
         if not event.context.consent.personalization:
             # No profile without consent; analytics still counts the event if allowed.
@@ -178,15 +180,14 @@ def process_batch(
             result.duplicates += 1
             profile.last_offset = max(profile.last_offset, record.offset)
             continue
-        apply(profile, enriched)
+        apply(profile, enriched, event_at)
         profile.last_offset = max(profile.last_offset, record.offset)
         profile.recent_event_ids.append(id_hash)
         if len(profile.recent_event_ids) > limits.dedupe_window:
             del profile.recent_event_ids[: len(profile.recent_event_ids) - limits.dedupe_window]
         result.events_applied += 1
         seen_types.setdefault(event.visitor_id, set()).add(event.type.value)
-        at = event.event_time.timestamp()
-        last_event_at[event.visitor_id] = max(last_event_at.get(event.visitor_id, at), at)
+        last_event_at[event.visitor_id] = max(last_event_at.get(event.visitor_id, event_at), event_at)
         last_event_id[event.visitor_id] = event.event_id
         if event.context.consent.analytics:
             rows_by_visitor.setdefault(event.visitor_id, []).append(enriched)

@@ -482,16 +482,15 @@ class Enricher:
         self, event: Event, received_at: datetime, partition: int = -1, offset: int = -1
     ) -> EnrichedEvent:
         ctx = event.context
-        # Validated construction: the parts are model instances, which pydantic accepts as they are
-        # (measured 2.3 µs; model_construct is slower, 5.6 µs, being pure Python).
-        return EnrichedEvent(
-            event=event,
-            device=self._device(ctx.user_agent) if ctx.user_agent else _NO_DEVICE,
-            geo=self.locate(ctx.geo, ctx.ip),
-            traffic=classify(ctx.referrer, ctx.utm, ctx.page_url),
-            received_at=received_at,
-            partition=partition,
-            offset=offset,
+        # Every part is a validated model instance already: no second validation.
+        return EnrichedEvent.of_validated(
+            event,
+            self._device(ctx.user_agent) if ctx.user_agent else _NO_DEVICE,
+            self.locate(ctx.geo, ctx.ip),
+            classify(ctx.referrer, ctx.utm, ctx.page_url),
+            received_at,
+            partition,
+            offset,
         )
 
     def device(self, ua: str | None) -> Device:

@@ -278,14 +278,16 @@ def new_profile(visitor_id: str) -> Profile:
     return Profile(visitor_id=visitor_id)
 
 
-def apply(profile: Profile, enriched: EnrichedEvent) -> Profile:
+def apply(profile: Profile, enriched: EnrichedEvent, at: float | None = None) -> Profile:
     """Fold one enriched event into the profile (mutates and returns `profile`).
 
+    `at` is the event time in epoch seconds if the caller has it (`ingest.decode_timed`).
     Duplicate detection (event id, source offset) is the caller's job (`streams.core.batch`):
     `apply` counts whatever it is given.
     """
     event = enriched.event
-    at = event.event_time.timestamp()
+    if at is None:
+        at = event.event_time.timestamp()
     day = int(at // DAY_S)
     bucket = profile.days.get(day)
     new_day = bucket is None

@@ -449,3 +449,27 @@ def test_default_enricher_with_own_database() -> None:
 def test_client_geo_model_is_what_the_schema_calls_it() -> None:
     # guards the attribute names enrich() reads from the wire schema
     assert set(ClientGeo.model_fields) >= {"country", "region", "city", "lat", "lon"}
+
+
+def test_enriched_event_from_validated_parts_equals_the_validated_construction() -> None:
+    event = EVENT_ADAPTER.validate_json(
+        b'{"event_id":"e-1","visitor_id":"v-1","event_time":"2026-03-01T12:00:00Z",'
+        b'"type":"product_view","properties":{"product_id":"P-1","category":"shoes"}}'
+    )
+    parts: dict[str, Any] = {
+        "event": event,
+        "device": Device(category="mobile", os="Android", browser="Chrome"),
+        "geo": Geo(country="CH", city="Zurich", lat=47.37, lon=8.54, source="ip"),
+        "traffic": Traffic(source="search", name="google"),
+        "received_at": RECEIVED,
+        "partition": 3,
+        "offset": 42,
+    }
+    validated = EnrichedEvent(**parts)
+    fast = EnrichedEvent.of_validated(**parts)
+    assert fast == validated
+    assert fast.model_fields_set == validated.model_fields_set
+    assert fast.model_dump_json() == validated.model_dump_json()
+    assert fast.model_dump(exclude_unset=True) == validated.model_dump(exclude_unset=True)
+    fast.offset = 43  # still a normal, mutable model
+    assert fast.offset == 43
