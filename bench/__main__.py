@@ -350,6 +350,7 @@ def build_rows(state: Run) -> list[Row]:
                 _n(b, "ev/s"),
                 f"A {_n(a, 'ev/s')}" if a else "",
                 _ratio(b, a),
+                "" if math.isnan(quix.cpu_us_per_event) else f"{quix.cpu_us_per_event:,.1f} µs CPU/event",
             )
         )
     elif "quix" in state.args.steps:
@@ -374,6 +375,19 @@ def build_rows(state: Run) -> list[Row]:
                 f"worker {pipe.cores:.2f} cores, its main thread {pipe.main_thread_cores:.2f}",
             )
         )
+        peer_cpu = quix.cpu_us_per_event if quix else float("nan")
+        if not math.isnan(peer_cpu):
+            rows.append(
+                Row(
+                    "throughput",
+                    "Tessera pipeline, CPU per event vs B's",
+                    f"{pipe.cpu_us_per_event:,.0f} µs/event",
+                    f"B {peer_cpu:,.1f} µs/event",
+                    _ratio(pipe.cpu_us_per_event, peer_cpu),
+                    "lower is better; steal time on a VM slows events/s but is not CPU, so this "
+                    "ratio moves less between runs",
+                )
+            )
         if a:
             rows.append(
                 Row("throughput", "Tessera pipeline vs A", _n(z, "ev/s"), f"A {_n(a, 'ev/s')}", _ratio(z, a))

@@ -3,7 +3,8 @@
 Each runs as its own subprocess (`bench/faust_iterate.py`, `bench/quix_update.py`) with its own
 consumer group, reading the topic from the earliest offset. The child appends marks to a file:
 `first` when its first record arrives and `done` when the last expected one does, each with
-`time.time()` (comparable with the spawn time taken here) and `perf_counter()` (for the rate).
+`time.time()` (comparable with the spawn time taken here), `perf_counter()` (for the rate) and
+`process_time()` (the process's CPU, all its threads: librdkafka's too).
 events/s = (N - 1) / (done - first): the consumer's steady throughput, start-up excluded;
 `first_record_s` (spawn → first record) is reported separately as the start-up baseline.
 """
@@ -28,6 +29,9 @@ class ConsumerRun:
     first_record_s: float
     """From spawning the process to its first record (group join, start-up)."""
     log: str
+    cpu_us_per_event: float = float("nan")
+    """The process's CPU between its first and last record, per record (steal time on a VM
+    slows the rate but is not CPU, so ratios of this move less from run to run)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +86,9 @@ def _run_child(
         events_per_s=(workload.events - 1) / seconds if seconds > 0 else float("nan"),
         first_record_s=first["t"] - child.spawned_at,
         log=str(child.log_path),
+        cpu_us_per_event=(done["cpu"] - first["cpu"]) / (workload.events - 1) * 1e6
+        if "cpu" in done and workload.events > 1
+        else float("nan"),
     )
 
 
@@ -99,7 +106,7 @@ def run_quix_baseline(workload: Workload, bootstrap: str, workdir: Path, timeout
     """Baseline B: quixstreams, JSON decode + per-visitor state update (count, purchase sum)."""
     note(f"baseline B: quixstreams per-visitor update over {workload.events:,} records")
     run = _run_child("quix_update", "quix_update.py", workload, bootstrap, workdir, timeout)
-    note(f"baseline B: {run.events_per_s:,.0f} events/s")
+    note(f"baseline B: {run.events_per_s:,.0f} events/s ({run.cpu_us_per_event:,.1f} µs CPU per event)")
     return run
 
 

@@ -48,11 +48,11 @@ async def iterate(stream: Any) -> None:
     async for _value in stream:
         count += 1
         if count == 1:
-            write_mark(MARKS, "first", count=count, perf=time.perf_counter())
+            write_mark(MARKS, "first", count=count, perf=time.perf_counter(), cpu=time.process_time())
         elif count % PROGRESS_EVERY == 0 and count < EXPECT:
             write_mark(MARKS, "progress", count=count)
         if count == EXPECT:
-            write_mark(MARKS, "done", count=count, perf=time.perf_counter())
+            write_mark(MARKS, "done", count=count, perf=time.perf_counter(), cpu=time.process_time())
 
 
 def main() -> None:

@@ -46,13 +46,13 @@ class Counter:
         self.count += 1
         count = self.count
         if count == 1:
-            write_mark(MARKS, "first", count=count, perf=time.perf_counter())
+            write_mark(MARKS, "first", count=count, perf=time.perf_counter(), cpu=time.process_time())
         elif TICK and count % TICK == 0:
             write_mark(MARKS, "tick", count=count, perf=time.perf_counter())
         elif count % PROGRESS_EVERY == 0 and count < EXPECT:
             write_mark(MARKS, "progress", count=count)
         if count == EXPECT:
-            write_mark(MARKS, "done", count=count, perf=time.perf_counter())
+            write_mark(MARKS, "done", count=count, perf=time.perf_counter(), cpu=time.process_time())
 
 
 def main() -> None:
