@@ -3,8 +3,9 @@
 Records go through `streams.core.batch.process_batch` in batches of `batch_size` (the worker's
 `batch_max_records`), with the profiles kept the way the engine's `ProfileStore` keeps them
 (partition → visitor → serialised bytes; after each batch every touched profile is serialised
-back once, as the engine does for its in-memory store). SourceRecords are built per batch, as the
-engine builds them from a poll, and the simulated event dicts are dropped before timing: the
+back once, as the engine does for its in-memory store). SourceRecords are built per batch, standing in
+for the ConsumerRecords aiokafka builds per poll (the engine hands those to the core as they are),
+and the simulated event dicts are dropped before timing: the
 objects alive are roughly a worker's, which matters because Python's cyclic GC cost grows with
 them. Three passes, each with a fresh store and a fresh enricher (cold caches, like a worker that
 just started):

@@ -44,7 +44,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from schemas.deadletter import DeadLetter
 from sinks.clickhouse import AnalyticsBatch, AnalyticsSink
 from sinks.redis_serving import ServingStore, VisitorUpdate
-from streams.core.batch import BatchResult, IngestLimits, SourceRecord, process_batch
+from streams.core.batch import BatchResult, IngestLimits, Record, process_batch
 from streams.core.enrich import Enricher
 from streams.core.profile import Profile, profile_clock_fields
 from streams.core.segments import Definitions
@@ -396,13 +396,12 @@ class Engine:
         if missing:
             await self.recover(missing)
         wall = time.time()
-        records: list[SourceRecord] = []
+        records: list[Record] = []
         for tp, batch in polled.items():
             if not batch:
                 continue
             self.store.partitions[tp.partition].last_record_wall = wall
-            for msg in batch:
-                records.append(SourceRecord(tp.partition, msg.offset, msg.key, msg.value))
+            records += batch  # aiokafka's ConsumerRecords: partition, offset, key, value
             self._pending_offsets[tp] = batch[-1].offset + 1
         clocks = self._clocks(wall)
         due = self._pop_due(clocks)

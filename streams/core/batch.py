@@ -24,7 +24,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from schemas.changes import SegmentChange, Transition
 from schemas.deadletter import DeadLetter
@@ -38,8 +38,24 @@ from streams.core.segments import Definitions, diff, evaluate, next_check_at
 from streams.core.triggers import decide
 
 
+class Record(Protocol):
+    """What `process_batch` reads of a source record: aiokafka's `ConsumerRecord` has it, so the
+    engine hands polled records over as they are (no copy per event)."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
+    """A `Record` built by hand (tests, the bench, replays)."""
+
     partition: int
     offset: int
     key: bytes | None
@@ -89,7 +105,7 @@ def _ts(at: float) -> datetime:
 
 
 def process_batch(
-    records: Iterable[SourceRecord],
+    records: Iterable[Record],
     profiles: Callable[[str, int], bytes | Profile | None],
     due_visitors: Mapping[str, tuple[int, float]],
     clocks: Mapping[int, float],
@@ -137,7 +153,7 @@ def process_batch(
         return current
 
     new_clocks = dict(clocks)
-    accepted: list[tuple[SourceRecord, Event, float]] = []
+    accepted: list[tuple[Record, Event, float]] = []
     for record in records:
         decoded = decode_timed(
             record.value, record.key, wall_now, limits.max_event_bytes, limits.max_future_skew_s
