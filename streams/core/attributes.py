@@ -73,11 +73,13 @@ __all__ = [
     "compute_values",
     "dimension_var",
     "display_name",
+    "groups_exit_at",
     "inline_constants",
     "parse_duration",
     "parse_metric_ref",
     "parse_window",
     "scalarize",
+    "sliding_fact_anchors",
     "sliding_fact_times",
     "window_exit_at",
     "window_groups",
@@ -348,15 +350,17 @@ def anchor_times(profile: Profile, anchor: str) -> list[float]:
     return RECHECK_ANCHORS[anchor](profile)
 
 
+def sliding_fact_anchors(names: Iterable[str]) -> tuple[tuple[str, float], ...]:
+    """(anchor, delay) of each self-sliding fact among `names`: it changes at every anchor time
+    plus the delay (prepared once per definitions; see `segments.next_check_at`)."""
+    return tuple(_SLIDING_FACTS[name] for name in sorted(names) if name in _SLIDING_FACTS)
+
+
 def sliding_fact_times(profile: Profile, names: Iterable[str]) -> list[float]:
     """Moments at which the self-sliding facts among `names` change for this profile."""
-    out: list[float] = []
-    for name in names:
-        spec = _SLIDING_FACTS.get(name)
-        if spec is not None:
-            anchor, delay = spec
-            out.extend(t + delay for t in RECHECK_ANCHORS[anchor](profile))
-    return out
+    return [
+        t + delay for anchor, delay in sliding_fact_anchors(names) for t in RECHECK_ANCHORS[anchor](profile)
+    ]
 
 
 # -- computing values ---------------------------------------------------------------------------------
@@ -522,12 +526,17 @@ def window_exit_at(
     That is the next moment one of these attributes can change without any new event. Pass
     `window_groups(...)` prepared once to skip regrouping per call.
     """
-    days = profile.days
-    if not days:
-        return None
     items = list(attributes)
     groups = [g for g in items if isinstance(g, WindowGroup)]
     groups += window_groups(a for a in items if isinstance(a, AttributeDef))
+    return groups_exit_at(profile, groups, now)
+
+
+def groups_exit_at(profile: Profile, groups: Iterable[WindowGroup], now: float) -> float | None:
+    """`window_exit_at` over groups prepared once (`window_groups`): the per-evaluation path."""
+    days = profile.days
+    if not days:
+        return None
     today = math.floor(now / DAY_S)
     ordered = sorted(days)
     best: int | None = None

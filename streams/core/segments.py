@@ -70,18 +70,17 @@ from streams.core.attributes import (
     LazyValues,
     ValuePlan,
     WindowGroup,
-    anchor_times,
     base_name,
     cel_functions,
     compile_expr,
     display_name,
+    groups_exit_at,
     parse_duration,
     parse_metric_ref,
     parse_window,
     scalarize,
-    sliding_fact_times,
+    sliding_fact_anchors,
     split_dimension_var,
-    window_exit_at,
     window_groups,
 )
 from streams.core.profile import DIMENSIONED_METRICS, Profile
@@ -163,6 +162,9 @@ class Definitions:
     window_groups: tuple[WindowGroup, ...] = ()
     sliding_facts: frozenset[str] = frozenset()
     rechecks: tuple[Recheck, ...] = ()
+    time_anchors: tuple[tuple[str, float], ...] = ()
+    """(anchor, delay) pairs of `sliding_facts` and `rechecks` together, duplicates dropped:
+    every candidate time `next_check_at` considers besides the windows."""
     trigger_plan: ValuePlan = field(default_factory=lambda: ValuePlan.build((), {}), repr=False)
     trigger_vars: frozenset[str] = frozenset()
     trigger_nullable: frozenset[str] = frozenset()
@@ -286,13 +288,12 @@ def next_check_at(profile: Profile, defs: Definitions, now: float) -> float | No
     for windowed attributes, the moment the oldest in-window non-zero bucket slides out of each
     window a segment reads (``(day + W) * 86400``). `None` when nothing is pending.
     """
-    best: float | None = window_exit_at(profile, defs.window_groups, now)
-    candidates = sliding_fact_times(profile, defs.sliding_facts)
-    for recheck in defs.rechecks:
-        candidates.extend(t + recheck.delay_s for t in anchor_times(profile, recheck.after))
-    for t in candidates:
-        if t > now and (best is None or t < best):
-            best = t
+    best: float | None = groups_exit_at(profile, defs.window_groups, now)
+    for anchor, delay in defs.time_anchors:
+        for t in RECHECK_ANCHORS[anchor](profile):
+            t += delay
+            if t > now and (best is None or t < best):
+                best = t
     return best
 
 
@@ -846,6 +847,7 @@ class _Loader:
         trig_vars, trig_functions, trig_custom = split(trigger_exprs)
         rechecks = tuple(dict.fromkeys(r for seg in segments for r in seg.rechecks))
         window_attributes = tuple(attributes[n] for n in sorted(seg_vars) if n in attributes)
+        sliding = frozenset(seg_vars & {"session_active", "viewed_products_30m", "purchased_products_24h"})
         sha = hashlib.sha256(self.text.encode("utf-8"))
         if self.override:
             sha.update(b"\0" + json.dumps(self.override, sort_keys=True, default=str).encode("utf-8"))
@@ -865,10 +867,11 @@ class _Loader:
             segment_function_names=seg_custom,
             window_attributes=window_attributes,
             window_groups=window_groups(window_attributes),
-            sliding_facts=frozenset(
-                seg_vars & {"session_active", "viewed_products_30m", "purchased_products_24h"}
-            ),
+            sliding_facts=sliding,
             rechecks=rechecks,
+            time_anchors=tuple(
+                dict.fromkeys([*sliding_fact_anchors(sliding), *((r.after, r.delay_s) for r in rechecks)])
+            ),
             trigger_plan=ValuePlan.build(trig_vars, attributes),
             trigger_vars=trig_vars,
             trigger_nullable=trig_vars & NULLABLE_FACTS,
