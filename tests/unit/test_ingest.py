@@ -11,7 +11,7 @@ import pytest
 
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.events import AddToCart, PageView, ProductView, Purchase
-from streams.core.ingest import DETAIL_MAX_CHARS, Rejected, dead_letter, decode
+from streams.core.ingest import DETAIL_MAX_CHARS, Rejected, dead_letter, decode, decode_timed
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
 MAX_BYTES = 32_768
@@ -52,6 +52,20 @@ def rejected(data: bytes | None, key: bytes | None = None, max_bytes: int = MAX_
 
 
 # -- valid ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event_time",
+    ["2026-03-01T11:59:00Z", "2026-03-01T12:59:00.123456+01:00", "2026-03-01T11:59:00.5", 1772366340],
+)
+def test_decode_timed_gives_the_event_time_as_epoch_seconds(event_time: Any) -> None:
+    result = decode_timed(raw(event_time=event_time), b"v-1", NOW, MAX_BYTES, SKEW)
+    assert not isinstance(result, Rejected), result
+    decoded, at = result
+    assert at == decoded.event_time.timestamp()
+    assert decode(raw(event_time=event_time), b"v-1", NOW, MAX_BYTES, SKEW) == decoded
+    future = raw(event_time="2027-01-01T00:00:00Z")
+    assert isinstance(decode_timed(future, None, NOW, MAX_BYTES, SKEW), Rejected)
 
 
 def test_valid_event_is_typed() -> None:
