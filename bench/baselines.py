@@ -102,10 +102,14 @@ def run_faust_baseline(
     return run
 
 
-def run_quix_baseline(workload: Workload, bootstrap: str, workdir: Path, timeout: float = 300) -> ConsumerRun:
-    """Baseline B: quixstreams, JSON decode + per-visitor state update (count, purchase sum)."""
-    note(f"baseline B: quixstreams per-visitor update over {workload.events:,} records")
-    run = _run_child("quix_update", "quix_update.py", workload, bootstrap, workdir, timeout)
+def run_quix_baseline(
+    workload: Workload, bootstrap: str, workdir: Path, timeout: float = 300, name: str = "quix_update"
+) -> ConsumerRun:
+    """Baseline B: quixstreams, JSON decode + per-visitor state update (count, purchase sum).
+
+    `name` names the run's folder and group: each repeat needs its own."""
+    note(f"baseline B: quixstreams per-visitor update over {workload.events:,} records ({name})")
+    run = _run_child(name, "quix_update.py", workload, bootstrap, workdir, timeout)
     note(f"baseline B: {run.events_per_s:,.0f} events/s ({run.cpu_us_per_event:,.1f} µs CPU per event)")
     return run
 
