@@ -210,20 +210,36 @@ _PAYLOAD: dict[str, Callable[[Any], _Payload]] = {
 `revenue` is the purchase value (after discounts); `items` counts units (purchase: sum of
 quantities; cart view: items in cart; add/remove: quantity)."""
 
-_BY_TYPE: dict[EventType, tuple[str, Callable[[Any], _Payload]]] = {
-    t: (t.value, _PAYLOAD.get(t.value, _p_none)) for t in EventType
+_BY_TYPE: dict[str, tuple[str, Callable[[Any], _Payload]]] = {
+    t.value: (t.value, _PAYLOAD.get(t.value, _p_none)) for t in EventType
 }
-"""Event type → (column value, payload extractor): one dict hit instead of the slow `Enum.value`."""
+"""Event type value → (column value, payload extractor), looked up by the member's `_value_`:
+hashing the enum member itself runs `Enum.__hash__` in Python (0.9 µs per row)."""
 
 
-def event_row(enriched: EnrichedEvent, segments: Sequence[str]) -> tuple[Any, ...]:
-    """One `events` row in `EVENT_COLUMNS` order."""
+def event_rows(events: Sequence[tuple[EnrichedEvent, Sequence[str]]]) -> list[tuple[Any, ...]]:
+    """`event_row` of each; a batch's events share one `received_at` object, converted once."""
+    rows: list[tuple[Any, ...]] = []
+    received_at: datetime | None = None
+    received_ms = 0
+    for enriched, segments in events:
+        if enriched.received_at is not received_at:
+            received_at = enriched.received_at
+            received_ms = _ms(received_at)
+        rows.append(event_row(enriched, segments, received_ms))
+    return rows
+
+
+def event_row(
+    enriched: EnrichedEvent, segments: Sequence[str], received_ms: int | None = None
+) -> tuple[Any, ...]:
+    """One `events` row in `EVENT_COLUMNS` order (`received_ms`: `received_at`, converted)."""
     ev = enriched.event
     ctx = ev.context
     device = enriched.device
     geo = enriched.geo
     traffic = enriched.traffic
-    kind, extract = _BY_TYPE[ev.type]
+    kind, extract = _BY_TYPE[ev.type._value_]
     payload = extract(ev.properties)
     utm = ctx.utm
     campaign = traffic.campaign or (utm.campaign if utm is not None else None) or ""
@@ -233,7 +249,7 @@ def event_row(enriched: EnrichedEvent, segments: Sequence[str]) -> tuple[Any, ..
         ev.user_id,
         ev.session_id,
         _ms(ev.event_time),
-        _ms(enriched.received_at),
+        _ms(enriched.received_at) if received_ms is None else received_ms,
         kind,
         ctx.page_url or "",
         ctx.page_path or "",
@@ -349,9 +365,7 @@ class ClickHouseSink:
         started = time.perf_counter()
         inserts: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = []
         if batch.events:
-            inserts.append(
-                (self._events_table, EVENT_COLUMNS, [event_row(ev, segs) for ev, segs in batch.events])
-            )
+            inserts.append((self._events_table, EVENT_COLUMNS, event_rows(batch.events)))
         if batch.changes:
             inserts.append((self._changes_table, CHANGE_COLUMNS, [change_row(c) for c in batch.changes]))
         if batch.messages:
