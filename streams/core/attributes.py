@@ -50,6 +50,7 @@ import cel
 from cel.stdlib import STDLIB_FUNCTIONS
 from haversine import haversine
 
+from streams.core.fastcel import FastCondition, compile_fast
 from streams.core.profile import DAY_S, DIMENSIONED_METRICS, METRICS, RETENTION_DAYS, SESSION_GAP_S, Profile
 
 __all__ = [
@@ -601,6 +602,8 @@ class Expr:
     """Named functions called (operators removed)."""
     written: str = ""
     """The expression as the definitions file wrote it."""
+    fast: FastCondition | None = field(default=None, repr=False, compare=False)
+    """`source` as a Python closure when it is a plain condition (`streams.core.fastcel`)."""
 
     @property
     def unknown_functions(self) -> frozenset[str]:
@@ -649,13 +652,17 @@ def compile_expr(source: str, constants: Mapping[str, Any] | None = None, maps: 
     inline = {name: constants[name] for name in variables if constants and name in constants}
     map_names = frozenset(maps) & variables
     if not inline and not map_names:
-        return Expr(source, program, variables, functions, source)
+        return Expr(source, program, variables, functions, source, _fast(source, functions))
     runtime = inline_constants(source, inline, map_names)
     program = _compile(runtime)
     runtime_vars = frozenset(
         v for v in program.references()["variables"] if v not in bound and v not in CEL_BUILTIN_NAMES
     )
-    return Expr(runtime, program, runtime_vars, functions, source)
+    return Expr(runtime, program, runtime_vars, functions, source, _fast(runtime, functions))
+
+
+def _fast(source: str, functions: frozenset[str]) -> FastCondition | None:
+    return compile_fast(source, functions & CUSTOM_FUNCTIONS)
 
 
 _TOKEN_RE = re.compile(

@@ -233,10 +233,21 @@ def _evaluate(profile: Profile, defs: Definitions, now: float, explain: bool) ->
     functions = defs.segment_functions
     if defs.segment_function_names:
         functions = {**functions, **cel_functions(profile, defs.segment_function_names)}
-    env = _context(values, functions, defs.segment_nullable)
+    resolve = values.get
+    env: cel.Context | None = None  # built when a condition needs CEL (most run in Python)
     members: set[str] = set()
     errors: dict[str, str] = {}
     for seg in defs.segments:
+        fast = seg.when.fast
+        if fast is not None:
+            try:
+                if fast(resolve, functions):
+                    members.add(seg.id)
+                continue
+            except Exception:  # Declined, or a value that raised: CEL gives the answer and the error
+                pass
+        if env is None:
+            env = _context(values, functions, defs.segment_nullable)
         try:
             result = seg.when.program.execute(env)
         except Exception as exc:  # CEL raises RuntimeError/TypeError/KeyError/ZeroDivisionError…
