@@ -30,11 +30,14 @@ Anything else is refused with the file's line and the reason (`DefinitionError`)
 How it runs (once per touched visitor per batch). At load time every expression is compiled once;
 params and ``for_each`` constants are inlined as CEL literals and a literal key into a map attribute
 (``spend_365d["clothing"]``) becomes a scalar variable of its own, so none of them costs anything
-per evaluation. Per visitor, one CEL context resolves names lazily (`LazyValues`): CEL's `&&`/`||`
-short-circuit left to right, so a condition only computes, and only hands CEL, the facts and
-attributes it actually reaches. Handing CEL a value is the dominant cost (≈0.5 µs for an int,
-≈2 µs for a string, far more for lists and maps), which is why nothing is converted up front.
-Write cheap, selective tests first (``country == "CH" && …``).
+per evaluation. Plain conditions (comparisons, ``&&``, ``||``, ``!``, ``in`` over strings; every
+shipped one) also compile to Python closures (`streams.core.fastcel`), which answer exactly as CEL
+does or decline; a declined or non-plain condition runs its CEL program. Per visitor, names
+resolve lazily (`LazyValues`), for the closures and for one CEL context built only when a
+condition needs it: ``&&``/``||`` short-circuit left to right, so a condition only computes the
+facts and attributes it actually reaches. Handing CEL a value costs ≈0.5 µs for an int, ≈2 µs for
+a string, far more for lists and maps, which is why nothing is converted up front. Write cheap,
+selective tests first (``country == "CH" && …``).
 """
 
 from __future__ import annotations
