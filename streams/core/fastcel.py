@@ -155,18 +155,17 @@ class _Parser:
         return tree
 
     def or_expr(self) -> _Tree:
-        parts = [self.and_expr()]
-        while self.peek() == ("op", "||"):
-            self.take()
-            parts.append(self.and_expr())
-        return parts[0] if len(parts) == 1 else ("or", parts)
+        return self.joined("||", "or", self.and_expr)
 
     def and_expr(self) -> _Tree:
-        parts = [self.relation()]
-        while self.peek() == ("op", "&&"):
+        return self.joined("&&", "and", self.relation)
+
+    def joined(self, operator_text: str, kind: str, part: Callable[[], _Tree]) -> _Tree:
+        parts = [part()]
+        while self.peek() == ("op", operator_text):
             self.take()
-            parts.append(self.relation())
-        return parts[0] if len(parts) == 1 else ("and", parts)
+            parts.append(part())
+        return parts[0] if len(parts) == 1 else (kind, parts)
 
     def relation(self) -> _Tree:
         left = self.unary()
