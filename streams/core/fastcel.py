@@ -286,7 +286,7 @@ def _build(tree: _Tree) -> tuple[_Node, bool]:
         return (lambda resolve, functions: not _truth(operand(resolve, functions))), True
     if kind in ("and", "or"):
         parts = [part if is_bool else _truthful(part) for part, is_bool in map(_build, tree[1])]
-        return (_all(parts) if kind == "and" else _any(parts)), True
+        return _chain(parts, decisive=kind == "or"), True
     if kind == "cmp":
         _, op, left, right = tree
         if left[0] == "const" and right[0] == "name":
@@ -329,30 +329,20 @@ def _truthful(part: _Node) -> _Node:
     return lambda resolve, functions: _truth(part(resolve, functions))
 
 
-def _all(parts: list[_Node]) -> _Node:
+def _chain(parts: list[_Node], decisive: bool) -> _Node:
+    """``&&`` (decisive: False) or ``||`` (decisive: True) over parts that return bools: the first
+    part giving the decisive value ends it."""
     if len(parts) == 2:
         first, second = parts
+        if decisive:
+            return lambda resolve, functions: first(resolve, functions) or second(resolve, functions)
         return lambda resolve, functions: first(resolve, functions) and second(resolve, functions)
 
     def run(resolve: Resolver, functions: Functions) -> bool:
         for part in parts:
-            if not part(resolve, functions):
-                return False
-        return True
-
-    return run
-
-
-def _any(parts: list[_Node]) -> _Node:
-    if len(parts) == 2:
-        first, second = parts
-        return lambda resolve, functions: first(resolve, functions) or second(resolve, functions)
-
-    def run(resolve: Resolver, functions: Functions) -> bool:
-        for part in parts:
-            if part(resolve, functions):
-                return True
-        return False
+            if part(resolve, functions) is decisive:
+                return decisive
+        return not decisive
 
     return run
 
