@@ -240,18 +240,14 @@ class _Parser:
         if function not in self.functions:
             raise _Unsupported(f"function {function}")
         self.take("(")
-        args: list[float | int] = []
+        args: list[Any] = []
         while self.peek() != ("op", ")"):
             if args:
                 self.take(",")
-            sign = ""
-            if self.peek() == ("op", "-"):
-                self.take()
-                sign = "-"
-            kind, text = self.take()
-            if kind not in ("int", "float"):
+            arg = self.unary()  # a literal number, signed or not
+            if arg[0] != "const" or type(arg[1]) not in (int, float):
                 raise _Unsupported("call argument")
-            args.append(_number(kind, sign + text))
+            args.append(arg[1])
         self.take(")")
         return ("call", function, tuple(args))
 
