@@ -1,7 +1,8 @@
 """`python -m bench` (`make bench`): Tessera against baselines run in the same run, one table.
 
-Steps (all by default; `--steps` picks some): baselines A (bare Faust agent) and B (quixstreams
-per-visitor update), the Tessera pipeline (throughput), start-up (restart on the existing group,
+Steps (all by default; `--steps` picks some): baselines A (bare Faust agent), B (quixstreams
+per-visitor update) and C (aiokafka consume, and with the event contract's validation: the fixed
+stack's floor), the Tessera pipeline (throughput), start-up (restart on the existing group,
 changelog recovery), latency (produce → segment change at fixed rates, and the aiokafka floor),
 memory per profile (dict vs RocksDB), hot path (cProfile of `process_batch`). One `EmbeddedStack`
 in a temporary folder serves the whole run and is stopped by PID at the end. Progress goes to
@@ -44,8 +45,8 @@ from bench.common import (
     simulated_events,
 )
 
-STEPS = ("faust", "quix", "pipeline", "startup", "scale", "latency", "memory", "hotpath")
-KAFKA_STEPS = {"faust", "quix", "pipeline", "startup", "scale", "latency"}
+STEPS = ("faust", "quix", "floor", "pipeline", "startup", "scale", "latency", "memory", "hotpath")
+KAFKA_STEPS = {"faust", "quix", "floor", "pipeline", "startup", "scale", "latency"}
 DEFAULTS = {
     "events": 100_000,
     "latency_seconds": 10.0,
@@ -226,14 +227,19 @@ def run(args: argparse.Namespace, workdir: Path) -> Run:
 
 
 def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
-    from bench.baselines import run_faust_baseline, run_quix_baseline, run_quix_scaled
+    from bench.baselines import (
+        run_faust_baseline,
+        run_floor_baseline,
+        run_quix_baseline,
+        run_quix_scaled,
+    )
     from bench.latency import measure_floor, measure_relay, measure_tessera
     from bench.pipeline import WorkerSpec, run_pipeline, run_restart, run_scaled
 
     args, workdir = state.args, state.workdir
     workload: Workload | None = None
     events: list[dict[str, Any]] = []
-    needs_workload = {"faust", "quix", "pipeline", "startup", "scale"} & set(args.steps)
+    needs_workload = {"faust", "quix", "floor", "pipeline", "startup", "scale"} & set(args.steps)
 
     if needs_workload:
         topic = f"bench-events-{uuid.uuid4().hex[:8]}"
@@ -254,6 +260,7 @@ def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
         wl = workload
         state.step("faust", lambda: run_faust_baseline(wl, kafka, workdir, timeout))
         state.step("quix", lambda: run_quix_baseline(wl, kafka, workdir, timeout))
+        state.step("floor", lambda: run_floor_baseline(wl, kafka, workdir, timeout))
         spec = WorkerSpec(kafka, redis_url, workdir / "tessera", wl.topic)
         restart_spec = spec
         pipe = state.step("pipeline", lambda: run_pipeline(wl, spec, timeout))
@@ -423,6 +430,31 @@ def build_rows(state: Run) -> list[Row]:
         )
     elif "quix" in state.args.steps:
         failed("throughput", "B  quixstreams, JSON + per-visitor state", "quix")
+    stack_floor: dict[str, Any] | None = r.get("floor")
+    if stack_floor:
+        for mode, label in (
+            ("consume", "C  aiokafka consume only (the worker's options)"),
+            ("validate", "C' aiokafka + the event contract's validation"),
+        ):
+            run = stack_floor[mode]
+            share = (
+                f" = {run.cpu_us_per_event / quix.cpu_us_per_event:.0%} of B's"
+                if quix and not math.isnan(quix.cpu_us_per_event)
+                else ""
+            )
+            rows.append(
+                Row(
+                    "throughput",
+                    label,
+                    _n(run.events_per_s, "ev/s"),
+                    f"B {_n(b, 'ev/s')}" if b else "",
+                    _ratio(run.events_per_s, b),
+                    f"{run.cpu_us_per_event:,.1f} µs CPU/event{share}"
+                    + ("; no profile, segments or sinks" if mode == "validate" else ""),
+                )
+            )
+    elif "floor" in state.args.steps:
+        failed("throughput", "C  aiokafka floor (consume, validate)", "floor")
     if "pipeline" in err:
         failed("throughput", "Tessera pipeline, ready → all committed", "pipeline")
     live = r.get("pipeline_live")
@@ -455,6 +487,11 @@ def build_rows(state: Run) -> list[Row]:
                     f"B {peer_cpu:,.1f} µs/event",
                     _ratio(own_cpu, peer_cpu),
                     ("medians over the runs; " if len(state.results.get("pipeline_runs") or []) > 1 else "")
+                    + (
+                        f"of it {stack_floor['validate'].cpu_us_per_event:,.1f} µs the floor C'; "
+                        if stack_floor
+                        else ""
+                    )
                     + "lower is better; steal time on a VM slows events/s but is not CPU, so this "
                     "ratio moves less between runs",
                 )

@@ -1,4 +1,5 @@
-"""Baselines A (bare Faust agent) and B (quixstreams per-visitor update) over the workload topic.
+"""Baselines over the workload topic: A (bare Faust agent), B (quixstreams per-visitor update) and
+C (the fixed stack's floor: aiokafka consume alone, and with the event contract's validation).
 
 Each runs as its own subprocess (`bench/faust_iterate.py`, `bench/quix_update.py`) with its own
 consumer group, reading the topic from the earliest offset. The child appends marks to a file:
@@ -66,10 +67,16 @@ def _child(
 
 
 def _run_child(
-    name: str, script: str, workload: Workload, bootstrap: str, workdir: Path, timeout: float
+    name: str,
+    script: str,
+    workload: Workload,
+    bootstrap: str,
+    workdir: Path,
+    timeout: float,
+    extra_env: dict[str, str] | None = None,
 ) -> ConsumerRun:
     group = f"bench-{name}-{uuid.uuid4().hex[:8]}"
-    child, marks = _child(name, script, workload, bootstrap, workdir, group)
+    child, marks = _child(name, script, workload, bootstrap, workdir, group, extra_env)
     child.start()
     try:
         first = marks.wait("first", child, timeout=min(120.0, timeout))
@@ -112,6 +119,35 @@ def run_quix_baseline(
     run = _run_child(name, "quix_update.py", workload, bootstrap, workdir, timeout)
     note(f"baseline B: {run.events_per_s:,.0f} events/s ({run.cpu_us_per_event:,.1f} µs CPU per event)")
     return run
+
+
+FLOOR_MODES = ("consume", "validate")
+
+
+def run_floor_baseline(
+    workload: Workload, bootstrap: str, workdir: Path, timeout: float = 300
+) -> dict[str, ConsumerRun]:
+    """Baseline C, both modes (`bench/aiokafka_floor.py`): aiokafka with the worker's consumer
+    options, `consume` (records only) and `validate` (plus `ingest.decode_timed` per record, the
+    pydantic validation every event must pass). What Python on the fixed stack spends per event
+    before any of Tessera's own work: the floor under the pipeline's CPU per event."""
+    runs: dict[str, ConsumerRun] = {}
+    for mode in FLOOR_MODES:
+        note(f"baseline C: aiokafka floor ({mode}) over {workload.events:,} records")
+        run = _run_child(
+            f"aiokafka_{mode}",
+            "aiokafka_floor.py",
+            workload,
+            bootstrap,
+            workdir,
+            timeout,
+            {"BENCH_FLOOR": mode},
+        )
+        note(
+            f"baseline C ({mode}): {run.events_per_s:,.0f} events/s, {run.cpu_us_per_event:,.1f} µs CPU/event"
+        )
+        runs[mode] = run
+    return runs
 
 
 QUIX_TICK = 500
