@@ -251,6 +251,8 @@ class Engine:
         self._inflight_snapshot: _Snapshot | None = None
         """The checkpoint being written, whose live profiles a batch must serialise before use."""
         self._records_since_checkpoint = 0
+        self._timers_backlog = False
+        """Due timers are still queued past `timers_per_batch` (see `_pop_due`)."""
         self._last_core_s = 0.0
         self._last_serving_s = 0.0
         self.watch_loop = True
@@ -341,7 +343,9 @@ class Engine:
         consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         log.info("engine_started", group=s.group_id, topic=s.events_topic)
         while not self._stopping.is_set():
-            polled = await consumer.getmany(timeout_ms=100, max_records=s.batch_max_records)
+            # Due timers left over from the last batch: poll without waiting, then evaluate them.
+            wait_ms = 0 if self._timers_backlog else 100
+            polled = await consumer.getmany(timeout_ms=wait_ms, max_records=s.batch_max_records)
             await self.step(polled)
 
     async def lag(self) -> dict[str, dict[str, int | None]]:
@@ -678,15 +682,29 @@ class Engine:
         return clocks
 
     def _pop_due(self, clocks: dict[int, float]) -> dict[str, tuple[int, float]]:
+        """The timers due by each partition's clock, earliest first, at most `timers_per_batch`
+        (shared out over the partitions): after a restart or a clock jump tens of thousands can
+        be due at once, and evaluating them in one batch blocked the loop for seconds (100k due:
+        a 6 s batch, longer than the group's session timeout). The rest stay queued and
+        `_timers_backlog` makes the next poll return at once."""
         due: dict[str, tuple[int, float]] = {}
-        for partition, state in self.store.partitions.items():
+        partitions = self.store.partitions
+        share = max(1, -(-self.settings.timers_per_batch // max(len(partitions), 1)))
+        backlog = False
+        for partition, state in partitions.items():
             now = clocks[partition]
             heap = state.due
+            taken = 0
             while heap and heap[0][0] <= now:
+                if taken >= share:
+                    backlog = True
+                    break
                 at, visitor_id = heapq.heappop(heap)
-                if state.next_due.get(visitor_id) == at:
+                if state.next_due.get(visitor_id) == at:  # else stale: the visitor was rescheduled
                     del state.next_due[visitor_id]
                     due[visitor_id] = (partition, at)
+                    taken += 1
+        self._timers_backlog = backlog
         return due
 
     @staticmethod

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         300.0, description="Events stamped further than this in the future go to the DLQ."
     )
     dedupe_window: int = Field(32, description="Recent event ids kept per visitor to drop client retries.")
+    timers_per_batch: int = Field(
+        1000,
+        ge=1,
+        description="Most due timers one batch evaluates; the rest go to the next batches (bounds a batch).",
+    )
     idle_clock_after_s: float = Field(
         2.0, description="After this long without events a partition's clock follows the wall clock (s)."
     )
