@@ -45,8 +45,8 @@ from bench.common import (
     simulated_events,
 )
 
-STEPS = ("faust", "quix", "floor", "pipeline", "startup", "scale", "latency", "memory", "hotpath")
-KAFKA_STEPS = {"faust", "quix", "floor", "pipeline", "startup", "scale", "latency"}
+STEPS = ("faust", "quix", "floor", "pipeline", "startup", "recovery", "scale", "latency", "memory", "hotpath")
+KAFKA_STEPS = {"faust", "quix", "floor", "pipeline", "startup", "recovery", "scale", "latency"}
 DEFAULTS = {
     "events": 100_000,
     "latency_seconds": 10.0,
@@ -234,7 +234,7 @@ def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
         run_quix_scaled,
     )
     from bench.latency import measure_floor, measure_relay, measure_tessera
-    from bench.pipeline import WorkerSpec, run_pipeline, run_restart, run_scaled
+    from bench.pipeline import WorkerSpec, run_large_recovery, run_pipeline, run_restart, run_scaled
 
     args, workdir = state.args, state.workdir
     workload: Workload | None = None
@@ -290,6 +290,12 @@ def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
                 lambda: run_quix_scaled(wl, kafka, workdir, args.scale_workers, timeout),
                 enabled=True,
             )
+    state.step(
+        "recovery",
+        lambda: run_large_recovery(
+            kafka, redis_url, workdir, args.profiles, args.template_visitors, args.seed, max(300.0, timeout)
+        ),
+    )
     if "latency" in args.steps:
         sample = next((e for e in events if e.get("type") == "page_view"), None)
         if sample is None:
@@ -685,6 +691,32 @@ def build_rows(state: Run) -> list[Row]:
         )
     elif "startup" in state.args.steps:
         failed("start-up", "restart on the existing group", "startup")
+    big = r.get("recovery")
+    if big:
+        rows.append(
+            Row(
+                "start-up",
+                f"restart with {big.profiles:,} profiles in the changelog: spawn → ready",
+                _n(big.spawn_to_ready_s, "s", 1),
+                f"A spawn → first record {_n(first, 's', 1)}" if first else "",
+                _ratio(big.spawn_to_ready_s, first),
+                f"worker ready_after_s {big.ready_after_s}",
+            )
+        )
+        rows.append(
+            Row(
+                "start-up",
+                f"changelog recovery, {big.profiles:,} profiles",
+                _n(big.recovery_records_per_s, "rec/s"),
+                f"aiokafka read of it {_n(big.floor_records_per_s, 'rec/s')}",
+                _ratio(big.recovery_records_per_s, big.floor_records_per_s),
+                f"{big.recovered_records:,} records in {big.recovery_seconds:.2f} s"
+                if big.recovered_records == big.floor_records
+                else f"MISMATCH: recovered {big.recovered_records:,} of {big.floor_records:,} records",
+            )
+        )
+    elif "recovery" in state.args.steps:
+        failed("start-up", "restart with a large changelog", "recovery")
     return rows
 
 

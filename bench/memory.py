@@ -78,7 +78,9 @@ def _new_ids(count: int, seed: int) -> Iterator[str]:
         yield str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _clones(templates: Sequence[tuple[str, bytes]], count: int, seed: int) -> Iterator[tuple[str, bytes]]:
+def clone_profiles(
+    templates: Sequence[tuple[str, bytes]], count: int, seed: int
+) -> Iterator[tuple[str, bytes]]:
     """Yield (visitor_id, bytes) for `count` profiles cloned round-robin from `templates`."""
     for i, new_id in enumerate(_new_ids(count, seed)):
         old_id, raw = templates[i % len(templates)]
@@ -97,7 +99,7 @@ def measure_dict(templates: Sequence[tuple[str, bytes]], count: int, seed: int) 
     total_bytes = 0
     keys: list[str] = []
     begun = time.perf_counter()
-    for i, (visitor_id, raw) in enumerate(_clones(templates, count, seed)):
+    for i, (visitor_id, raw) in enumerate(clone_profiles(templates, count, seed)):
         partitions[i % PARTITIONS][visitor_id] = raw
         total_bytes += len(raw)
     write_s = time.perf_counter() - begun
@@ -137,7 +139,7 @@ def measure_rocksdb(
     total_bytes = 0
     try:
         begun = time.perf_counter()
-        for visitor_id, raw in _clones(templates, count, seed):
+        for visitor_id, raw in clone_profiles(templates, count, seed):
             db[visitor_id.encode()] = raw
             total_bytes += len(raw)
         db.flush()

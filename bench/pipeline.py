@@ -419,6 +419,50 @@ def run_restart(spec: WorkerSpec, timeout: float = 300) -> StartupResult:
     )
 
 
+def run_large_recovery(
+    kafka: str,
+    redis_url: str,
+    workdir: Path,
+    profiles: int,
+    template_visitors: int,
+    seed: int,
+    timeout: float,
+) -> StartupResult:
+    """Start-up and recovery with `profiles` profiles in the changelog (the workload's changelog
+    holds one record per visitor per checkpoint, ≈ 7k: too few to time recovery on).
+
+    The changelog of a fresh deployment is filled with `profiles` real profiles, cloned from the
+    full histories of `template_visitors` simulated visitors (`bench.memory`: ≈ 1.2 KB each),
+    keyed and partitioned like the worker writes them; its events topic is empty. Then
+    `run_restart`: a worker spawned on it must recover every record before /healthz says ready.
+    """
+    from bench.memory import clone_profiles, template_profiles
+    from infra.topics import TopicSpec, ensure_topics
+
+    spec = WorkerSpec(
+        kafka, redis_url, workdir / "tessera-recovery", f"bench-recovery-{uuid.uuid4().hex[:8]}"
+    )
+    note(f"recovery: {profiles:,} profiles cloned from {template_visitors} simulated full histories")
+    templates = template_profiles(template_visitors, seed)
+    records = [(visitor_id.encode(), raw) for visitor_id, raw in clone_profiles(templates, profiles, seed)]
+    asyncio.run(
+        ensure_topics(
+            kafka,
+            [
+                TopicSpec(spec.events_topic, PARTITIONS),
+                TopicSpec(spec.changelog_topic, PARTITIONS, config={"cleanup.policy": "compact"}),
+            ],
+        )
+    )
+    begun = time.perf_counter()
+    ends = asyncio.run(produce(kafka, spec.changelog_topic, records))
+    note(f"recovery: {sum(ends.values()):,} changelog records produced in {time.perf_counter() - begun:.1f}s")
+    result = run_restart(spec, timeout)
+    if result.profiles != profiles:
+        raise BenchError(f"the worker holds {result.profiles:,} profiles after recovery, not {profiles:,}")
+    return result
+
+
 async def read_to_highwater(bootstrap: str, topic: str, deadline_s: float = 300) -> tuple[int, float]:
     """Read every partition of `topic` to its Fetch high watermark; return (records, seconds)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
