@@ -664,60 +664,52 @@ def build_rows(state: Run) -> list[Row]:
             )
         )
     if start:
-        rows.append(
-            Row(
-                "start-up",
-                "restart, existing group: spawn → /healthz ready",
-                _n(start.spawn_to_ready_s, "s", 1),
-                f"A spawn → first record {_n(first, 's', 1)}" if first else "",
-                _ratio(start.spawn_to_ready_s, first),
-                f"worker ready_after_s {start.ready_after_s}",
-            )
-        )
-        rows.append(
-            Row(
-                "start-up",
-                "changelog recovery",
-                _n(start.recovery_records_per_s, "rec/s"),
-                f"aiokafka read of it {_n(start.floor_records_per_s, 'rec/s')}",
-                _ratio(start.recovery_records_per_s, start.floor_records_per_s),
-                (
-                    f"{start.recovered_records:,} records in {start.recovery_seconds:.2f} s, "
-                    f"{start.profiles:,} profiles"
-                )
-                if start.recovered_records == start.floor_records
-                else f"MISMATCH: recovered {start.recovered_records:,} of {start.floor_records:,} records",
-            )
+        rows += _startup_rows(
+            start,
+            "restart, existing group: spawn → /healthz ready",
+            "changelog recovery",
+            first,
+            f", {start.profiles:,} profiles",
         )
     elif "startup" in state.args.steps:
         failed("start-up", "restart on the existing group", "startup")
     big = r.get("recovery")
     if big:
-        rows.append(
-            Row(
-                "start-up",
-                f"restart with {big.profiles:,} profiles in the changelog: spawn → ready",
-                _n(big.spawn_to_ready_s, "s", 1),
-                f"A spawn → first record {_n(first, 's', 1)}" if first else "",
-                _ratio(big.spawn_to_ready_s, first),
-                f"worker ready_after_s {big.ready_after_s}",
-            )
-        )
-        rows.append(
-            Row(
-                "start-up",
-                f"changelog recovery, {big.profiles:,} profiles",
-                _n(big.recovery_records_per_s, "rec/s"),
-                f"aiokafka read of it {_n(big.floor_records_per_s, 'rec/s')}",
-                _ratio(big.recovery_records_per_s, big.floor_records_per_s),
-                f"{big.recovered_records:,} records in {big.recovery_seconds:.2f} s"
-                if big.recovered_records == big.floor_records
-                else f"MISMATCH: recovered {big.recovered_records:,} of {big.floor_records:,} records",
-            )
+        rows += _startup_rows(
+            big,
+            f"restart with {big.profiles:,} profiles in the changelog: spawn → ready",
+            f"changelog recovery, {big.profiles:,} profiles",
+            first,
         )
     elif "recovery" in state.args.steps:
         failed("start-up", "restart with a large changelog", "recovery")
     return rows
+
+
+def _startup_rows(
+    start: Any, ready_label: str, recovery_label: str, first: float | None, recovered_note: str = ""
+) -> list[Row]:
+    """A restart's two rows (a `bench.pipeline.StartupResult`): spawn → ready, recovery rate."""
+    return [
+        Row(
+            "start-up",
+            ready_label,
+            _n(start.spawn_to_ready_s, "s", 1),
+            f"A spawn → first record {_n(first, 's', 1)}" if first else "",
+            _ratio(start.spawn_to_ready_s, first),
+            f"worker ready_after_s {start.ready_after_s}",
+        ),
+        Row(
+            "start-up",
+            recovery_label,
+            _n(start.recovery_records_per_s, "rec/s"),
+            f"aiokafka read of it {_n(start.floor_records_per_s, 'rec/s')}",
+            _ratio(start.recovery_records_per_s, start.floor_records_per_s),
+            f"{start.recovered_records:,} records in {start.recovery_seconds:.2f} s{recovered_note}"
+            if start.recovered_records == start.floor_records
+            else f"MISMATCH: recovered {start.recovered_records:,} of {start.floor_records:,} records",
+        ),
+    ]
 
 
 def render(rows: list[Row], header: str) -> str:
