@@ -401,6 +401,7 @@ def _register_views(app: faust.App, rt: Runtime) -> None:
                     "profiles": len(engine.store),
                     "definition_version": rt.defs.version,
                     "lag": await engine.lag(),
+                    "timers": engine.timers(),
                     **engine.stats.as_dict(),
                     "gc": gcstats.snapshot(),
                 },

@@ -348,6 +348,11 @@ class Engine:
             polled = await consumer.getmany(timeout_ms=wait_ms, max_records=s.batch_max_records)
             await self.step(polled)
 
+    def timers(self) -> dict[str, int | bool]:
+        """Timers queued over the owned partitions, and whether due ones wait past a batch's cap."""
+        queued = sum(len(state.next_due) for state in self.store.partitions.values())
+        return {"queued": queued, "backlog": self._timers_backlog}
+
     async def lag(self) -> dict[str, dict[str, int | None]]:
         """Per owned partition: position, Fetch high watermark and lag (never ListOffsets)."""
         consumer = self.consumer

@@ -56,6 +56,7 @@ def test_due_timers_come_in_slices_earliest_first_until_none_is_left() -> None:
             names.add(visitor_id)
             seen.append((partition, at))
         assert engine._timers_backlog == (len(names) < 750)
+        assert engine.timers() == {"queued": 750 - len(names), "backlog": len(names) < 750}
     assert len(names) == 750 and slices == 8
     for partition in range(3):
         times = [at for p, at in seen if p == partition]
