@@ -130,3 +130,26 @@ def unique_name(prefix: str = "t") -> str:
 
 
 __all__ = ["WaitTimeout", "async_wait_until", "unique_name", "wait_until"]
+
+
+def offline_engine(settings: Any = None) -> Any:
+    """A `streams.engine.Engine` with the shipped definitions and nothing to talk to (no Kafka,
+    Redis, ClickHouse, User-Agent parser or geo database), for tests that drive its in-memory
+    methods (snapshots, timers) directly. Calling a sink or parsing a User-Agent fails the test."""
+    from streams.core.enrich import Enricher, NoGeo
+    from streams.core.segments import load_definitions
+    from streams.engine import Engine
+    from streams.settings import DEFAULT_SEGMENTS_FILE, Settings
+
+    class NoUserAgents:
+        def parse(self, ua: str) -> Any:
+            raise AssertionError("the User-Agent parser is not used here")
+
+    return Engine(
+        settings if settings is not None else Settings(),
+        "127.0.0.1:9",
+        load_definitions(DEFAULT_SEGMENTS_FILE),
+        Enricher(NoUserAgents(), NoGeo()),
+        analytics=None,  # type: ignore[arg-type]  # a test that reaches a sink fails on None
+        serving=None,  # type: ignore[arg-type]
+    )

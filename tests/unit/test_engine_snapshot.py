@@ -12,27 +12,13 @@ from typing import Any
 
 import pytest
 
-from streams.core.enrich import Enricher, NoGeo
 from streams.core.profile import Profile, new_profile
-from streams.core.segments import load_definitions
 from streams.engine import SERIALISE_SLICE, Engine, PartitionState
-from streams.settings import DEFAULT_SEGMENTS_FILE, Settings
-
-
-class _NoUa:
-    def parse(self, ua: str) -> Any:
-        raise AssertionError("not used")
+from tests.helpers import offline_engine
 
 
 def _engine(visitors: int) -> Engine:
-    engine = Engine(
-        Settings(),
-        "127.0.0.1:9",
-        load_definitions(DEFAULT_SEGMENTS_FILE),
-        Enricher(_NoUa(), NoGeo()),
-        analytics=None,  # type: ignore[arg-type]  # no rows: the snapshot never calls it
-        serving=None,  # type: ignore[arg-type]
-    )
+    engine: Engine = offline_engine()  # no rows: the snapshot never calls a sink
     state = PartitionState()
     engine.store.partitions[0] = state
     for index in range(visitors):

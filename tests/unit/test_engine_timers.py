@@ -8,29 +8,13 @@ backlog so the next poll does not wait. Driven directly: no Kafka, Redis or Clic
 
 from __future__ import annotations
 
-import heapq
-from typing import Any
-
-from streams.core.enrich import Enricher, NoGeo
-from streams.core.segments import load_definitions
 from streams.engine import Engine, PartitionState
-from streams.settings import DEFAULT_SEGMENTS_FILE, Settings
-
-
-class _NoUa:
-    def parse(self, ua: str) -> Any:
-        raise AssertionError("not used")
+from streams.settings import Settings
+from tests.helpers import offline_engine
 
 
 def _engine(timers_per_batch: int, due_per_partition: int, partitions: int = 3) -> Engine:
-    engine = Engine(
-        Settings(timers_per_batch=timers_per_batch),
-        "127.0.0.1:9",
-        load_definitions(DEFAULT_SEGMENTS_FILE),
-        Enricher(_NoUa(), NoGeo()),
-        analytics=None,  # type: ignore[arg-type]  # never called here
-        serving=None,  # type: ignore[arg-type]
-    )
+    engine: Engine = offline_engine(Settings(timers_per_batch=timers_per_batch))
     for partition in range(partitions):
         state = PartitionState()
         for index in range(due_per_partition):
@@ -69,7 +53,6 @@ def test_a_rescheduled_visitor_is_handed_out_once_at_its_new_time() -> None:
     state = engine.store.partitions[0]
     Engine._schedule(state, "v", 5.0)
     Engine._schedule(state, "v", 7.0)  # the 5.0 entry is stale now
-    heapq.heapify(state.due)
     assert engine._pop_due({0: 6.0}) == {}
     assert engine._pop_due({0: 8.0}) == {"v": (0, 7.0)}
     assert not engine._timers_backlog
