@@ -73,8 +73,8 @@ def raw_records(encoded: Sequence[tuple[bytes, bytes]]) -> list[RawRecord]:
 
 def core_parts() -> tuple[Any, Any]:
     """The shipped definitions and a fresh production enricher (empty caches)."""
+    from streams.core.definitions import load_definitions
     from streams.core.enrich import default_enricher
-    from streams.core.segments import load_definitions
     from streams.settings import DEFAULT_SEGMENTS_FILE
 
     return load_definitions(DEFAULT_SEGMENTS_FILE), default_enricher(None)

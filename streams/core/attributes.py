@@ -8,7 +8,7 @@ Three kinds of names are visible to a condition (a CEL expression):
   have no sane default (`age`, `lat`, `lon`) are `null` and come with a `has_…` guard.
 * **attributes** (`AttributeDef`): windowed aggregates over the profile's day buckets, declared
   once in the definitions file ("purchases in the last 30 days").
-* **params**: named constants from the definitions file (handled by `streams.core.segments`).
+* **params**: named constants from the definitions file (handled by `streams.core.definitions`).
 
 Windows
 -------
@@ -232,7 +232,7 @@ def _facts() -> dict[str, Fact]:
         ("region", "region name as the geo database spells it"),
         ("region_code", 'ISO 3166-2 subdivision code, e.g. "NW", "BY"'),
         ("city", 'city name, e.g. "Munich"'),
-        ("traffic_source", "latest non-internal source: search, social, email, campaign, referral, direct"),
+        ("traffic_source", "latest non-internal medium: search, social, paid, ai_assistant, ... (traffic)"),
         ("traffic_name", 'who sent the latest visit: "google", "newsletter", a host'),
         ("session_source", "source kind of the current session's landing"),
         ("session_source_name", "who sent the current session"),

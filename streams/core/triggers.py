@@ -1,6 +1,6 @@
 """Trigger rules: which messages a visitor gets after a batch (pure; values in, values out).
 
-A rule (declared under ``triggers:`` in the definitions file, parsed by `streams.core.segments`)::
+A rule (declared under ``triggers:`` in the definitions file, parsed by `streams.core.definitions`)::
 
     - id: cart_abandoned_email
       on: {enter: cart_abandoners}        # or {exit: …}, or {event: exit_intent}; globs: top_spender_*
@@ -13,9 +13,10 @@ A rule (declared under ``triggers:`` in the definitions file, parsed by `streams
         ttl: 7d                           # optional: the message's expires_at
       cap: 24h                            # at most one message per visitor and rule per 24 h
 
-Besides facts, attributes and params, a trigger's expressions can read `TRIGGER_CONTEXT`:
-``segments`` (the visitor's segments after this evaluation), ``event_types`` (event types seen for
-the visitor in this batch) and ``segment`` (the segment that was entered/exited, "" for event rules).
+Besides facts, attributes and params, a trigger's expressions can read the names of
+`streams.core.definitions.TRIGGER_CONTEXT`: ``segments`` (the visitor's segments after this
+evaluation), ``event_types`` (event types seen for the visitor in this batch) and ``segment`` (the
+segment that was entered/exited, "" for event rules).
 
 Rules of the house, enforced here and not configurable per rule:
 
@@ -32,56 +33,20 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import cel
 
-from schemas.messages import Message, MessageKind
+from schemas.messages import Message
 from streams.core.attributes import Expr, LazyValues, cel_functions
+from streams.core.definitions import Definitions
 from streams.core.profile import Profile
 
-if TYPE_CHECKING:
-    from streams.core.segments import Definitions
-
 __all__ = [
-    "CHANNELS",
-    "CONSENT_CHANNELS",
-    "TRIGGER_CONTEXT",
-    "Channel",
-    "TriggerRule",
     "decide",
     "message_id",
 ]
-
-Channel = Literal["onsite", "ads", "email", "crm"]
-CHANNELS: tuple[str, ...] = ("onsite", "ads", "email", "crm")
-CONSENT_CHANNELS: frozenset[str] = frozenset({"ads", "email", "crm"})
-"""Channels that need marketing consent."""
-TRIGGER_CONTEXT: frozenset[str] = frozenset({"segments", "event_types", "segment"})
-"""Names only trigger expressions can read (reserved: no param/attribute may use them)."""
-
-
-@dataclass(frozen=True)
-class TriggerRule:
-    id: str
-    on: Literal["event", "enter", "exit"]
-    targets: frozenset[str]
-    """Event types (``on: event``) or segment ids, globs already expanded (``on: enter/exit``)."""
-    kind: MessageKind
-    channel: Channel
-    when: Expr | None = None
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    compute: Mapping[str, Expr] = field(default_factory=dict)
-    cap_s: float | None = None
-    ttl_s: float | None = None
-    description: str = ""
-    line: int | None = None
-
-    @property
-    def needs_consent(self) -> bool:
-        return self.channel in CONSENT_CHANNELS
 
 
 def message_id(visitor_id: str, rule: str, now: float, segment: str | None = None) -> str:

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from streams.core.definitions import Definitions, load_definitions
 from streams.core.profile import DAY_S, Profile
-from streams.core.segments import Definitions, evaluate, load_definitions, next_check_at
+from streams.core.segments import evaluate, next_check_at
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "segments" / "default.yaml"

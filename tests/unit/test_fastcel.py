@@ -14,10 +14,11 @@ import pytest
 
 from streams.core.attributes import CUSTOM_FUNCTIONS, compile_expr
 from streams.core.batch import IngestLimits, SourceRecord, process_batch
+from streams.core.definitions import Definitions, load_definitions
 from streams.core.enrich import default_enricher
 from streams.core.fastcel import Declined, compile_fast
 from streams.core.profile import Profile
-from streams.core.segments import Definitions, evaluate, load_definitions
+from streams.core.segments import evaluate
 from streams.settings import DEFAULT_SEGMENTS_FILE
 from streams.simulate import simulate
 

@@ -8,17 +8,9 @@ from typing import Any
 
 import pytest
 
+from streams.core.definitions import DefinitionError, Definitions, load_definitions, parse_definitions
 from streams.core.profile import DAY_S, Profile
-from streams.core.segments import (
-    DefinitionError,
-    Definitions,
-    diff,
-    evaluate,
-    load_definitions,
-    next_check_at,
-    parse_definitions,
-    preview,
-)
+from streams.core.segments import diff, evaluate, next_check_at, preview
 
 TODAY = 20_000
 NOW = TODAY * DAY_S + 12 * 3600.0

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from schemas.messages import MessageKind
+from streams.core.definitions import Definitions, load_definitions, parse_definitions
 from streams.core.profile import DAY_S, Profile
-from streams.core.segments import Definitions, diff, evaluate, load_definitions, parse_definitions
+from streams.core.segments import diff, evaluate
 from streams.core.triggers import decide, message_id
 
 ROOT = Path(__file__).resolve().parents[2]

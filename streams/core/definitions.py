@@ -1,0 +1,890 @@
+"""Definitions as data: the YAML loader/validator and what it builds (segments, attributes, triggers, params).
+
+The definitions file (``segments/default.yaml`` is the shipped one, and its comments are the
+user-facing reference) has six top-level keys:
+
+``version``     string, required; stamped as ``definition_version`` on every segment change.
+``description`` free text.
+``params``      named constants readable by name in every expression (``product_x: "P-1001"``);
+                `params_override` of the loader replaces values (same type, known names only).
+``attributes``  windowed aggregates over the day buckets, declared once::
+
+                    purchases_30d:    {metric: purchases, window: 30d}
+                    spend_365d_tv:    {metric: spend, dimension: tv, window: 365d}  # or metric: spend@tv
+                    spend_365d:       {metric: spend, by: category, window: 365d}   # map: spend_365d["tv"]
+                    visit_days_30d:   {metric: sessions, agg: days, window: 30d}    # days with ≥ 1
+                    promo_share_90d:  {ratio: [promo_purchases, purchases], window: 90d}
+
+``segments``    a list; each item has ``id``, ``description``, ``when`` (a CEL condition over
+                facts, attributes and params), optionally ``recheck`` (``{after: <profile time>,
+                delay: 30m}`` or a list of them: when a condition can flip with no new event) and
+                ``for_each`` (one segment per item; the loop variable and per-item constants are
+                readable in ``when`` and substituted as ``{name}`` in ``id`` and ``description``).
+``triggers``    a list of message rules: ``id``, ``on`` (``{event: exit_intent}``,
+                ``{enter: cart_abandoners}``, ``{exit: …}``; segment names may be globs like
+                ``top_spender_*``), optional ``when``, ``send: {kind, channel, payload, compute, ttl}``
+                and ``cap`` (frequency cap per visitor and rule). See `streams.core.triggers`.
+
+Anything else is refused with the file's line and the reason (`DefinitionError`).
+
+`streams.core.segments` evaluates the segments (and describes how conditions run);
+`streams.core.triggers` decides the messages of the trigger rules. Both import this module; it
+imports neither.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, NoReturn
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from schemas.events import EventType
+from schemas.messages import MessageKind
+from streams.core.attributes import (
+    FACTS,
+    NULLABLE_FACTS,
+    RECHECK_ANCHORS,
+    RELATIVE_FACTS,
+    AttributeDef,
+    CelSyntaxError,
+    Expr,
+    ValuePlan,
+    WindowGroup,
+    base_name,
+    compile_expr,
+    display_name,
+    parse_duration,
+    parse_metric_ref,
+    parse_window,
+    sliding_fact_anchors,
+    split_dimension_var,
+    window_groups,
+)
+from streams.core.profile import DIMENSIONED_METRICS
+
+__all__ = [
+    "CHANNELS",
+    "CONSENT_CHANNELS",
+    "TRIGGER_CONTEXT",
+    "Channel",
+    "DefinitionError",
+    "Definitions",
+    "Recheck",
+    "SegmentDef",
+    "TriggerRule",
+    "load_definitions",
+    "parse_definitions",
+]
+
+Channel = Literal["onsite", "ads", "email", "crm"]
+CHANNELS: tuple[str, ...] = ("onsite", "ads", "email", "crm")
+CONSENT_CHANNELS: frozenset[str] = frozenset({"ads", "email", "crm"})
+"""Channels that need marketing consent."""
+TRIGGER_CONTEXT: frozenset[str] = frozenset({"segments", "event_types", "segment"})
+"""Names only trigger expressions can read (reserved: no param/attribute may use them)."""
+
+
+@dataclass(frozen=True)
+class TriggerRule:
+    id: str
+    on: Literal["event", "enter", "exit"]
+    targets: frozenset[str]
+    """Event types (``on: event``) or segment ids, globs already expanded (``on: enter/exit``)."""
+    kind: MessageKind
+    channel: Channel
+    when: Expr | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    compute: Mapping[str, Expr] = field(default_factory=dict)
+    cap_s: float | None = None
+    ttl_s: float | None = None
+    description: str = ""
+    line: int | None = None
+
+    @property
+    def needs_consent(self) -> bool:
+        return self.channel in CONSENT_CHANNELS
+
+
+class DefinitionError(ValueError):
+    """A refused definitions file: ``str()`` is ``path:line: reason``."""
+
+    def __init__(self, message: str, line: int | None = None, path: str | None = None) -> None:
+        self.message, self.line, self.path = message, line, path
+        where = path or "<string>"
+        super().__init__(f"{where}:{line}: {message}" if line is not None else f"{where}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class Recheck:
+    """Re-evaluate `delay_s` after each time the profile's `after` field names (the due queue)."""
+
+    after: str
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class SegmentDef:
+    id: str
+    description: str
+    when: Expr
+    rechecks: tuple[Recheck, ...] = ()
+    bindings: Mapping[str, Any] = field(default_factory=dict)
+    """`for_each` constants of this expansion (e.g. ``{"category": "clothing", "threshold": 600}``)."""
+    reads: tuple[str, ...] = ()
+    """Facts, attributes and attribute dimensions the condition reads (what a change reports)."""
+    line: int | None = None
+    template: str | None = None
+    """The `for_each` id template this segment was expanded from."""
+    read_labels: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """(runtime variable, reported name) per entry of `reads`."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "read_labels", tuple((name, display_name(name)) for name in self.reads))
+
+
+@dataclass(frozen=True, eq=False)
+class Definitions:
+    """A validated definitions file. Compare two by `source_sha` (text + effective params)."""
+
+    version: str
+    params: Mapping[str, Any]
+    attributes: Mapping[str, AttributeDef]
+    segments: tuple[SegmentDef, ...]
+    triggers: tuple[TriggerRule, ...]
+    source_sha: str
+    path: str = "<string>"
+    description: str = ""
+    # Prepared once, used per visitor:
+    plan: ValuePlan = field(default_factory=lambda: ValuePlan.build((), {}), repr=False)
+    """Every fact and attribute any segment or trigger reads."""
+    segment_vars: frozenset[str] = frozenset()
+    segment_nullable: frozenset[str] = frozenset()
+    segment_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict, repr=False)
+    segment_function_names: frozenset[str] = frozenset()
+    window_attributes: tuple[AttributeDef, ...] = ()
+    window_groups: tuple[WindowGroup, ...] = ()
+    sliding_facts: frozenset[str] = frozenset()
+    rechecks: tuple[Recheck, ...] = ()
+    time_anchors: tuple[tuple[str, float], ...] = ()
+    """(anchor, delay) pairs of `sliding_facts` and `rechecks` together, duplicates dropped:
+    every candidate time `next_check_at` considers besides the windows."""
+    trigger_plan: ValuePlan = field(default_factory=lambda: ValuePlan.build((), {}), repr=False)
+    trigger_vars: frozenset[str] = frozenset()
+    trigger_nullable: frozenset[str] = frozenset()
+    trigger_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict, repr=False)
+    trigger_function_names: frozenset[str] = frozenset()
+
+    def segment(self, segment_id: str) -> SegmentDef:
+        for seg in self.segments:
+            if seg.id == segment_id:
+                return seg
+        raise KeyError(segment_id)
+
+
+# -- loading ----------------------------------------------------------------------------------------------
+
+_TOP_KEYS = ("version", "description", "params", "attributes", "segments", "triggers")
+_ATTRIBUTE_KEYS = ("metric", "dimension", "by", "agg", "ratio", "window", "description")
+_SEGMENT_KEYS = ("id", "description", "when", "recheck", "for_each")
+_RECHECK_KEYS = ("after", "delay")
+_TRIGGER_KEYS = ("id", "description", "on", "when", "send", "cap")
+_ON_KEYS = ("event", "enter", "exit")
+_SEND_KEYS = ("kind", "channel", "payload", "compute", "ttl")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_CEL_RESERVED = frozenset(
+    "true false null in as break const continue else for function if import let loop package "
+    "namespace return var void while".split()
+)
+_BY_DIMENSIONS = ("category",)
+_PARAM_TYPES: tuple[tuple[type, ...], ...] = ((bool,), (int, float), (str,), (list,))
+
+
+def load_definitions(path: Path, params_override: Mapping[str, Any] | None = None) -> Definitions:
+    """Read and validate a definitions file; raises `DefinitionError` (path:line: reason)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError(f"cannot read the file: {exc}", None, str(path)) from None
+    return parse_definitions(text, str(path), params_override)
+
+
+def parse_definitions(
+    text: str, path: str = "<string>", params_override: Mapping[str, Any] | None = None
+) -> Definitions:
+    """Validate definitions given as YAML text; raises `DefinitionError` (path:line: reason)."""
+    return _load(text, path, params_override)
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _YamlReader:
+    """The definitions text as YAML nodes, each read with its line number.
+
+    Every refusal goes through `fail` (a `DefinitionError` at the node's line), so the loaders below
+    only say what is wrong, never where.
+    """
+
+    def __init__(self, text: str, path: str) -> None:
+        self.text, self.path = text, path
+        self.constructor = SafeConstructor()
+        self.maps: frozenset[str] = frozenset()
+        """Names of map attributes (`by: category`), set once attributes are read: CEL compiles
+        ``name[key]`` of these as map reads."""
+
+    def fail(self, message: str, node: Node | int | None) -> NoReturn:
+        line = node if isinstance(node, int) or node is None else node.start_mark.line + 1
+        raise DefinitionError(message, line, self.path)
+
+    def compose(self) -> Node:
+        """The document's root node (not yet constructed, so every node keeps its line)."""
+        try:
+            root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            reason = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+            self.fail(f"YAML syntax error: {reason}", None if mark is None else mark.line + 1)
+        except yaml.YAMLError as exc:
+            self.fail(f"YAML error: {exc}", None)
+        if root is None:
+            self.fail("empty file: expected version, segments, …", None)
+        return root
+
+    def mapping(
+        self, node: Node, where: str, allowed: Iterable[str] | None = None
+    ) -> dict[str, tuple[Node, Node]]:
+        if not isinstance(node, MappingNode):
+            self.fail(f"{where}: expected a mapping (key: value)", node)
+        out: dict[str, tuple[Node, Node]] = {}
+        allowed_keys = tuple(allowed) if allowed is not None else None
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                self.fail(f"{where}: keys must be plain names", key_node)
+            key = key_node.value  # raw text: `on` stays "on", not YAML 1.1's True
+            if key in out:
+                self.fail(
+                    f"{where}: duplicate key '{key}' (first at line {out[key][0].start_mark.line + 1})",
+                    key_node,
+                )
+            if allowed_keys is not None and key not in allowed_keys:
+                self.fail(
+                    f"{where}: unknown key '{key}'{_suggest(key, allowed_keys)}; expected one of: "
+                    f"{', '.join(allowed_keys)}",
+                    key_node,
+                )
+            out[key] = (key_node, value_node)
+        return out
+
+    def value(self, node: Node) -> Any:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except ConstructorError as exc:
+            self.fail(f"invalid value: {exc.problem}", node)
+
+    def string(self, node: Node, where: str) -> str:
+        if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:str":
+            self.fail(f"{where} must be a string", node)
+        return str(node.value)
+
+    def sequence(self, node: Node, where: str) -> list[Node]:
+        if not isinstance(node, SequenceNode):
+            self.fail(f"{where}: expected a list (items starting with '-')", node)
+        return list(node.value)
+
+    def identifier_line(self, node: Node, name: str) -> int:
+        raw = self.text[node.start_mark.index : node.end_mark.index]
+        match = re.search(rf"(?<![\w.]){re.escape(name)}\b", raw)
+        offset = raw[: match.start()].count("\n") if match else 0
+        return node.start_mark.line + 1 + offset
+
+    def expression(self, node: Node, where: str, known: Iterable[str], constants: Mapping[str, Any]) -> Expr:
+        if not isinstance(node, ScalarNode):
+            self.fail(f"{where} must be a CEL expression (a string)", node)
+        source = str(node.value)
+        if not source.strip():
+            self.fail(f"{where} is empty", node)
+        try:
+            expr = compile_expr(source, constants, self.maps)
+        except CelSyntaxError as exc:
+            block = 1 if node.style in ("|", ">") else 0
+            line = node.start_mark.line + 1 + block + (exc.line - 1 if node.style == "|" else 0)
+            self.fail(f"{where}: CEL syntax error at {exc.line}:{exc.column}: {exc.reason}", line)
+        known_set = set(known) | set(constants)
+        for name in sorted({base_name(v) for v in expr.variables}):
+            if name not in known_set:
+                self.fail(
+                    f"{where}: unknown identifier '{name}'{_suggest(name, known_set)}",
+                    self.identifier_line(node, name),
+                )
+        for name in sorted(expr.unknown_functions):
+            self.fail(f"{where}: unknown function '{name}'", self.identifier_line(node, name))
+        return expr
+
+
+# -- the document -----------------------------------------------------------------------------------------
+
+
+def _load(text: str, path: str, params_override: Mapping[str, Any] | None) -> Definitions:
+    """Read the top-level keys in dependency order: params, attributes, segments, triggers."""
+    reader = _YamlReader(text, path)
+    override = dict(params_override or {})
+    top = reader.mapping(reader.compose(), "top level", _TOP_KEYS)
+    for required in ("version", "segments"):
+        if required not in top:
+            reader.fail(f"missing top-level key '{required}'", 1)
+    version = reader.string(top["version"][1], 'version (quote it: version: "1")')
+    if not version.strip():
+        reader.fail("version is empty", top["version"][1])
+    description = reader.string(top["description"][1], "description") if "description" in top else ""
+    params = _load_params(reader, top["params"][1] if "params" in top else None, override)
+    attributes = _load_attributes(reader, top["attributes"][1] if "attributes" in top else None, params)
+    reader.maps = frozenset(name for name, attr in attributes.items() if attr.kind == "by")
+    segments = _SegmentLoader(reader, attributes, params).load(top["segments"][1])
+    triggers = _TriggerLoader(reader, segments, attributes, params).load(
+        top["triggers"][1] if "triggers" in top else None
+    )
+    return _prepare(
+        version,
+        description,
+        params,
+        attributes,
+        segments,
+        triggers,
+        path=path,
+        source_sha=_source_sha(text, override),
+    )
+
+
+# -- params and attributes --------------------------------------------------------------------------------
+
+
+def _load_params(reader: _YamlReader, node: Node | None, override: Mapping[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    lines: dict[str, Node] = {}
+    if node is not None and not (isinstance(node, ScalarNode) and node.value in ("", "~", "null")):
+        for name, (key_node, value_node) in reader.mapping(node, "params").items():
+            _check_name(reader, name, "param", key_node)
+            value = reader.value(value_node)
+            if not _param_ok(value):
+                reader.fail(f"param '{name}': must be a string, number, bool or a list of them", value_node)
+            params[name], lines[name] = value, value_node
+    for name, value in override.items():
+        if name not in params:
+            reader.fail(f"params_override: unknown param '{name}'{_suggest(name, params)}", None)
+        if not _param_ok(value) or _param_kind(value) != _param_kind(params[name]):
+            reader.fail(
+                f"params_override: param '{name}' must be {type(params[name]).__name__}, got {value!r}",
+                lines[name],
+            )
+        params[name] = value
+    return params
+
+
+def _param_kind(value: Any) -> int:
+    for index, kinds in enumerate(_PARAM_TYPES):
+        if isinstance(value, kinds):
+            return index
+    return -1
+
+
+def _param_ok(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_param_kind(v) in (0, 1, 2) and _param_ok(v) for v in value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return _param_kind(value) in (0, 1, 2)
+
+
+def _check_name(reader: _YamlReader, name: str, what: str, node: Node) -> None:
+    if not _NAME_RE.match(name) or name in _CEL_RESERVED:
+        reader.fail(f"{what} '{name}': not a valid name (letters, digits, _; not a CEL keyword)", node)
+    if name in FACTS:
+        reader.fail(f"{what} '{name}': clashes with the built-in fact of that name", node)
+    if name in TRIGGER_CONTEXT:
+        reader.fail(f"{what} '{name}': '{name}' is reserved for triggers", node)
+
+
+def _load_attributes(
+    reader: _YamlReader, node: Node | None, params: Mapping[str, Any]
+) -> dict[str, AttributeDef]:
+    out: dict[str, AttributeDef] = {}
+    if node is None:
+        return out
+    for name, (key_node, spec_node) in reader.mapping(node, "attributes").items():
+        where = f"attribute '{name}'"
+        _check_name(reader, name, "attribute", key_node)
+        if name in params:
+            reader.fail(f"{where}: clashes with the param of that name", key_node)
+        spec = reader.mapping(spec_node, where, _ATTRIBUTE_KEYS)
+        if "window" not in spec:
+            reader.fail(f"{where}: missing 'window' (e.g. window: 30d)", spec_node)
+        try:
+            window = parse_window(reader.value(spec["window"][1]))
+        except ValueError as exc:
+            reader.fail(f"{where}: {exc}", spec["window"][1])
+        if ("metric" in spec) == ("ratio" in spec):
+            reader.fail(f"{where}: give either 'metric' or 'ratio: [numerator, denominator]'", spec_node)
+        line = key_node.start_mark.line + 1
+        if "ratio" in spec:
+            out[name] = _ratio_attribute(reader, name, spec, window, where, line)
+        else:
+            out[name] = _metric_attribute(reader, name, spec, window, where, line)
+    return out
+
+
+def _ratio_attribute(
+    reader: _YamlReader, name: str, spec: Mapping[str, tuple[Node, Node]], window: int, where: str, line: int
+) -> AttributeDef:
+    for extra in ("dimension", "by", "agg"):
+        if extra in spec:
+            reader.fail(f"{where}: '{extra}' does not go with 'ratio'", spec[extra][0])
+    parts = reader.sequence(spec["ratio"][1], f"{where}: ratio")
+    if len(parts) != 2:
+        reader.fail(f"{where}: ratio needs [numerator, denominator]", spec["ratio"][1])
+    keys = [_metric(reader, part, where) for part in parts]
+    return AttributeDef(name, "ratio", window, keys[0], keys[1], line=line)
+
+
+def _metric_attribute(
+    reader: _YamlReader, name: str, spec: Mapping[str, tuple[Node, Node]], window: int, where: str, line: int
+) -> AttributeDef:
+    key = _metric(reader, spec["metric"][1], where)
+    if "dimension" in spec:
+        if "@" in key:
+            reader.fail(f"{where}: dimension given twice", spec["dimension"][1])
+        if key not in DIMENSIONED_METRICS:
+            reader.fail(
+                f"{where}: metric '{key}' has no dimension (per category: "
+                f"{', '.join(sorted(DIMENSIONED_METRICS))})",
+                spec["dimension"][1],
+            )
+        key = f"{key}@{reader.string(spec['dimension'][1], f'{where}: dimension')}"
+    agg = reader.string(spec["agg"][1], f"{where}: agg") if "agg" in spec else "sum"
+    if agg not in ("sum", "days"):
+        reader.fail(f"{where}: agg must be sum or days, not '{agg}'", spec["agg"][1])
+    if "by" in spec:
+        by = reader.string(spec["by"][1], f"{where}: by")
+        if by not in _BY_DIMENSIONS:
+            reader.fail(f"{where}: by must be one of {', '.join(_BY_DIMENSIONS)}, not '{by}'", spec["by"][1])
+        if "@" in key or key not in DIMENSIONED_METRICS:
+            reader.fail(f"{where}: by: {by} needs a metric counted per {by}", spec["metric"][1])
+        if agg != "sum":
+            reader.fail(f"{where}: by: {by} only sums (agg: sum)", spec["agg"][1])
+        return AttributeDef(name, "by", window, key, line=line)
+    return AttributeDef(name, "days" if agg == "days" else "sum", window, key, line=line)
+
+
+def _metric(reader: _YamlReader, node: Node, where: str) -> str:
+    text = reader.string(node, f"{where}: metric")
+    try:
+        return parse_metric_ref(text)
+    except ValueError as exc:
+        reader.fail(f"{where}: {exc}", node)
+
+
+# -- segments ---------------------------------------------------------------------------------------------
+
+
+class _SegmentLoader:
+    """The ``segments`` list: one `SegmentDef` per item, or per `for_each` item of a template."""
+
+    def __init__(
+        self, reader: _YamlReader, attributes: Mapping[str, AttributeDef], params: Mapping[str, Any]
+    ) -> None:
+        self.reader, self.attributes, self.params = reader, attributes, params
+        self.base_known = set(FACTS) | set(attributes)
+        self.first_line: dict[str, int] = {}
+        """Line of each segment id read so far (duplicates are refused)."""
+
+    def load(self, node: Node) -> list[SegmentDef]:
+        out: list[SegmentDef] = []
+        for item in self.reader.sequence(node, "segments"):
+            out.extend(self.item(item))
+        return out
+
+    def item(self, item: Node) -> list[SegmentDef]:
+        reader = self.reader
+        spec = reader.mapping(item, "segment", _SEGMENT_KEYS)
+        if "id" not in spec:
+            reader.fail("segment: missing 'id'", item)
+        id_node = spec["id"][1]
+        raw_id = reader.string(id_node, "segment id")
+        where = f"segment '{raw_id}'"
+        for required in ("description", "when"):
+            if required not in spec:
+                reader.fail(f"{where}: missing '{required}'", item)
+        description = reader.string(spec["description"][1], f"{where}: description")
+        expansions: list[dict[str, Any]] = [{}]
+        if "for_each" in spec:
+            for_each_node = spec["for_each"][1]
+            _, expansions = self.for_each(for_each_node, where)
+            for const in expansions[0]:
+                if const in self.base_known or const in self.params:
+                    reader.fail(
+                        f"{where}: for_each name '{const}' clashes with a fact, attribute or param",
+                        for_each_node,
+                    )
+        elif "{" in raw_id:
+            reader.fail(f"{where}: an id with {{…}} needs for_each", id_node)
+        when_node = spec["when"][1]
+        rechecks = self.recheck(spec["recheck"][1], where) if "recheck" in spec else ()
+        return [
+            self.expand(item, id_node, raw_id, description, when_node, rechecks, binding, where)
+            for binding in expansions
+        ]
+
+    def expand(
+        self,
+        item: Node,
+        id_node: Node,
+        raw_id: str,
+        description: str,
+        when_node: Node,
+        rechecks: tuple[Recheck, ...],
+        binding: dict[str, Any],
+        where: str,
+    ) -> SegmentDef:
+        """The segment of one `for_each` binding (``{}`` for a segment without `for_each`)."""
+        reader = self.reader
+        when = reader.expression(when_node, f"{where}: when", self.base_known, {**self.params, **binding})
+        for fact, anchor in sorted(RELATIVE_FACTS.items()):
+            if fact in when.variables and not any(r.after == anchor for r in rechecks):
+                reader.fail(
+                    f"{where}: reads {fact}, which changes as time passes: add "
+                    f"recheck: {{after: {anchor}, delay: …}} (when it can next flip)",
+                    when_node,
+                )
+        reads = tuple(
+            sorted(v for v in when.variables if base_name(v) in FACTS or base_name(v) in self.attributes)
+        )
+        try:
+            seg_id = raw_id.format_map(binding) if binding else raw_id
+            seg_description = description.format_map(binding) if binding else description
+        except (KeyError, ValueError, IndexError) as exc:
+            reader.fail(f"{where}: bad {{…}} template: {exc}", id_node)
+        if not _ID_RE.match(seg_id):
+            reader.fail(f"segment id '{seg_id}': use lowercase letters, digits and _ (≤ 64)", id_node)
+        if seg_id in self.first_line:
+            reader.fail(f"duplicate segment id '{seg_id}' (first at line {self.first_line[seg_id]})", id_node)
+        self.first_line[seg_id] = id_node.start_mark.line + 1
+        return SegmentDef(
+            id=seg_id,
+            description=seg_description,
+            when=when,
+            rechecks=rechecks,
+            bindings=MappingProxyType(dict(binding)),
+            reads=reads,
+            line=item.start_mark.line + 1,
+            template=raw_id if binding else None,
+        )
+
+    def recheck(self, node: Node, where: str) -> tuple[Recheck, ...]:
+        reader = self.reader
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        out: list[Recheck] = []
+        for item in items:
+            spec = reader.mapping(item, f"{where}: recheck", _RECHECK_KEYS)
+            for required in _RECHECK_KEYS:
+                if required not in spec:
+                    reader.fail(f"{where}: recheck needs '{required}'", item)
+            after = reader.string(spec["after"][1], f"{where}: recheck after")
+            if after not in RECHECK_ANCHORS:
+                reader.fail(
+                    f"{where}: recheck after '{after}' is not a profile time"
+                    f"{_suggest(after, RECHECK_ANCHORS)}; "
+                    f"known: {', '.join(RECHECK_ANCHORS)}",
+                    spec["after"][1],
+                )
+            try:
+                delay = parse_duration(reader.value(spec["delay"][1]))
+            except ValueError as exc:
+                reader.fail(f"{where}: recheck {exc}", spec["delay"][1])
+            out.append(Recheck(after, delay))
+        return tuple(out)
+
+    def for_each(self, node: Node, where: str) -> tuple[str, list[dict[str, Any]]]:
+        reader = self.reader
+        loop = reader.mapping(node, f"{where}: for_each")
+        if len(loop) != 1:
+            reader.fail(f"{where}: for_each takes exactly one loop variable (e.g. category: {{…}})", node)
+        ((var, (key_node, items_node)),) = loop.items()
+        _check_name(reader, var, f"{where}: for_each variable", key_node)
+        expansions: list[dict[str, Any]] = []
+        if isinstance(items_node, SequenceNode):
+            for item in items_node.value:
+                expansions.append({var: reader.string(item, f"{where}: for_each item")})
+        else:
+            for item, (_, consts_node) in reader.mapping(items_node, f"{where}: for_each {var}").items():
+                expansions.append(self.for_each_constants(var, item, consts_node, where))
+        if not expansions:
+            reader.fail(f"{where}: for_each has no items", items_node)
+        names = set(expansions[0])
+        for binding in expansions:
+            if set(binding) != names:
+                reader.fail(
+                    f"{where}: every for_each item needs the same constants ({', '.join(sorted(names))})",
+                    node,
+                )
+        return var, expansions
+
+    def for_each_constants(self, var: str, item: str, consts_node: Node, where: str) -> dict[str, Any]:
+        """The binding of one `for_each` item given as ``item: {constant: value, …}`` (or ``item:``)."""
+        reader = self.reader
+        binding: dict[str, Any] = {var: item}
+        if not (isinstance(consts_node, ScalarNode) and consts_node.value in ("", "~", "null")):
+            consts = reader.mapping(consts_node, f"{where}: {var} {item}")
+            for const, (const_key, value_node) in consts.items():
+                _check_name(reader, const, f"{where}: for_each constant", const_key)
+                value = reader.value(value_node)
+                if not _param_ok(value) or const == var:
+                    reader.fail(f"{where}: for_each constant '{const}' must be a scalar", value_node)
+                binding[const] = value
+        return binding
+
+
+# -- triggers ---------------------------------------------------------------------------------------------
+
+
+class _TriggerLoader:
+    """The ``triggers`` list: one `TriggerRule` per item, read part by part (on, when, send, cap)."""
+
+    def __init__(
+        self,
+        reader: _YamlReader,
+        segments: list[SegmentDef],
+        attributes: Mapping[str, AttributeDef],
+        params: Mapping[str, Any],
+    ) -> None:
+        self.reader, self.params = reader, params
+        self.segment_ids = [seg.id for seg in segments]
+        self.known = set(FACTS) | set(attributes) | set(TRIGGER_CONTEXT)
+        self.seen: dict[str, int] = {}
+        """Line of each trigger id read so far (duplicates are refused)."""
+
+    def load(self, node: Node | None) -> list[TriggerRule]:
+        out: list[TriggerRule] = []
+        if node is None:
+            return out
+        for item in self.reader.sequence(node, "triggers"):
+            out.append(self.rule(item))
+        return out
+
+    def rule(self, item: Node) -> TriggerRule:
+        reader = self.reader
+        spec = reader.mapping(item, "trigger", _TRIGGER_KEYS)
+        for required in ("id", "on", "send"):
+            if required not in spec:
+                reader.fail(f"trigger: missing '{required}'", item)
+        rule_id, where = self.rule_id(spec["id"][1])
+        on_kind, targets = self.on(spec["on"][1], where)
+        when = (
+            reader.expression(spec["when"][1], f"{where}: when", self.known, self.params)
+            if "when" in spec
+            else None
+        )
+        send = reader.mapping(spec["send"][1], f"{where}: send", _SEND_KEYS)
+        for required in ("kind", "channel"):
+            if required not in send:
+                reader.fail(f"{where}: send needs '{required}'", spec["send"][1])
+        kind = self.kind(send["kind"][1], where)
+        channel = self.channel(send["channel"][1], where)
+        payload = self.payload(send["payload"][1], where) if "payload" in send else {}
+        compute = self.compute(send["compute"][1], where) if "compute" in send else {}
+        cap_s = self.duration(spec, "cap", where)
+        ttl_s = self.duration(send, "ttl", where)
+        return TriggerRule(
+            id=rule_id,
+            on=on_kind,  # type: ignore[arg-type]
+            targets=targets,
+            kind=MessageKind(kind),
+            channel=channel,  # type: ignore[arg-type]
+            when=when,
+            payload=MappingProxyType(payload),
+            compute=MappingProxyType(compute),
+            cap_s=cap_s,
+            ttl_s=ttl_s,
+            description=reader.string(spec["description"][1], f"{where}: description")
+            if "description" in spec
+            else "",
+            line=item.start_mark.line + 1,
+        )
+
+    def rule_id(self, id_node: Node) -> tuple[str, str]:
+        """The rule's id and the ``trigger '<id>'`` prefix of its messages."""
+        reader = self.reader
+        rule_id = reader.string(id_node, "trigger id")
+        where = f"trigger '{rule_id}'"
+        if not _ID_RE.match(rule_id):
+            reader.fail(f"{where}: use lowercase letters, digits and _ (≤ 64)", id_node)
+        if rule_id in self.seen:
+            reader.fail(f"duplicate trigger id '{rule_id}' (first at line {self.seen[rule_id]})", id_node)
+        self.seen[rule_id] = id_node.start_mark.line + 1
+        return rule_id, where
+
+    def on(self, node: Node, where: str) -> tuple[str, frozenset[str]]:
+        """``on: {event|enter|exit: name or list}``: the kind and its targets, segment globs expanded."""
+        reader = self.reader
+        on = reader.mapping(node, f"{where}: on", _ON_KEYS)
+        if len(on) != 1:
+            reader.fail(f"{where}: 'on' takes one of event, enter, exit", node)
+        ((on_kind, (_, target_node)),) = on.items()
+        target_nodes = target_node.value if isinstance(target_node, SequenceNode) else [target_node]
+        targets: set[str] = set()
+        for t_node in target_nodes:
+            target = reader.string(t_node, f"{where}: on {on_kind}")
+            if on_kind == "event":
+                if target not in EventType.__members__:
+                    reader.fail(
+                        f"{where}: unknown event type '{target}'{_suggest(target, list(EventType))}",
+                        t_node,
+                    )
+                targets.add(target)
+            else:
+                matched = fnmatch.filter(self.segment_ids, target)
+                if not matched:
+                    what = "pattern" if any(c in target for c in "*?[") else "segment"
+                    reader.fail(
+                        f"{where}: unknown {what} '{target}'{_suggest(target, self.segment_ids)}", t_node
+                    )
+                targets.update(matched)
+        return on_kind, frozenset(targets)
+
+    def kind(self, node: Node, where: str) -> str:
+        kind = self.reader.string(node, f"{where}: kind")
+        if kind not in MessageKind.__members__:
+            self.reader.fail(
+                f"{where}: unknown message kind '{kind}' (known: {', '.join(MessageKind.__members__)})", node
+            )
+        return kind
+
+    def channel(self, node: Node, where: str) -> str:
+        channel = self.reader.string(node, f"{where}: channel")
+        if channel not in CHANNELS:
+            self.reader.fail(f"{where}: unknown channel '{channel}' (known: {', '.join(CHANNELS)})", node)
+        return channel
+
+    def payload(self, node: Node, where: str) -> dict[str, Any]:
+        reader = self.reader
+        reader.mapping(node, f"{where}: payload")
+        payload: dict[str, Any] = reader.value(node)
+        try:
+            json.dumps(payload)
+        except (TypeError, ValueError):
+            reader.fail(f"{where}: payload must be plain JSON values (no dates, no non-string keys)", node)
+        return payload
+
+    def compute(self, node: Node, where: str) -> dict[str, Expr]:
+        compute: dict[str, Expr] = {}
+        for field_name, (_, expr_node) in self.reader.mapping(node, f"{where}: compute").items():
+            compute[field_name] = self.reader.expression(
+                expr_node, f"{where}: compute {field_name}", self.known, self.params
+            )
+        return compute
+
+    def duration(self, holder: Mapping[str, tuple[Node, Node]], key: str, where: str) -> float | None:
+        """``cap`` (of the rule) or ``ttl`` (of its send) in seconds; None when not given."""
+        if key not in holder:
+            return None
+        try:
+            return parse_duration(self.reader.value(holder[key][1]))
+        except ValueError as exc:
+            self.reader.fail(f"{where}: {key}: {exc}", holder[key][1])
+
+
+# -- derived, prepared once -------------------------------------------------------------------------------
+
+
+def _source_sha(text: str, override: Mapping[str, Any]) -> str:
+    sha = hashlib.sha256(text.encode("utf-8"))
+    if override:
+        sha.update(b"\0" + json.dumps(override, sort_keys=True, default=str).encode("utf-8"))
+    return sha.hexdigest()
+
+
+def _add_named_dimensions(attributes: dict[str, AttributeDef], exprs: list[Expr]) -> None:
+    # Map attributes always hold the dimensions a definition names (so a dynamic key like
+    # `spend_365d[segment_category]` reads 0, not a missing key, for a visitor who never bought there).
+    named: dict[str, set[str]] = {}
+    for expr in exprs:
+        for var in expr.variables:
+            split_var = split_dimension_var(var)
+            if split_var is not None:
+                named.setdefault(split_var[0], set()).add(split_var[1])
+    for name, dims in named.items():
+        attributes[name] = attributes[name].with_dimensions(dims)
+
+
+def _reads_and_functions(
+    exprs: list[Expr], attributes: Mapping[str, AttributeDef]
+) -> tuple[frozenset[str], dict[str, Callable[..., Any]], frozenset[str]]:
+    """Facts and attributes the expressions read, their stdlib functions, and their custom ones."""
+    names = frozenset(base_name(v) for e in exprs for v in e.variables)
+    functions: dict[str, Callable[..., Any]] = {}
+    for e in exprs:
+        functions.update(e.stdlib_functions)
+    custom = frozenset(f for e in exprs for f in e.functions if f == "distance_km")
+    return frozenset(n for n in names if n in FACTS or n in attributes), functions, custom
+
+
+def _prepare(
+    version: str,
+    description: str,
+    params: dict[str, Any],
+    attributes: dict[str, AttributeDef],
+    segments: list[SegmentDef],
+    triggers: list[TriggerRule],
+    *,
+    path: str,
+    source_sha: str,
+) -> Definitions:
+    trigger_exprs = [
+        e for rule in triggers for e in ([rule.when] if rule.when else []) + list(rule.compute.values())
+    ]
+    _add_named_dimensions(attributes, [seg.when for seg in segments] + trigger_exprs)
+    seg_vars, seg_functions, seg_custom = _reads_and_functions([seg.when for seg in segments], attributes)
+    trig_vars, trig_functions, trig_custom = _reads_and_functions(trigger_exprs, attributes)
+    rechecks = tuple(dict.fromkeys(r for seg in segments for r in seg.rechecks))
+    window_attributes = tuple(attributes[n] for n in sorted(seg_vars) if n in attributes)
+    sliding = frozenset(seg_vars & {"session_active", "viewed_products_30m", "purchased_products_24h"})
+    return Definitions(
+        version=version,
+        params=MappingProxyType(params),
+        attributes=MappingProxyType(attributes),
+        segments=tuple(segments),
+        triggers=tuple(triggers),
+        source_sha=source_sha,
+        path=path,
+        description=description,
+        plan=ValuePlan.build(seg_vars | trig_vars, attributes),
+        segment_vars=seg_vars,
+        segment_nullable=seg_vars & NULLABLE_FACTS,
+        segment_functions=MappingProxyType(seg_functions),
+        segment_function_names=seg_custom,
+        window_attributes=window_attributes,
+        window_groups=window_groups(window_attributes),
+        sliding_facts=sliding,
+        rechecks=rechecks,
+        time_anchors=tuple(
+            dict.fromkeys([*sliding_fact_anchors(sliding), *((r.after, r.delay_s) for r in rechecks)])
+        ),
+        trigger_plan=ValuePlan.build(trig_vars, attributes),
+        trigger_vars=trig_vars,
+        trigger_nullable=trig_vars & NULLABLE_FACTS,
+        trigger_functions=MappingProxyType(trig_functions),
+        trigger_function_names=trig_custom,
+    )
