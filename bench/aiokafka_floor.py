@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.common import write_mark
 from streams.core.ingest import decode_timed
-from streams.engine import consumer_options
+from streams.kafka import consumer_options
 from streams.settings import Settings
 
 BROKER = os.environ["BENCH_BROKER"]

@@ -10,7 +10,7 @@ so freed memory of one measurement cannot hide the cost of the next:
    (psutil, after `gc.collect()` and glibc's `malloc_trim`); `--profiles` profiles are built by cloning the
    templates round-robin under new visitor ids (same-length ids swapped in the serialised bytes,
    so sizes are exactly the templates');
-3. `dict`: stored like `streams.engine.ProfileStore` (partition → {visitor_id: bytes});
+3. `dict`: stored like `streams.profile_store.ProfileStore` (partition → {visitor_id: bytes});
    `rocksdb`: `Rdict(raw_mode=True)` put per profile (write µs), flushed, then every profile read
    back in shuffled order (read µs); RSS after writes and after reads;
 4. RSS delta / profiles and the mean serialised size go to stdout as one JSON object.

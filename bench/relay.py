@@ -5,7 +5,7 @@ segment change to its consumer. The one-hop floor (produce → consume) leaves o
 and the worker's own fetch and produce, so it cannot say how much of a p99 the worker adds. This
 relay does what the worker does with the broker and nothing else: it consumes the events topic in
 a consumer group with the worker's fetch settings, forwards every record unchanged as closed
-batches per partition (`streams.engine.send_all`, as the worker sends segment changes), and
+batches per partition (`streams.kafka.send_all`, as the worker sends segment changes), and
 commits offsets after the sends are acknowledged, every `checkpoint_interval_ms`, as the worker's
 checkpoint does.
 
@@ -27,7 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.engine import consumer_options, producer_options, send_all
+from streams.kafka import consumer_options, producer_options, send_all
 from streams.settings import Settings
 
 READY_LINE = "relay_ready"
@@ -39,7 +39,7 @@ async def relay(bootstrap: str, source: str, target: str, group: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    # The worker's own consumer and producer options (streams.engine), with the relay's group.
+    # The worker's own consumer and producer options (streams.kafka), with the relay's group.
     options = {**consumer_options(s), "group_id": group}
     consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, **options)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **producer_options(s))

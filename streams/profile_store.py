@@ -1,12 +1,13 @@
-"""Where one owned partition keeps its profiles: a dict in memory, or RocksDB on local disk.
+"""What a worker holds per owned partition, and where it keeps the profiles: memory or RocksDB.
 
-The engine holds each partition's profiles in a mapping visitor id → serialised profile (bytes),
-or the live `Profile` object for a visitor a batch touched since the last checkpoint (serialised
-by the checkpoint that writes its changelog record). `memory` keeps all of them in a dict:
-≈ 1.4 KB of RSS per profile (bench: `memory` step). `rocksdb` keeps the serialised ones in a
-RocksDB folder per partition and only the live objects in memory: ≈ 0.4 KB of RSS per profile,
-at ≈ 10 µs per read and ≈ 50 µs per write (same bench step), for workers whose partitions hold
-more visitors than their memory.
+`ProfileStore` maps each owned partition to its `PartitionState`: the profiles, the due-timer
+queue and the event-time clock. Each partition's profiles are a mapping visitor id → serialised
+profile (bytes), or the live `Profile` object for a visitor a batch touched since the last
+checkpoint (serialised by the checkpoint that writes its changelog record). `memory` keeps all of
+them in a dict: ≈ 1.4 KB of RSS per profile (bench: `memory` step). `rocksdb` keeps the serialised
+ones in a RocksDB folder per partition and only the live objects in memory: ≈ 0.4 KB of RSS per
+profile, at ≈ 10 µs per read and ≈ 50 µs per write (same bench step), for workers whose
+partitions hold more visitors than their memory.
 
 The changelog topic stays the source of truth in both: a partition's folder is created empty when
 the partition is assigned (recovery fills it from the changelog) and deleted when it is revoked,
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streams.core.profile import Profile
+from streams.timers import TimerQueue
 
 Stored = bytes | Profile
 
@@ -113,3 +116,51 @@ def close_partition_profiles(profiles: MutableMapping[str, Stored]) -> None:
     """Release a revoked partition's profiles (a disk store closes and deletes its folder)."""
     if isinstance(profiles, DiskProfiles):
         profiles.close()
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """Everything a worker holds for one owned partition."""
+
+    profiles: MutableMapping[str, bytes | Profile] = field(default_factory=dict)
+    """Serialised profiles; a visitor touched since the last checkpoint is held decoded (the next
+    batch skips decoding it) and serialised once, by the checkpoint that writes its changelog."""
+    timers: TimerQueue = field(default_factory=TimerQueue)
+    """Each visitor's timer (its profile's `next_check_at`)."""
+    clock: float = 0.0
+    """Event-time clock: newest event time seen, capped at the wall clock."""
+    last_record_wall: float = 0.0
+    """Wall time the partition last delivered records (for the idle fallback)."""
+
+
+class ProfileStore:
+    """Profiles of the owned partitions, in memory, restored from the changelog on assignment."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[int, PartitionState] = {}
+
+    def get(self, visitor_id: str, partition: int) -> bytes | Profile | None:
+        state = self.partitions.get(partition)
+        if state is not None:
+            found = state.profiles.get(visitor_id)
+            if found is not None:
+                return found
+        # A visitor keyed inconsistently may live elsewhere; look before creating a second one.
+        for other in self.partitions.values():
+            found = other.profiles.get(visitor_id)
+            if found is not None:
+                return found
+        return None
+
+    def __len__(self) -> int:
+        return sum(len(s.profiles) for s in self.partitions.values())
+
+    def drop(self, partition: int) -> None:
+        """Let go of a partition (revoked): its profiles are in the changelog."""
+        state = self.partitions.pop(partition, None)
+        if state is not None:
+            close_partition_profiles(state.profiles)
+
+    def drop_all(self) -> None:
+        for partition in list(self.partitions):
+            self.drop(partition)

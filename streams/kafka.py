@@ -1,0 +1,118 @@
+"""The worker's Kafka clients: consumer and producer options, whole-batch sends, the changelog writer.
+
+The bench's bare relay and its aiokafka floor use the same options, so their figures are the
+floor of exactly the clients the worker runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from streams.partitioning import partition_for
+from streams.settings import Settings
+
+
+def consumer_options(s: Settings) -> dict[str, Any]:
+    """aiokafka options of the worker's events consumer (the bench's bare relay uses them too)."""
+    return {
+        "group_id": s.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": int(s.session_timeout_s * 1000),
+        "heartbeat_interval_ms": int(s.heartbeat_interval_s * 1000),
+        "fetch_max_wait_ms": s.fetch_max_wait_ms,
+        "fetch_min_bytes": s.fetch_min_bytes,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "isolation_level": "read_uncommitted",
+    }
+
+
+def producer_options(s: Settings) -> dict[str, Any]:
+    """aiokafka options of the worker's producer (the bench's bare relay uses them too)."""
+    return {
+        "linger_ms": s.producer_linger_ms,
+        "acks": "all",
+        "max_request_size": 4 * 1024 * 1024,
+        # One batch per partition per send_all (16 KB default = ~25 segment changes or ~8
+        # profiles): `send_batch` waits for the previous batch of a partition to drain.
+        "max_batch_size": 1024 * 1024,
+    }
+
+
+_PARTITIONER = DefaultPartitioner()
+
+
+async def send_all(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: list[tuple[bytes | None, bytes]],
+    partition: int | None = None,
+) -> list[asyncio.Future[Any]]:
+    """Queue records as whole batches per partition (one future per batch, not per record).
+
+    `send()` costs a coroutine, a partitioner call and an accumulator lookup per record; building
+    batches directly is what the per-batch engine wants. Keys are partitioned like `send()` does
+    (murmur2, as the Java client), unless `partition` is given. Each batch is closed before it is
+    queued: aiokafka sends a closed batch at once instead of letting it linger (`linger_ms` is for
+    batches `send()` still fills), so a segment change is not held back by the producer.
+    """
+    if not records:
+        return []
+    by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+    if partition is not None:
+        by_partition[partition] = records
+    else:
+        partitions = sorted(await producer.partitions_for(topic))
+        count = len(partitions)
+        for key, value in records:
+            # `partition_for` is aiokafka's choice for a key (cached); a null key picks at random.
+            part = (
+                partitions[partition_for(key, count)]
+                if key is not None
+                else _PARTITIONER(key, partitions, partitions)
+            )
+            by_partition.setdefault(part, []).append((key, value))
+    futures: list[asyncio.Future[Any]] = []
+    for part, items in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                batch.close()
+                futures.append(await producer.send_batch(batch, topic, partition=part))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"record of {len(value)} bytes does not fit a batch for {topic}")
+        if batch.record_count():
+            batch.close()
+            futures.append(await producer.send_batch(batch, topic, partition=part))
+    return futures
+
+
+class KafkaChangelog:
+    """The checkpoint's changelog writer on the worker's producer (`streams.checkpoint.ChangelogWriter`).
+
+    Each visitor's record goes to the changelog partition numbered like the events partition that
+    owns the visitor, so recovery of a partition reads exactly its visitors.
+    """
+
+    def __init__(self, producer: Callable[[], Awaitable[AIOKafkaProducer]], topic: str) -> None:
+        self.producer = producer
+        """Returns the started producer (the engine starts it on first use)."""
+        self.topic = topic
+
+    async def write(self, records: list[tuple[str, int, bytes]]) -> None:
+        """Send (visitor id, partition, serialised profile) records and wait for their acks."""
+        producer = await self.producer()
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        for visitor_id, partition, raw in records:
+            by_partition.setdefault(partition, []).append((visitor_id.encode(), raw))
+        acks: list[asyncio.Future[Any]] = []
+        for partition, items in by_partition.items():
+            acks += await send_all(producer, self.topic, items, partition=partition)
+        if acks:
+            await asyncio.gather(*acks)
