@@ -1,7 +1,8 @@
 """Shared pieces of the benchmark: progress lines, waiting on conditions, child processes, the workload.
 
 Nothing here sleeps to synchronise: every wait polls a condition until a deadline
-(`wait_until`), and every child process is stopped by its own PID (`Child.stop`).
+(`wait_until`, `streams.testing`'s with the bench's error), and every child process is stopped by
+its own PID (`Child.stop`, a `streams.testing.ChildProcess`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,8 @@ import asyncio
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+
+from streams import testing
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -47,32 +47,17 @@ class BenchError(RuntimeError):
 def wait_until(
     predicate: Callable[[], T | None], timeout: float, interval: float = 0.05, what: str = ""
 ) -> T:
-    """Poll `predicate` until it returns a truthy value or `timeout` seconds pass (then BenchError).
+    """`streams.testing.wait_until`, past `timeout` seconds a BenchError.
 
     Exceptions other than BenchError count as "not yet" (a web server may not listen yet); a
     BenchError raised by the predicate (a child died) ends the wait at once.
     """
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except BenchError:
-            raise
-        except Exception as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            raise BenchError(
-                f"timed out after {timeout:.0f}s waiting for {what or predicate!r} (last error {last!r})"
-            )
-        time.sleep(interval)
-
-
-def http_json(url: str, timeout: float = 10.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
+    try:
+        return testing.wait_until(
+            predicate, timeout, interval, what or repr(predicate), ignore=(Exception,), fatal=(BenchError,)
+        )
+    except testing.WaitTimeout as exc:
+        raise BenchError(str(exc)) from exc
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -87,65 +72,27 @@ def percentile(values: Sequence[float], q: float) -> float:
 # -- child processes ------------------------------------------------------------------------------
 
 
-@dataclass
-class Child:
-    """A subprocess whose output goes to a log file; stopped by its PID with a deadline."""
+class BenchProcess(testing.ChildProcess):
+    """What every child process of the bench shares: one that exited raises BenchError (with the
+    tail of its log), and one that ignores SIGTERM is noted before its SIGKILL."""
 
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    spawned_at: float = 0.0
-    """time.time() just before the spawn (same clock as the children's timestamps)."""
+    exited_error = BenchError
+    log_tail_lines = 40
 
-    def start(self) -> Child:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            self.spawned_at = time.time()
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=ROOT,
-            )
-        return self
+    def stop(self, timeout: float = 20.0, kill_timeout: float | None = None) -> int | None:
+        """SIGTERM this child's PID, wait up to `timeout`, then SIGKILL (and wait as long again)."""
+        return super().stop(timeout, timeout if kill_timeout is None else kill_timeout)
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+    def on_sigterm_ignored(self, timeout: float) -> None:
+        note(f"{self.name} (pid {self.pid}) ignored SIGTERM for {timeout:.0f}s: SIGKILL")
 
-    def check_alive(self) -> None:
-        """Raise BenchError (with the log tail) if the child has exited."""
-        if self.proc is not None and self.proc.poll() is not None:
-            raise BenchError(
-                f"{self.name} (pid {self.proc.pid}) exited with {self.proc.returncode}; "
-                f"log {self.log_path}:\n{self.log_tail()}"
-            )
 
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "<no log>"
+class Child(BenchProcess):
+    """A measured child (a baseline, the bare relay), run in the repository's folder; `start()`
+    spawns it."""
 
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM this child's PID, wait up to `timeout`, then SIGKILL; return its exit code."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                note(f"{self.name} (pid {proc.pid}) ignored SIGTERM for {timeout:.0f}s: SIGKILL")
-                proc.kill()
-                proc.wait(timeout)
-        return proc.returncode
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        super().__init__(name, argv, env, log_path, cwd=ROOT)
 
 
 def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:

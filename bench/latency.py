@@ -367,5 +367,5 @@ def measure_tessera(
             code = worker.stop()
             note(f"latency: worker stopped (exit {code})")
         if not runs[-1].matched:
-            raise BenchError(f"no segment change matched a probe event; worker log {worker.child.log_path}")
+            raise BenchError(f"no segment change matched a probe event; worker log {worker.log_path}")
     return runs

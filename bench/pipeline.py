@@ -1,10 +1,10 @@
 """Tessera's full pipeline as a `tessera worker` subprocess: throughput, then restart and recovery.
 
-A worker is started exactly like `tests/e2e/harness.py` starts one: `python -m streams.cli worker`
-with `TESSERA_*` variables naming this run's topics, consumer group, Redis prefix, changelog topic
-and its own chDB folder. Readiness is GET /healthz `ready`; progress is GET /v1/status `committed`
-compared with the end offsets the producer's RecordMetadata reported (never ListOffsets, which the
-embedded broker answers short).
+A worker is started exactly like the end-to-end tests start one, by `streams.testing.WorkerProcess`:
+`python -m streams.cli worker` with `TESSERA_*` variables naming this run's topics, consumer group,
+Redis prefix, changelog topic and its own chDB folder. Readiness is GET /healthz `ready`; progress
+is GET /v1/status `committed` compared with the end offsets the producer's RecordMetadata reported
+(never ListOffsets, which the embedded broker answers short).
 
 - throughput: events/s from the worker's readiness to every partition committed to its end;
   the worker process's CPU seconds over the same span give CPU µs per event; the record count the
@@ -21,159 +21,104 @@ embedded broker answers short).
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import Any, TypeVar
 
 from bench.common import (
     PARTITIONS,
+    ROOT,
     BenchError,
-    Child,
+    BenchProcess,
     Workload,
-    http_json,
     note,
     produce,
     python_env,
     wait_until,
 )
-from infra.stack import free_port
+from streams.testing import WaitTimeout, WorkerConfig, WorkerProcess, fetch_to_highwater
+
+T = TypeVar("T")
+POLL_S = 0.05
+"""How often readiness and committed offsets are polled: the resolution of every span measured here."""
 
 
 @dataclass
-class WorkerSpec:
-    """Names and folders of one Tessera worker deployment (a consumer group and its topics)."""
+class WorkerSpec(WorkerConfig):
+    """A bench worker deployment: topics, group and Redis prefix named `bench-…<run_id>`, six
+    partitions, the web API on 127.0.0.1; the events topic (the 4th argument) is the workload's."""
 
-    kafka: str
-    redis_url: str
-    data_dir: Path
-    events_topic: str
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
-    segments_file: Path | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def changes_topic(self) -> str:
-        return f"bench-segment-changes-{self.run_id}"
-
-    @property
-    def changelog_topic(self) -> str:
-        return f"bench-profiles-changelog-{self.run_id}"
-
-    def env(self, web_port: int) -> dict[str, str]:
-        values = {
-            "TESSERA_KAFKA_BROKER": self.kafka,
-            "TESSERA_REDIS_URL": self.redis_url,
-            # chDB's folder belongs to one process: this worker's own.
-            "TESSERA_CLICKHOUSE_DSN": f"chdb://{(self.data_dir / 'chdb').resolve()}",
-            "TESSERA_DATA_DIR": str(self.data_dir),
-            "TESSERA_EVENTS_TOPIC": self.events_topic,
-            "TESSERA_DLQ_TOPIC": f"bench-events-dlq-{self.run_id}",
-            "TESSERA_CHANGES_TOPIC": self.changes_topic,
-            "TESSERA_MESSAGES_TOPIC": f"bench-messages-{self.run_id}",
-            "TESSERA_CHANGELOG_TOPIC": self.changelog_topic,
-            "TESSERA_GROUP_ID": f"bench-tessera-{self.run_id}",
-            "TESSERA_REDIS_PREFIX": f"bench{self.run_id}",
-            "TESSERA_PARTITIONS": str(PARTITIONS),
-            "TESSERA_WEB_HOST": "127.0.0.1",
-            "TESSERA_WEB_PORT": str(web_port),
-            "TESSERA_LOG_LEVEL": "INFO",
-        }
-        if self.segments_file is not None:
-            values["TESSERA_SEGMENTS_FILE"] = str(self.segments_file)
-        values.update(self.extra_env)
-        return python_env(values)
+    partitions: int = PARTITIONS
+    prefix: str = "bench-"
+    web_host: str | None = "127.0.0.1"
 
 
-class Worker:
-    """One `tessera worker` subprocess and its web API."""
+class Worker(BenchProcess, WorkerProcess):
+    """One `tessera worker` subprocess and its web API, with the bench's waits and errors: ready
+    within 120 s, polled every 50 ms; a failure is a BenchError."""
 
-    def __init__(self, spec: WorkerSpec, name: str) -> None:
-        self.spec = spec
-        self.port = free_port()
-        self.web = f"http://127.0.0.1:{self.port}"
-        spec.data_dir.mkdir(parents=True, exist_ok=True)
-        self.child = Child(
-            name,
-            [sys.executable, "-m", "streams.cli", "worker"],
-            spec.env(self.port),
-            spec.data_dir / f"{name}.log",
-        )
-        self.ready_at = 0.0
+    ready_timeout_s = 120.0
+    ready_poll_s = POLL_S
+    healthz_timeout_s = 2.0
+    status_timeout_s = 10.0
 
-    def start(self, ready_timeout: float = 120) -> Worker:
-        self.child.start()
-        return self.wait_ready(ready_timeout)
+    def __init__(self, spec: WorkerConfig, name: str) -> None:
+        super().__init__(spec, name, log_path=spec.data_dir / f"{name}.log", cwd=ROOT)
 
-    def wait_ready(self, ready_timeout: float = 120) -> Worker:
-        """Wait for /healthz ready of a spawned worker (`child.start()` already called)."""
+    def environment(self) -> dict[str, str]:
+        return python_env(self.config.tessera_env(self.port))
 
-        def ready() -> bool:
-            self.child.check_alive()
-            return bool(http_json(self.web + "/healthz", timeout=2)["ready"])
+    def wait(
+        self,
+        predicate: Callable[[], T | None],
+        timeout: float,
+        interval: float = POLL_S,
+        message: str | None = None,
+    ) -> T:
+        """The bench's `wait_until` (anything but a BenchError is "not yet"), raising at once when
+        this worker has exited."""
 
-        wait_until(ready, ready_timeout, 0.05, f"{self.child.name} /healthz ready")
-        self.ready_at = time.time()
-        return self
+        def alive_and_holds() -> T | None:
+            self.check_alive()
+            return predicate()
 
-    def status(self) -> dict[str, Any]:
-        self.child.check_alive()
-        status: dict[str, Any] = http_json(self.web + "/v1/status", timeout=10)
-        return status
+        return wait_until(alive_and_holds, timeout, interval, message or "")
 
-    def cpu_seconds(self) -> float:
-        times = psutil.Process(self.child.pid).cpu_times()
-        return float(times.user + times.system)
+    def stop(self, timeout: float = 30.0, kill_timeout: float | None = None) -> int | None:
+        return super().stop(timeout, kill_timeout)
 
-    def main_thread_cpu_seconds(self) -> float:
-        """CPU of the worker's main thread (the event loop running the batch loop); on Linux its
-        thread id is the process id. NaN where per-thread times are not available."""
-        for thread in psutil.Process(self.child.pid).threads():
-            if thread.id == self.child.pid:
-                return float(thread.user_time + thread.system_time)
-        return float("nan")
 
-    def wait_committed(self, ends: dict[int, int], timeout: float, stall_s: float = 30.0) -> dict[str, Any]:
-        """Poll /v1/status until every partition's committed offset reaches `ends`; return that status.
+class Progress:
+    """Watches the statuses of a worker on its way to `ends`: a progress line every 10 s, and a
+    BenchError when neither the committed offsets nor the processed-record count moved for
+    `stall_s` seconds (a worker that fetched records and dropped them would otherwise hold the
+    bench until the wait's timeout)."""
 
-        Fails early when neither the committed offsets nor the processed-record count moved for
-        `stall_s` seconds (a worker that fetched records and dropped them would otherwise hold the
-        bench until `timeout`).
-        """
-        progress: dict[str, Any] = {"mark": None, "at": time.monotonic(), "noted": time.monotonic()}
-        total = sum(ends.values())
+    def __init__(self, worker: Worker, ends: dict[int, int], stall_s: float = 30.0) -> None:
+        self.worker, self.ends, self.stall_s = worker, ends, stall_s
+        self.total = sum(ends.values())
+        self.mark: object = None
+        self.moved_at = self.noted_at = time.monotonic()
 
-        def done() -> dict[str, Any] | None:
-            status = self.status()
-            committed = status["committed"]
-            if all(committed.get(str(p), 0) >= end for p, end in ends.items() if end > 0):
-                return status
-            mark = (status.get("records"), tuple(sorted(committed.items())))
-            now = time.monotonic()
-            if now - progress["noted"] >= 10:
-                done_so_far = sum(min(committed.get(str(p), 0), end) for p, end in ends.items())
-                note(f"{self.child.name}: {done_so_far:,}/{total:,} committed")
-                progress["noted"] = now
-            if mark != progress["mark"]:
-                progress["mark"], progress["at"] = mark, now
-            elif now - progress["at"] > stall_s:
-                raise BenchError(
-                    f"{self.child.name} made no progress for {stall_s:.0f}s: processed "
-                    f"{status.get('records')} records, committed {committed}, expected {ends}; "
-                    f"log {self.child.log_path}"
-                )
-            return None
-
-        found: dict[str, Any] = wait_until(done, timeout, 0.05, f"{self.child.name} to commit {ends}")
-        return found
-
-    def stop(self) -> int | None:
-        return self.child.stop(timeout=30)
+    def __call__(self, status: dict[str, Any]) -> None:
+        committed = status["committed"]
+        mark = (status.get("records"), tuple(sorted(committed.items())))
+        now = time.monotonic()
+        if now - self.noted_at >= 10:
+            done_so_far = sum(min(committed.get(str(p), 0), end) for p, end in self.ends.items())
+            note(f"{self.worker.name}: {done_so_far:,}/{self.total:,} committed")
+            self.noted_at = now
+        if mark != self.mark:
+            self.mark, self.moved_at = mark, now
+        elif now - self.moved_at > self.stall_s:
+            raise BenchError(
+                f"{self.worker.name} made no progress for {self.stall_s:.0f}s: processed "
+                f"{status.get('records')} records, committed {committed}, expected {self.ends}; "
+                f"log {self.worker.log_path}"
+            )
 
 
 @dataclass
@@ -243,13 +188,13 @@ def run_pipeline(
     """
     worker = Worker(spec, "worker-1" if live_records is None else "worker-1-live")
     expected = workload.events if live_records is None else len(live_records)
-    note(f"pipeline: starting a tessera worker on {spec.events_topic} (group bench-tessera-{spec.run_id})")
+    note(f"pipeline: starting a tessera worker on {spec.events_topic} (group {spec.group_id})")
     try:
         worker.start()
         cpu_before = worker.cpu_seconds()
         main_before = worker.main_thread_cpu_seconds()
         gc_before = _gc_seconds(worker.status())
-        ready_s = worker.ready_at - worker.child.spawned_at
+        ready_s = worker.ready_at - worker.spawned_at
         if live_records is None:
             ends, begun = workload.ends, worker.ready_at
             note(f"pipeline: worker ready after {ready_s:.1f}s; waiting for {expected:,} events committed")
@@ -259,7 +204,7 @@ def run_pipeline(
             ends = asyncio.run(produce(spec.kafka, spec.events_topic, live_records))
             note(f"pipeline: produced in {time.time() - begun:.1f}s; waiting for all committed")
         try:
-            status = worker.wait_committed(ends, timeout)
+            status = worker.wait_committed(ends, timeout, POLL_S, Progress(worker, ends))
         except BenchError as exc:
             if live_records is not None:
                 raise
@@ -276,7 +221,7 @@ def run_pipeline(
         raise BenchError(
             f"the worker committed every offset of {spec.events_topic} but processed {processed:,} of "
             f"{expected:,} records (committed {status.get('committed')}, {status.get('batches')} batches); "
-            f"likely cause: {LIVE_HINT}; log {worker.child.log_path}"
+            f"likely cause: {LIVE_HINT}; log {worker.log_path}"
         )
     result = PipelineResult(
         events=expected,
@@ -289,7 +234,7 @@ def run_pipeline(
         ready_s=ready_s,
         mode="prefilled" if live_records is None else "live",
         status=status,
-        log=str(worker.child.log_path),
+        log=str(worker.log_path),
     )
     note(
         f"pipeline: {result.events_per_s:,.0f} events/s ({result.cpu_us_per_event:,.0f} µs CPU per event, "
@@ -330,12 +275,12 @@ def run_scaled(workload: Workload, specs: Sequence[WorkerSpec], timeout: float =
     ends = workload.ends
     try:
         for worker in workers:
-            worker.child.start()
+            worker.spawn()
         for worker in workers:
             worker.wait_ready()
         begun = min(worker.ready_at for worker in workers)
         cpu_before = sum(worker.cpu_seconds() for worker in workers)
-        note(f"scale: all ready after {max(w.ready_at - w.child.spawned_at for w in workers):.1f}s")
+        note(f"scale: all ready after {max(w.ready_at - w.spawned_at for w in workers):.1f}s")
 
         def done() -> list[dict[str, Any]] | None:
             statuses = [worker.status() for worker in workers]
@@ -353,12 +298,12 @@ def run_scaled(workload: Workload, specs: Sequence[WorkerSpec], timeout: float =
     finally:
         for worker in workers:
             code = worker.stop()
-            note(f"scale: {worker.child.name} stopped (exit {code})")
+            note(f"scale: {worker.name} stopped (exit {code})")
     processed = sum(int(status.get("records", 0)) for status in statuses)
     if processed < workload.events:
         raise BenchError(
             f"{len(workers)} workers committed every offset but processed {processed:,} of "
-            f"{workload.events:,} records; logs {[str(w.child.log_path) for w in workers]}"
+            f"{workload.events:,} records; logs {[str(w.log_path) for w in workers]}"
         )
     seconds = finished - begun
     result = ScaleResult(
@@ -368,7 +313,7 @@ def run_scaled(workload: Workload, specs: Sequence[WorkerSpec], timeout: float =
         events_per_s=workload.events / seconds,
         cpu_us_per_event=cpu / workload.events * 1e6,
         processed=processed,
-        logs=[str(w.child.log_path) for w in workers],
+        logs=[str(w.log_path) for w in workers],
     )
     note(
         f"scale: {len(workers)} workers {result.events_per_s:,.0f} events/s "
@@ -392,7 +337,7 @@ def run_restart(spec: WorkerSpec, timeout: float = 300) -> StartupResult:
     note(f"startup: second worker on the existing group (changelog of {floor_records:,} records)")
     try:
         worker.start(ready_timeout=timeout)
-        spawn_to_ready = worker.ready_at - worker.child.spawned_at
+        spawn_to_ready = worker.ready_at - worker.spawned_at
         status = worker.status()
     finally:
         code = worker.stop()
@@ -415,7 +360,7 @@ def run_restart(spec: WorkerSpec, timeout: float = 300) -> StartupResult:
         floor_records=floor_records,
         floor_seconds=floor_s,
         floor_records_per_s=floor_records / floor_s if floor_s > 0 else float("nan"),
-        log=str(worker.child.log_path),
+        log=str(worker.log_path),
     )
 
 
@@ -479,19 +424,14 @@ async def read_to_highwater(bootstrap: str, topic: str, deadline_s: float = 300)
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        remaining = set(tps)
-        records = 0
+        sizes: list[int] = []
         begun = time.perf_counter()
-        deadline = time.monotonic() + deadline_s
-        while remaining:
-            if time.monotonic() > deadline:
-                raise BenchError(f"reading {topic} to its high watermark took over {deadline_s}s")
-            polled = await consumer.getmany(*remaining, timeout_ms=200, max_records=50_000)
-            records += sum(len(batch) for batch in polled.values())
-            for tp in list(remaining):
-                highwater = consumer.highwater(tp)
-                if highwater is not None and await consumer.position(tp) >= highwater:
-                    remaining.discard(tp)
-        return records, time.perf_counter() - begun
+        try:
+            await fetch_to_highwater(
+                consumer, tps, deadline_s, lambda batch: sizes.append(len(batch)), max_records=50_000
+            )
+        except WaitTimeout as exc:
+            raise BenchError(f"reading {topic} to its high watermark took over {deadline_s}s") from exc
+        return sum(sizes), time.perf_counter() - begun
     finally:
         await consumer.stop()

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -109,58 +104,19 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 # -- demo -----------------------------------------------------------------------------------------
 
 
-def http_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (OSError, urllib.error.URLError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def spawn_worker(
-    settings: Settings,
-    endpoints: dict[str, str],
-    env_extra: dict[str, str] | None = None,
-    log_path: Path | None = None,
-) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "TESSERA_KAFKA_BROKER": endpoints["kafka_bootstrap"],
-            "TESSERA_REDIS_URL": endpoints["redis_url"],
-            "TESSERA_CLICKHOUSE_DSN": endpoints["clickhouse_dsn"],
-            "TESSERA_DATA_DIR": str(settings.data_dir),
-            "TESSERA_WEB_PORT": str(settings.web_port),
-            "TESSERA_WEB_HOST": settings.web_host,
-        }
-    )
-    env.update(env_extra or {})
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=out, stderr=out)
-
-
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """The embedded stack, a worker subprocess (`streams.testing.WorkerProcess`, its log in
+    `<data_dir>/demo/worker.log`), simulated traffic, then the segment report."""
     from infra.stack import EmbeddedStack, free_port
     from streams.producer import EventProducer
     from streams.simulate import simulate, write_jsonl
+    from streams.testing import WorkerConfig, WorkerProcess
 
     started = time.monotonic()
     demo_dir = settings.data_dir / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     if settings.web_port == 6066:
         settings = settings.model_copy(update={"web_port": free_port()})
-    web = f"http://{settings.web_host}:{settings.web_port}"
     print(f"Tessera demo: {args.visitors:,} simulated visitors (seed {args.seed}) on the embedded stack")
     with EmbeddedStack(
         demo_dir / "stack",
@@ -168,22 +124,18 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         redis_url=settings.redis_url,
         clickhouse_dsn=settings.clickhouse_dsn,
     ) as ep:
-        endpoints = {
-            "kafka_bootstrap": ep.kafka_bootstrap,
-            "redis_url": ep.redis_url,
-            "clickhouse_dsn": ep.clickhouse_dsn,
-        }
         print(f"  stack up: kafka {ep.kafka_bootstrap}, redis {ep.redis_url}, clickhouse {ep.clickhouse_dsn}")
-        worker = spawn_worker(settings, endpoints, log_path=demo_dir / "worker.log")
+        config = WorkerConfig.from_settings(settings, ep.kafka_bootstrap, ep.redis_url, ep.clickhouse_dsn)
+        worker = WorkerProcess(config, port=settings.web_port, log_path=demo_dir / "worker.log")
         try:
-            wait_for(lambda: http_json(f"{web}/healthz")["ready"], 120, what="the worker to be ready")
-            print(f"  worker ready in {time.monotonic() - started:.1f}s; collector at {web}/v1/events")
+            worker.start(ready_timeout=120)
+            print(f"  worker ready in {time.monotonic() - started:.1f}s; collector at {worker.web}/v1/events")
             sim = simulate(args.visitors, args.seed, datetime.now(UTC))
             write_jsonl(sim, demo_dir / "events.jsonl", demo_dir / "truth.json")
             total = len(sim.events)
 
             async def produce() -> dict[int, int]:
-                async with EventProducer(ep.kafka_bootstrap, settings.events_topic) as producer:
+                async with EventProducer(ep.kafka_bootstrap, config.events_topic) as producer:
                     sent = 0
                     step = max(total // 200, 1)
                     for event in sim.events:
@@ -195,28 +147,25 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
             last_offsets = asyncio.run(produce())
             sys.stderr.write("\n")
+            produced = sum(last_offsets.values())
 
-            def processed() -> bool:
-                committed = http_json(f"{web}/v1/status")["committed"]
+            def progress(status: dict[str, Any]) -> None:
+                committed = status["committed"]
                 done = sum(min(committed.get(str(p), 0), end) for p, end in last_offsets.items())
-                _progress("  processing       ", done, sum(last_offsets.values()))
-                return all(committed.get(str(p), 0) >= end for p, end in last_offsets.items())
+                _progress("  processing       ", done, produced)
 
-            wait_for(processed, 900, interval=0.5, what="the worker to process every event")
+            worker.wait_committed(last_offsets, 900, 0.5, on_status=progress)
+            _progress("  processing       ", produced, produced)
             sys.stderr.write("\n")
             # Timers: idle partitions follow the wall clock after `idle_clock_after_s`.
-            wait_for(lambda: http_json(f"{web}/v1/status")["timer_evaluations"] > 0, 60, what="timers")
-            report = http_json(f"{web}/v1/report", timeout=60)
-            status = http_json(f"{web}/v1/status")
+            worker.wait(lambda: worker.status()["timer_evaluations"] > 0, 60, 0.2, "timers")
+            report = worker.get("/v1/report", timeout=60)
+            status = worker.status()
             _print_report(report, status, time.monotonic() - started)
             nonempty = [r for r in report["segments"] if r["members"] > 0]
             return 0 if nonempty else 1
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.stop()
 
 
 def _print_report(report: dict[str, Any], status: dict[str, Any], elapsed: float) -> None:
@@ -333,7 +282,7 @@ def cmd_visitor(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_segments(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.core.segments import DefinitionError, load_definitions
+    from streams.core.definitions import DefinitionError, load_definitions
 
     path = Path(args.file) if args.file else settings.segments_file
     try:

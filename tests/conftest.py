@@ -5,7 +5,7 @@
   `TESSERA_TEST_CLICKHOUSE_DSN` (a part given there is not started).
 - `unique_name`: a fresh name per test for topics, consumer groups, Redis prefixes, databases.
 - `clickhouse_dsn`: a fresh ClickHouse database per test on the session's ClickHouse, as a DSN.
-- `wait_until` / `async_wait_until`: the helpers of `tests/helpers.py` as fixtures.
+- `wait_until` / `async_wait_until`: the helpers of `streams.testing` as fixtures.
 
 chDB is one data folder per process: a test process can open only the session's chDB path, and a
 worker started as a subprocess cannot open a chDB folder this process has open (give such a worker
@@ -24,11 +24,11 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `from tests.helpers import ...` works without a tests package install
+if str(ROOT) not in sys.path:  # `from tests.e2e.harness import ...` works without a tests package install
     sys.path.insert(0, str(ROOT))
 
 from infra.stack import EmbeddedStack, StackEndpoints  # noqa: E402
-from tests import helpers  # noqa: E402
+from streams import testing  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -49,19 +49,19 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     """`<test name>_<12 hex>`: lower-case letters, digits and `_` only, at most 53 characters, so it
     is valid as a Kafka topic, consumer group, Redis key prefix and ClickHouse identifier."""
     base = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower()).strip("_")[:40] or "t"
-    return helpers.unique_name(base)
+    return testing.unique_name(base)
 
 
 @pytest.fixture
 def wait_until() -> Callable[..., object]:
-    """`tests.helpers.wait_until(predicate, timeout=10, interval=0.05, message=None, ignore=())`."""
-    return helpers.wait_until
+    """`streams.testing.wait_until(predicate, timeout=10, interval=0.05, message=None, ignore=())`."""
+    return testing.wait_until
 
 
 @pytest.fixture
 def async_wait_until() -> Callable[..., object]:
-    """`await tests.helpers.async_wait_until(predicate, timeout=10, interval=0.05, ...)`."""
-    return helpers.async_wait_until
+    """`await streams.testing.async_wait_until(predicate, timeout=10, interval=0.05, ...)`."""
+    return testing.async_wait_until
 
 
 def dsn_with_database(dsn: str, database: str) -> str:

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Worker, WorkerConfig, wait_until
+from streams.testing import WorkerConfig, WorkerProcess, wait_until
 
 
 @pytest.mark.timeout(180)
 def test_sigterm_during_start_up_stops_the_worker_in_order(embedded_stack: Any, tmp_path: Path) -> None:
     config = WorkerConfig(embedded_stack.kafka_bootstrap, embedded_stack.redis_url, tmp_path / "w")
-    worker = Worker(config)
-    with open(worker.log_path, "ab") as out:
-        worker.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=config.env(worker.port),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    worker = WorkerProcess(config).spawn()
+    assert worker.proc is not None
     try:
         # `consumer_group` is logged before the engine starts and Faust is imported: a SIGTERM now
         # used to kill the process by the default action (exit -15), leaving its group member.

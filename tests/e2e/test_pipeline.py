@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from sinks.redis_serving import RedisServing
+from streams.producer import produce_records
 from streams.simulate import MICRO_SEGMENTS, SimParams, simulate
-from tests.e2e.harness import Worker, WorkerConfig, produce, read_topic, wait_until
+from streams.testing import WorkerConfig, WorkerProcess, read_topic
 
 PERSONA_SEGMENTS = (
     "frequent_buyers",
@@ -56,13 +57,13 @@ def test_personas_reach_their_segments(embedded_stack: Any, tmp_path: Path) -> N
     end = datetime.now(UTC) - timedelta(seconds=5)
     sim = simulate(600, seed=11, end=end, params=SimParams(duplicate_rate=0.02, malformed=3))
     config = WorkerConfig(embedded_stack.kafka_bootstrap, embedded_stack.redis_url, tmp_path / "w1")
-    worker = Worker(config).start()
+    worker = WorkerProcess(config).start()
     try:
         records: list[tuple[bytes | None, bytes]] = [
             (e["visitor_id"].encode(), orjson.dumps(e)) for e in sim.events
         ]
         records += [(key.encode() if key else None, raw) for _, raw, key in sim.malformed]
-        ends = asyncio.run(produce(config.kafka, config.events_topic, records))
+        ends = asyncio.run(produce_records(config.kafka, config.events_topic, records))
         worker.wait_committed(ends)
 
         expected = {v: set(t.expected_segments) for v, t in sim.truth.items()}
@@ -73,7 +74,7 @@ def test_personas_reach_their_segments(embedded_stack: Any, tmp_path: Path) -> N
             members = {s["id"]: s["members"] for s in counts["segments"]}
             return members.get("cart_abandoners", 0) >= n_abandoners
 
-        wait_until(abandoners_in, 60, 0.2, "cart abandoners entered by timer")
+        worker.wait(abandoners_in, 60, 0.2, "cart abandoners entered by timer")
         actual = asyncio.run(visitor_segments(config.redis_url, config.redis_prefix, list(expected)))
 
         lines = []

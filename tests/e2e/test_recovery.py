@@ -8,17 +8,15 @@ from typing import Any
 
 import pytest
 
+from streams.producer import produce_records
+from streams.testing import WorkerProcess, group_committed
 from tests.e2e.harness import (
-    Worker,
     assert_changelog_is_replay,
     assert_reports_hold_each_event_once,
-    group_committed,
     merged_ends,
-    produce,
     simulated_stream,
     small_batch_config,
     start_on_first_half,
-    wait_until,
 )
 
 
@@ -32,9 +30,9 @@ def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_pat
     config.extra_env["TESSERA_PROFILE_STORE"] = store
     first, ends_first, second_half = start_on_first_half(config, records)
     before = sum(first.status()["committed"].values())
-    ends = asyncio.run(produce(config.kafka, config.events_topic, second_half))
+    ends = asyncio.run(produce_records(config.kafka, config.events_topic, second_half))
     # Kill as soon as the second half is being processed (not before, not after it is done).
-    wait_until(lambda: sum(first.status()["committed"].values()) > before, 120, 0.01, "second half started")
+    first.wait(lambda: sum(first.status()["committed"].values()) > before, 120, 0.01, "second half started")
     first.kill9()
     merged = merged_ends(ends_first, ends)
     at_kill = asyncio.run(
@@ -42,7 +40,7 @@ def test_sigkill_mid_stream_recovers_exact_profiles(embedded_stack: Any, tmp_pat
     )
     assert sum(at_kill.values()) < sum(merged.values()), "the kill came after the stream was done"
 
-    second = Worker(config).start()
+    second = WorkerProcess(config).start()
     try:
         second.wait_committed(merged)
         status = second.status()

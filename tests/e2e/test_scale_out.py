@@ -16,17 +16,15 @@ from typing import Any
 
 import pytest
 
+from streams.producer import produce_records
+from streams.testing import WorkerProcess, group_committed, wait_on_worker
 from tests.e2e.harness import (
-    Worker,
     assert_changelog_is_replay,
     assert_reports_hold_each_event_once,
-    group_committed,
     merged_ends,
-    produce,
     simulated_stream,
     small_batch_config,
     start_on_first_half,
-    wait_until,
 )
 
 
@@ -38,10 +36,10 @@ def test_second_worker_joins_mid_stream(embedded_stack: Any, tmp_path: Path) -> 
     group = first_config.group_id
 
     first, ends_first, second_half = start_on_first_half(first_config, records)
-    second: Worker | None = None
+    second: WorkerProcess | None = None
     try:
-        second = Worker(second_config).start()
-        ends = asyncio.run(produce(first_config.kafka, first_config.events_topic, second_half))
+        second = WorkerProcess(second_config).start()
+        ends = asyncio.run(produce_records(first_config.kafka, first_config.events_topic, second_half))
         merged = merged_ends(ends_first, ends)
 
         def all_committed() -> bool:
@@ -50,7 +48,7 @@ def test_second_worker_joins_mid_stream(embedded_stack: Any, tmp_path: Path) -> 
             )
             return all(committed.get(p, 0) >= end for p, end in merged.items())
 
-        wait_until(all_committed, 240, 0.5, f"group {group} committed {merged}")
+        wait_on_worker(all_committed, 240, 0.5, f"group {group} committed {merged}")
         first_status, second_status = first.status(), second.status()
         # The second worker took partitions that already had state, and worked on the second half.
         assert second_status["recovered_records"] > 0

@@ -20,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.producer import EventProducer, key_for_line, produce_file
 from streams.simulate import SimParams, simulate, write_jsonl
-from tests.helpers import wait_until
+from streams.testing import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -34,7 +34,7 @@ from infra.stack import (
     stop_stale,
 )
 from infra.topics import TopicSpec, default_topic_specs, ensure_topics
-from tests.helpers import async_wait_until, wait_until
+from streams.testing import async_wait_until, wait_until
 
 
 def _alive(pid: int) -> bool:

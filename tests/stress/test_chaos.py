@@ -15,15 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.producer import produce_records
 from streams.simulate import SimParams, simulate
-from tests.e2e.harness import (
-    Worker,
-    WorkerConfig,
-    assert_changelog_is_replay,
-    assert_reports_hold_each_event_once,
-    produce,
-    wait_until,
-)
+from streams.testing import WorkerConfig, WorkerProcess
+from tests.e2e.harness import assert_changelog_is_replay, assert_reports_hold_each_event_once
 
 KILLS = int(os.environ.get("TESSERA_STRESS_KILLS", "6"))
 VISITORS = int(os.environ.get("TESSERA_STRESS_VISITORS", "1500"))
@@ -49,16 +44,18 @@ def test_repeated_sigkill_converges_to_a_replay(embedded_stack: Any, tmp_path: P
     chunk = len(records) // KILLS + 1
     ends: dict[int, int] = {}
     for i in range(KILLS):
-        worker = Worker(config).start()
-        sent = asyncio.run(produce(config.kafka, config.events_topic, records[i * chunk : (i + 1) * chunk]))
+        worker = WorkerProcess(config).start()
+        sent = asyncio.run(
+            produce_records(config.kafka, config.events_topic, records[i * chunk : (i + 1) * chunk])
+        )
         for p, end in sent.items():
             ends[p] = max(ends.get(p, 0), end)
         before = sum(worker.status()["committed"].values())
-        wait_until(
+        worker.wait(
             lambda w=worker, b=before: sum(w.status()["committed"].values()) > b, 120, 0.01, "progress"
         )
         worker.kill9()
-    final = Worker(config).start()
+    final = WorkerProcess(config).start()
     try:
         final.wait_committed(ends, timeout=900)
         assert_changelog_is_replay(config, deadline_s=300)

@@ -1,0 +1,62 @@
+"""Testing helpers shipped with Tessera: the tests, the bench and `tessera demo` use them alike.
+
+- `wait`: `wait_until` / `async_wait_until` (a condition with a deadline, never a sleep),
+  `WaitTimeout`, `unique_name`;
+- `worker`: `WorkerConfig` and `WorkerProcess`, a `tessera worker` subprocess (spawn, /healthz ready,
+  its web API, committed offsets, stop by PID), `wait_on_worker`, `ChildProcess` for other children;
+- `kafka`: topics read to their Fetch high watermark, a group's committed offsets;
+- `fakes`: in-memory fakes of the analytics sink, the serving store, the producer and the consumer,
+  recording their calls in one `CallLog`.
+"""
+
+from streams.testing.fakes import (
+    CallLog,
+    FakeAck,
+    FakeAnalyticsSink,
+    FakeConsumer,
+    FakeProducer,
+    FakeServingStore,
+    changelog_records,
+)
+from streams.testing.kafka import fetch_to_highwater, group_committed, read_topic
+from streams.testing.wait import (
+    DEFAULT_INTERVAL_S,
+    DEFAULT_TIMEOUT_S,
+    WaitTimeout,
+    async_wait_until,
+    unique_name,
+    wait_until,
+)
+from streams.testing.worker import (
+    NOT_ANSWERING,
+    ChildProcess,
+    ProcessExited,
+    WorkerConfig,
+    WorkerProcess,
+    wait_on_worker,
+)
+
+__all__ = [
+    "DEFAULT_INTERVAL_S",
+    "DEFAULT_TIMEOUT_S",
+    "NOT_ANSWERING",
+    "CallLog",
+    "ChildProcess",
+    "FakeAck",
+    "FakeAnalyticsSink",
+    "FakeConsumer",
+    "FakeProducer",
+    "FakeServingStore",
+    "ProcessExited",
+    "WaitTimeout",
+    "WorkerConfig",
+    "WorkerProcess",
+    "async_wait_until",
+    "changelog_records",
+    "fetch_to_highwater",
+    "group_committed",
+    "read_topic",
+    "unique_name",
+    "wait_on_worker",
+    "wait_until",
+]
