@@ -5,6 +5,9 @@ The oracle here recomputes, from the generated events alone, the facts the shipp
 first seen, the micro-segment conditions) without using Tessera's core, and checks every visitor's
 `expected_segments` against them at `end`. Windows are evaluated twice, as continuous windows and as
 UTC day buckets (Tessera's core), so the truth must not depend on the time of day `end` falls on.
+The values the conditions compare against come from `SegmentTargets`; that the simulator reads them
+right is shown by Tessera's core itself, which folds the events under the same definitions
+(shipped and changed) and must agree with the truth on every visitor.
 """
 
 from __future__ import annotations
@@ -23,20 +26,24 @@ from haversine import haversine
 from pydantic import ValidationError
 
 from schemas.events import EVENT_ADAPTER, EVENT_TYPES
+from streams.core.batch import IngestLimits, SourceRecord, process_batch
+from streams.core.definitions import Definitions, parse_definitions
+from streams.core.enrich import default_enricher
+from streams.core.profile import Profile
+from streams.core.segments import evaluate
+from streams.settings import DEFAULT_SEGMENTS_FILE
 from streams.simulate import (
-    CAFE,
     CATALOGUE,
-    COVERED_SEGMENTS,
     MALFORMED_KINDS,
     MICRO_SEGMENTS,
     PERSONA_SEGMENTS,
-    PRODUCT_X,
-    PRODUCT_Y,
     PRODUCTS,
-    TOP_SPENDER_THRESHOLDS,
+    SegmentTargets,
     SimParams,
     Simulation,
     VisitorTruth,
+    default_definitions,
+    default_targets,
     iter_events,
     load_places,
     read_truth,
@@ -49,6 +56,7 @@ MIN = 60.0
 HOUR = 3600.0
 DAY = 86400.0
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+SHIPPED = default_targets()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +91,9 @@ def _in_window(t: float, now: float, days: int, buckets: bool) -> bool:
     return t > now - days * DAY
 
 
-def persona_segments(events: list[dict[str, Any]], now: float, buckets: bool) -> set[str]:
+def persona_segments(
+    events: list[dict[str, Any]], now: float, buckets: bool, targets: SegmentTargets = SHIPPED
+) -> set[str]:
     purchases: list[tuple[float, bool, bool]] = []  # time, coupon, promo
     spend: collections.Counter[tuple[str, float]] = collections.Counter()
     cart: dict[str, int] = {}
@@ -113,15 +123,15 @@ def persona_segments(events: list[dict[str, Any]], now: float, buckets: bool) ->
     segments: set[str] = set()
     p30 = [p for p in purchases if _in_window(p[0], now, 30, buckets)]
     p90 = [p for p in purchases if _in_window(p[0], now, 90, buckets)]
-    if len(p30) >= 3:
+    if len(p30) >= targets.frequent_buyer_purchases:
         segments.add("frequent_buyers")
     if any(coupon for _, coupon, _ in p90):
         segments.add("coupon_users")
     if len(p90) >= 2 and 2 * sum(promo for _, _, promo in p90) >= len(p90):
         segments.add("discount_lovers")
-    for category, threshold in TOP_SPENDER_THRESHOLDS.items():
+    for category, threshold in targets.top_spender_thresholds.items():
         if spend_365[category] >= threshold:
-            segments.add(f"top_spender_{category}")
+            segments.add(targets.top_spender_segments[category])
     if cart and last_add is not None and now - last_add >= 30 * MIN:
         segments.add("cart_abandoners")
     if events and now - _ts(events[0]) < 7 * DAY:
@@ -129,14 +139,20 @@ def persona_segments(events: list[dict[str, Any]], now: float, buckets: bool) ->
     return segments
 
 
-def micro_segments(events: list[dict[str, Any]], truth: VisitorTruth, now: float, recent: float) -> set[str]:
+def micro_segments(
+    events: list[dict[str, Any]],
+    truth: VisitorTruth,
+    now: float,
+    recent: float,
+    targets: SegmentTargets = SHIPPED,
+) -> set[str]:
     """The micro-segment conditions; `recent` is how far back "viewing now" / "active" reaches."""
     ua = events[-1]["context"]["user_agent"]
     out: set[str] = set()
     if truth.country == "CH" and "Android" in ua:
         if any(
             e["type"] == "product_view"
-            and e["properties"]["product_id"] == PRODUCT_X
+            and e["properties"]["product_id"] == targets.product_x
             and now - _ts(e) <= recent
             for e in events
         ):
@@ -145,7 +161,7 @@ def micro_segments(events: list[dict[str, Any]], truth: VisitorTruth, now: float
         if any(
             e["type"] == "purchase"
             and now - _ts(e) < 24 * HOUR
-            and any(i["product_id"] == PRODUCT_Y for i in e["properties"]["items"])
+            and any(i["product_id"] == targets.product_y for i in e["properties"]["items"])
             for e in events
         ):
             out.add("nrw_iphone_bought_y")
@@ -160,34 +176,38 @@ def micro_segments(events: list[dict[str, Any]], truth: VisitorTruth, now: float
             and not landing.get("utm")
         ):
             out.add("munich_windows10_google_home")
-    if "iPad" in ua and truth.country == "DE" and truth.region_code in ("BY", "BW"):
+    if "iPad" in ua and truth.country == "DE" and truth.region_code in targets.south_germany_regions:
         out.add("tablet_south_germany")
     ages = [e["properties"]["age"] for e in events if e["type"] == "identify" and "age" in e["properties"]]
     age = ages[-1] if ages else None
-    if haversine((CAFE[0], CAFE[1]), (truth.lat, truth.lon)) <= CAFE[2] and (age is None or 18 <= age <= 40):
+    cafe = targets.cafe
+    if haversine((cafe.lat, cafe.lon), (truth.lat, truth.lon)) <= cafe.radius_km and (
+        age is None or cafe.min_age <= age <= cafe.max_age
+    ):
         out.add("cafe_radius_4km")
     return out
 
 
-def check_truth(sim: Simulation, end: datetime) -> None:
+def check_truth(sim: Simulation, end: datetime, targets: SegmentTargets = SHIPPED) -> None:
     now = end.timestamp()
     visitors = _by_visitor(sim.events)
     assert set(visitors) == set(sim.truth)
     for vid, truth in sim.truth.items():
         events = visitors[vid]
         expected = set(truth.expected_segments)
-        assert expected <= COVERED_SEGMENTS
+        assert expected <= targets.covered
         if not truth.consent:
             assert expected == set()
             assert all(e["context"]["consent"]["personalization"] is False for e in events)
             continue
         for buckets in (False, True):
-            got = persona_segments(events, now, buckets)
+            got = persona_segments(events, now, buckets, targets)
             assert got == expected - set(truth.micro_segments), (vid, truth.persona, buckets, got, expected)
         # Planted micro-segments hold with the brief's tight windows (10 min), and nobody else
         # matches them even with the shipped definitions' wider ones (30 min).
-        assert micro_segments(events, truth, now, 10 * MIN) >= set(truth.micro_segments), (vid, truth)
-        assert micro_segments(events, truth, now, 30 * MIN) == set(truth.micro_segments), (vid, truth)
+        planted = set(truth.micro_segments)
+        assert micro_segments(events, truth, now, 10 * MIN, targets) >= planted, (vid, truth)
+        assert micro_segments(events, truth, now, 30 * MIN, targets) == planted, (vid, truth)
 
 
 # -- tests ------------------------------------------------------------------------------------------
@@ -197,14 +217,14 @@ def test_catalogue_has_products_x_and_y() -> None:
     assert 190 <= len(CATALOGUE) <= 210
     assert len(PRODUCTS) == len(CATALOGUE)
     assert {p.category for p in CATALOGUE} == {"electronics", "clothing", "home_decor", "books", "sports"}
-    x, y = PRODUCTS[PRODUCT_X], PRODUCTS[PRODUCT_Y]
+    x, y = PRODUCTS[SHIPPED.product_x], PRODUCTS[SHIPPED.product_y]
     assert x.category == "electronics" and "Smartphone" in x.name
     assert y.category == "clothing"
     assert all(p.product_id.startswith("P-") and p.price > 0 for p in CATALOGUE)
     # Prices stay below 1.5 x the category's top-spender threshold (the big spender's basket relies on it).
     for p in CATALOGUE:
-        if p.category in TOP_SPENDER_THRESHOLDS:
-            assert p.price < 1.5 * TOP_SPENDER_THRESHOLDS[p.category]
+        if p.category in SHIPPED.top_spender_thresholds:
+            assert p.price < 1.5 * SHIPPED.top_spender_thresholds[p.category]
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
@@ -280,8 +300,11 @@ def test_persona_mix_is_exact_and_shares_are_tunable(sim: Simulation) -> None:
         simulate(10, 1, END, history_days=7)
 
 
-def test_persona_behaviour(sim: Simulation) -> None:
-    now = END.timestamp()
+def check_personas(sim: Simulation, end: datetime, targets: SegmentTargets = SHIPPED) -> None:
+    """Each persona behaves as the package docstring says, against `targets`' values."""
+    now = end.timestamp()
+    thresholds = targets.top_spender_thresholds
+    frequent = targets.frequent_buyer_purchases
     visitors = _by_visitor(sim.events)
     seen_categories = set()
     for vid, truth in sim.truth.items():
@@ -300,7 +323,7 @@ def test_persona_behaviour(sim: Simulation) -> None:
             assert kinds["page_view"] >= 6 and kinds["product_view"] + kinds["search"] > 0
         if truth.persona == "loyal_buyer":
             recent = [p for p in purchases if now - _ts(p) < 25 * DAY]
-            assert 4 <= len(recent) <= 7
+            assert frequent + 1 <= len(recent) <= frequent + 4
             for p in purchases:
                 assert "coupon" not in p["properties"]
                 assert all(
@@ -328,7 +351,7 @@ def test_persona_behaviour(sim: Simulation) -> None:
             assert sum(now - _ts(p) < 30 * DAY for p in purchases) <= 2
             assert all("coupon" not in p["properties"] for p in purchases)
         if truth.persona == "big_spender":
-            assert truth.category in TOP_SPENDER_THRESHOLDS
+            assert truth.category in thresholds
             seen_categories.add(truth.category)
             assert 1 <= len(purchases) <= 2
             total = sum(
@@ -337,12 +360,16 @@ def test_persona_behaviour(sim: Simulation) -> None:
                 for i in p["properties"]["items"]
                 if i["category"] == truth.category
             )
-            threshold = TOP_SPENDER_THRESHOLDS[truth.category or ""]
+            threshold = thresholds[truth.category or ""]
             assert 1.5 * threshold <= total < 3 * threshold
             assert all(now - _ts(p) < 300 * DAY and "coupon" not in p["properties"] for p in purchases)
         expected_persona = set(PERSONA_SEGMENTS[truth.persona])
         assert expected_persona <= set(truth.expected_segments)
-    assert seen_categories == set(TOP_SPENDER_THRESHOLDS)
+    assert seen_categories == set(thresholds)
+
+
+def test_persona_behaviour(sim: Simulation) -> None:
+    check_personas(sim, END)
 
 
 def test_sessions_and_context_are_realistic(sim: Simulation) -> None:
@@ -377,7 +404,7 @@ def test_sessions_and_context_are_realistic(sim: Simulation) -> None:
     ):
         assert referrers[name] > 0, referrers
     paths = {e["context"]["page_path"] for e in sim.events}
-    assert "/" in paths and "/c/electronics" in paths and f"/p/{PRODUCT_X}" in paths
+    assert "/" in paths and "/c/electronics" in paths and f"/p/{SHIPPED.product_x}" in paths
     cpc = [e for e in sim.events if (e["context"].get("utm") or {}).get("medium") == "cpc"]
     assert cpc and all("utm_medium=cpc" in e["context"]["page_url"] for e in cpc)
 
@@ -489,3 +516,133 @@ def test_events_stop_at_end(sim: Simulation) -> None:
     last = max(_ts(e) for e in sim.events)
     assert END.timestamp() - 15 * MIN < last <= END.timestamp()
     assert min(_ts(e) for e in sim.events) >= (END - timedelta(days=60)).timestamp()
+
+
+# -- the definitions the simulation is for --------------------------------------------------------
+
+
+MUNICH = (48.1351, 11.582)
+
+
+def changed_definitions() -> Definitions:
+    """The shipped definitions with other thresholds, a café in Munich and a narrower tablet campaign."""
+    text = DEFAULT_SEGMENTS_FILE.read_text(encoding="utf-8")
+    for old, new in (
+        ("clothing:    {threshold: 600}", "clothing:    {threshold: 300}"),
+        ("{threshold: 1500}", "{threshold: 2500}"),
+    ):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    override = {
+        "frequent_buyer_purchases": 5,
+        "cafe_lat": MUNICH[0],
+        "cafe_lon": MUNICH[1],
+        "cafe_radius_km": 3.0,
+        "cafe_max_age": 30,
+        "south_germany_regions": ["BY"],
+    }
+    return parse_definitions(text, "changed.yaml", override)
+
+
+def core_segments(sim: Simulation, defs: Definitions, end: datetime) -> dict[str, frozenset[str]]:
+    """Each visitor's segments at `end` as Tessera's core decides them, `sim.events` folded under `defs`."""
+    store: dict[str, bytes] = {}
+    records = [
+        SourceRecord(0, n, e["visitor_id"].encode(), orjson.dumps(e)) for n, e in enumerate(sim.events)
+    ]
+    enricher = default_enricher(None)
+    for start in range(0, len(records), 5000):
+        result = process_batch(
+            records[start : start + 5000],
+            lambda visitor_id, _partition: store.get(visitor_id),
+            {},
+            {},
+            defs=defs,
+            enricher=enricher,
+            limits=IngestLimits(),
+            wall_now=end.timestamp(),
+            topic="simulated",
+        )
+        for visitor_id, effect in result.visitors.items():
+            store[visitor_id] = effect.profile.to_bytes()
+    now = end.timestamp()
+    return {
+        vid: evaluate(Profile.from_bytes(raw), defs, now, explain=False).members for vid, raw in store.items()
+    }
+
+
+def test_targets_are_the_definitions_values() -> None:
+    defs = default_definitions()
+    assert dict(SHIPPED.top_spender_thresholds) == {
+        seg.bindings["category"]: seg.bindings["threshold"]
+        for seg in defs.segments
+        if "threshold" in seg.bindings
+    }
+    assert SHIPPED.frequent_buyer_purchases == defs.params["frequent_buyer_purchases"]
+    assert (SHIPPED.product_x, SHIPPED.product_y) == (defs.params["product_x"], defs.params["product_y"])
+    cafe = SHIPPED.cafe
+    assert (cafe.lat, cafe.lon, cafe.radius_km) == tuple(
+        defs.params[f"cafe_{k}"] for k in ("lat", "lon", "radius_km")
+    )
+    assert (cafe.min_age, cafe.max_age) == (defs.params["cafe_min_age"], defs.params["cafe_max_age"])
+    assert SHIPPED.south_germany_regions == set(defs.params["south_germany_regions"])
+    assert SHIPPED.covered <= {seg.id for seg in defs.segments}
+    # Only the café's own place lies within the shipped radius.
+    assert {p.place for p in load_places() if cafe.admits(p, None)} == {"berlin_neukoelln"}
+
+
+@pytest.mark.parametrize(
+    ("override", "refusal"),
+    [
+        ({"frequent_buyer_purchases": 2}, "frequent_buyer_purchases must be >= 3"),
+        ({"product_x": "P-9999"}, "product_x 'P-9999' is not in the simulated catalogue"),
+    ],
+)
+def test_definitions_the_personas_cannot_serve_are_refused(override: dict[str, Any], refusal: str) -> None:
+    defs = parse_definitions(DEFAULT_SEGMENTS_FILE.read_text(encoding="utf-8"), "odd.yaml", override)
+    with pytest.raises(ValueError, match=re.escape(refusal)):
+        simulate(10, 1, END, defs=defs)
+
+
+def test_definitions_without_a_predicted_segment_are_refused() -> None:
+    renamed = DEFAULT_SEGMENTS_FILE.read_text(encoding="utf-8").replace("id: coupon_users", "id: coupon_fans")
+    with pytest.raises(ValueError, match=re.escape("no segment(s) coupon_users")):
+        SegmentTargets.from_definitions(parse_definitions(renamed))
+
+
+def test_the_simulation_follows_changed_definitions() -> None:
+    defs = changed_definitions()
+    targets = SegmentTargets.from_definitions(defs)
+    assert dict(targets.top_spender_thresholds) == {
+        "electronics": 2500.0,
+        "clothing": 300.0,
+        "home_decor": 800.0,
+    }
+    sim = simulate(400, 21, END, defs=defs)
+    check_truth(sim, END, targets)
+    check_personas(sim, END, targets)
+    cafe = [t for t in sim.truth.values() if "cafe_radius_4km" in t.expected_segments]
+    tablets = [t for t in sim.truth.values() if "tablet_south_germany" in t.expected_segments]
+    assert cafe and {t.city for t in cafe} == {"Munich"} and all(t.age is None or t.age <= 30 for t in cafe)
+    assert tablets and {t.region_code for t in tablets} == {"BY"}
+    # The same seed under the shipped definitions puts the café in Berlin.
+    shipped = simulate(400, 21, END)
+    assert {t.city for t in shipped.truth.values() if "cafe_radius_4km" in t.expected_segments} == {"Berlin"}
+
+
+@pytest.mark.parametrize("changed", [False, True], ids=["shipped", "changed"])
+def test_the_truth_is_what_the_core_decides(changed: bool) -> None:
+    defs = changed_definitions() if changed else default_definitions()
+    targets = SegmentTargets.from_definitions(defs)
+    sim = simulate(300, 31, END, params=SimParams(no_consent_share=0.05), defs=defs)
+    core = core_segments(sim, defs, END)
+    # Without consent to personalization the core keeps no profile: no segments either.
+    assert set(sim.truth) - set(core) == {vid for vid, truth in sim.truth.items() if not truth.consent}
+    disagree = {
+        vid: (sorted(core.get(vid, frozenset()) & targets.covered), truth.expected_segments)
+        for vid, truth in sim.truth.items()
+        if core.get(vid, frozenset()) & targets.covered != set(truth.expected_segments)
+    }
+    assert not disagree, disagree
+    counts = collections.Counter(seg for truth in sim.truth.values() for seg in truth.expected_segments)
+    assert set(counts) == targets.covered, counts  # every covered segment has members to agree on
