@@ -5,9 +5,9 @@ BENCH_BROKER, BENCH_TOPIC, BENCH_GROUP (the app id, hence the consumer group), B
 (records to count), BENCH_MARKS (file the `first` / `progress` / `done` marks are appended to),
 BENCH_DATADIR (Faust's data folder).
 
-Embedded-stack settings from DESIGN.md: session timeout 6 s, heartbeat 2 s, log level INFO (at
-WARNING Faust's spinner turns the root logger to DEBUG). The topic is read as raw bytes: no
-deserialisation cost, only Faust's per-record machinery.
+Embedded-stack settings (docs/ARCHITECTURE.md, "The embedded stack and its known limits"): session
+timeout 6 s, heartbeat 2 s, log level INFO (at WARNING Faust's spinner turns the root logger to
+DEBUG). The topic is read as raw bytes: no deserialisation cost, only Faust's per-record machinery.
 """
 
 from __future__ import annotations

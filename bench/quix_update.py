@@ -62,8 +62,9 @@ def main() -> None:
         auto_offset_reset="earliest",
         state_dir=os.environ["BENCH_DATADIR"],
         loglevel="INFO",
-        # Same group timing as the Faust baseline and Tessera (DESIGN.md): librdkafka's default
-        # 45 s session timeout makes the first join on the embedded broker wait ≈ 25 s.
+        # Same group timing as the Faust baseline (docs/ARCHITECTURE.md, "The embedded stack and its
+        # known limits"): librdkafka's default 45 s session timeout makes the first join on the
+        # embedded broker wait ≈ 25 s.
         consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 2000},
     )
     topic = app.topic(TOPIC, value_deserializer="json", key_deserializer="bytes")

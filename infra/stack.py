@@ -13,10 +13,10 @@ Layout of `data_dir`::
     redis/appendonly.aof              Redis data (AOF on; it survives a restart)
     chdb/                             chDB data (in-process, so nothing runs for it)
 
-Known limits, by design of the embedded parts (see DESIGN.md): Tansu keeps topics in memory only, so
-a restarted stack has empty topics while Redis and chDB keep their data; chDB is one data folder per
-process (opening a second path in the same process fails), so only the process that owns
-`data_dir/chdb` may open the DSN.
+Known limits of the embedded parts (docs/ARCHITECTURE.md, "The embedded stack and its known limits"):
+Tansu keeps topics in memory only, so a restarted stack has empty topics while Redis and chDB keep
+their data; chDB is one data folder per process (opening a second path in the same process fails),
+so only the process that owns `data_dir/chdb` may open the DSN.
 
 Processes are stopped by PID: `stop()` (also at interpreter exit, through `atexit`) sends SIGTERM,
 waits with a deadline, then SIGKILL. `stop_stale(data_dir)` kills what a crashed earlier run left,
