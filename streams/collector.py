@@ -1,6 +1,7 @@
 """Parsing of `POST /v1/events` bodies: Tessera events and Segment-spec calls → canonical events.
 
-Pure: bytes in, `CollectorItem`s out (the web view that puts them on Kafka lives in `streams.app`).
+Pure: bytes in, `CollectorItem`s out (`parse_body`), then the Kafka records and the answer of those
+items (`route_items`); the web view that sends them is `streams.web.EventsView`.
 
 Accepted bodies
 ---------------
@@ -74,10 +75,20 @@ import orjson
 import structlog
 from pydantic import ValidationError
 
-from schemas.deadletter import DeadLetterReason
+from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.events import EVENT_ADAPTER, EVENT_TYPES
+from streams.core.ingest import Rejected, clip_detail, dead_letter
+from streams.deadletters import dead_letter_record
 
-__all__ = ["SEGMENT_CALLS", "TRACK_EVENTS", "CollectorItem", "parse_body"]
+__all__ = [
+    "SEGMENT_CALLS",
+    "TRACK_EVENTS",
+    "CollectorItem",
+    "Routed",
+    "dead_letter_of",
+    "parse_body",
+    "route_items",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +98,6 @@ _PAGE_TYPES: Final = frozenset(
     {"home", "category", "product", "cart", "checkout", "search", "content", "other"}
 )
 _MAX_TRAITS: Final = 64
-_DETAIL_MAX: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +126,6 @@ class _Rejected(Exception):
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-
-def _clip(text: str, limit: int = _DETAIL_MAX) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -164,7 +170,7 @@ def _format_errors(exc: ValidationError) -> str:
     more = exc.error_count() - len(parts)
     if more > 0:
         parts.append(f"(+{more} more)")
-    return _clip("; ".join(parts))
+    return clip_detail("; ".join(parts))
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -501,7 +507,7 @@ def _one(
         event = item
         time_field = "event_time" if "event_time" in item else "timestamp"
     else:
-        raise _Rejected(DeadLetterReason.unknown_type, _clip(f"unknown event type {kind!r}", 200))
+        raise _Rejected(DeadLetterReason.unknown_type, clip_detail(f"unknown event type {kind!r}", 200))
     if sent_at is not None and event.get(time_field) is not None:
         event = {**event, time_field: _skew_corrected(event[time_field], sent_at, received_at)}
     try:
@@ -532,7 +538,8 @@ def parse_body(
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return [CollectorItem(0, body, None, DeadLetterReason.not_json, _clip(f"body is not JSON: {exc}"))]
+        detail = clip_detail(f"body is not JSON: {exc}")
+        return [CollectorItem(0, body, None, DeadLetterReason.not_json, detail)]
     try:
         items, shared_ctx, shared_sent_at, single = _items(payload)
     except _Rejected as rejected:
@@ -559,3 +566,58 @@ def parse_body(
     if rejected_count:
         log.debug("collector_rejected", items=len(out), rejected=rejected_count)
     return out
+
+
+# -- the items on Kafka -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """What the collector does with the items of one body: the records it sends, and its answer."""
+
+    records: list[tuple[str, bytes | None, bytes]]
+    """(topic, key, value) of every item, in body order."""
+    accepted: int
+    rejected: list[dict[str, Any]]
+    """The answer's entry for each rejected item: its index, reason and detail."""
+
+    @property
+    def status(self) -> int:
+        """200 when an event was accepted or the body held none, 400 when every event was rejected."""
+        return 200 if self.accepted or not self.rejected else 400
+
+    @property
+    def answer(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "rejected": self.rejected}
+
+
+def dead_letter_of(item: CollectorItem, *, topic: str, received_at: datetime) -> DeadLetter:
+    """The dead letter of a rejected item, as the Kafka path makes them (`source="collector"`);
+    `topic` is the one the event was meant for."""
+    if item.error is None:
+        raise ValueError(f"item {item.index} was accepted: it has no dead letter")
+    return dead_letter(
+        item.raw,
+        Rejected(item.error, item.detail or ""),
+        source="collector",
+        topic=topic,
+        key=item.key,
+        received_at=received_at,
+    )
+
+
+def route_items(
+    items: list[CollectorItem], *, events_topic: str, dlq_topic: str, received_at: datetime
+) -> Routed:
+    """Each accepted item to `events_topic` keyed by its visitor id, each rejected one as a dead
+    letter to `dlq_topic`, keyed by the visitor id where one could be read."""
+    records: list[tuple[str, bytes | None, bytes]] = []
+    rejected: list[dict[str, Any]] = []
+    for item in items:
+        if item.error is None:
+            records.append((events_topic, item.key.encode() if item.key else None, item.raw))
+            continue
+        rejected.append({"index": item.index, "reason": item.error, "detail": item.detail})
+        key, value = dead_letter_record(dead_letter_of(item, topic=events_topic, received_at=received_at))
+        records.append((dlq_topic, key, value))
+    return Routed(records, len(items) - len(rejected), rejected)

@@ -7,7 +7,8 @@ is the error classified, in the order the dead-letter contract promises:
     too_large → not_json → unknown_type → schema_violation → future_timestamp → key_mismatch
 
 `decode` never raises, whatever the bytes: the caller routes `Rejected` to `events.dlq` with
-`dead_letter(...)`, which keeps the original bytes.
+`dead_letter(...)`, which keeps the original bytes. The one reason decode never gives,
+`processing_error`, is for a valid event the core failed to apply (`processing_error(exc)`).
 """
 
 from __future__ import annotations
@@ -76,11 +77,11 @@ def decode_timed(
     except ValidationError as exc:
         return _classify(exc)
     except Exception as exc:  # a validator that raised something else: still the input's fault
-        return Rejected(DeadLetterReason.schema_violation, _clip(f"{type(exc).__name__}: {exc}"))
+        return Rejected(DeadLetterReason.schema_violation, _exception_detail(exc))
     try:
         event_ts = event.event_time.timestamp()
     except (OverflowError, ValueError, OSError) as exc:
-        return Rejected(DeadLetterReason.schema_violation, _clip(f"event_time: {exc}"))
+        return Rejected(DeadLetterReason.schema_violation, clip_detail(f"event_time: {exc}"))
     if event_ts > now + max_future_skew_s:
         return Rejected(
             DeadLetterReason.future_timestamp,
@@ -90,7 +91,7 @@ def decode_timed(
     if key is not None and key != event.visitor_id.encode("utf-8", "surrogatepass"):
         return Rejected(
             DeadLetterReason.key_mismatch,
-            _clip(f"record key {key[:200]!r} != visitor_id {event.visitor_id[:200]!r}"),
+            clip_detail(f"record key {key[:200]!r} != visitor_id {event.visitor_id[:200]!r}"),
         )
     return event, event_ts
 
@@ -100,11 +101,12 @@ def _classify(exc: ValidationError) -> Rejected:
     try:
         errors = exc.errors(include_url=False, include_context=True, include_input=False)
     except Exception as inner:  # never let error formatting escape decode
-        return Rejected(DeadLetterReason.schema_violation, _clip(f"unformattable validation error: {inner}"))
+        detail = clip_detail(f"unformattable validation error: {inner}")
+        return Rejected(DeadLetterReason.schema_violation, detail)
     for err in errors:
         kind = err["type"]
         if kind == "json_invalid":
-            return Rejected(DeadLetterReason.not_json, _clip(err["msg"]))
+            return Rejected(DeadLetterReason.not_json, clip_detail(err["msg"]))
         if not err["loc"] and kind in _NOT_AN_OBJECT:
             return Rejected(DeadLetterReason.not_json, "top-level JSON value is not an object")
     for err in errors:
@@ -112,7 +114,7 @@ def _classify(exc: ValidationError) -> Rejected:
             tag = (err.get("ctx") or {}).get("tag")
             if err["type"] == "union_tag_not_found" or tag is None:
                 return Rejected(DeadLetterReason.unknown_type, "missing event type")
-            return Rejected(DeadLetterReason.unknown_type, _clip(f"unknown event type {tag!r}"))
+            return Rejected(DeadLetterReason.unknown_type, clip_detail(f"unknown event type {tag!r}"))
     return Rejected(DeadLetterReason.schema_violation, _format_errors(errors))
 
 
@@ -130,11 +132,21 @@ def _format_errors(errors: list[ErrorDetails]) -> str:
             break
         parts.append(part)
         size += len(part) + 2
-    return _clip("; ".join(parts))
+    return clip_detail("; ".join(parts))
 
 
-def _clip(text: str, limit: int = DETAIL_MAX_CHARS) -> str:
+def clip_detail(text: str, limit: int = DETAIL_MAX_CHARS) -> str:
+    """`text` cut to `limit` characters, an ellipsis marking the cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _exception_detail(exc: BaseException) -> str:
+    return clip_detail(f"{type(exc).__name__}: {exc}")
+
+
+def processing_error(exc: BaseException) -> Rejected:
+    """A valid event the core could not apply: the exception's type and message as the detail."""
+    return Rejected(DeadLetterReason.processing_error, _exception_detail(exc))
 
 
 def dead_letter(
@@ -155,7 +167,7 @@ def dead_letter(
     key_text = key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key
     return DeadLetter(
         reason=rejected.reason,
-        detail=_clip(rejected.detail, _DEAD_LETTER_DETAIL_MAX),
+        detail=clip_detail(rejected.detail, _DEAD_LETTER_DETAIL_MAX),
         source=source,
         topic=topic,
         partition=partition,

@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.e2e.harness import Worker, WorkerConfig, read_topic, wait_until
+from streams.testing import WorkerConfig, WorkerProcess, read_topic, wait_until
 
 
 @pytest.mark.timeout(300)
 def test_collector_answers_per_event_and_serves_the_visitor(embedded_stack: Any, tmp_path: Path) -> None:
     config = WorkerConfig(embedded_stack.kafka_bootstrap, embedded_stack.redis_url, tmp_path / "w")
-    worker = Worker(config).start()
+    worker = WorkerProcess(config).start()
     try:
         now = datetime.now(UTC) - timedelta(seconds=1)
         good = {
@@ -84,9 +84,15 @@ def test_collector_answers_per_event_and_serves_the_visitor(embedded_stack: Any,
         found = wait_until(served, 60, 0.1, "visitor served with coupon_users")
         assert found["profile"]["device"]["os"] == "Android"
 
+        # Dead letters keyed by the visitor id where the collector could read one.
         letters = asyncio.run(read_topic(config.kafka, config.dlq_topic))
-        reasons = sorted(orjson.loads(r.value)["reason"] for r in letters)
-        assert reasons == ["not_json", "schema_violation", "unknown_type"]
+        reasons = sorted((orjson.loads(r.value)["reason"], r.key) for r in letters)
+        assert reasons == [
+            ("not_json", None),
+            ("schema_violation", b"web-visitor"),
+            ("unknown_type", b"web-visitor"),
+        ]
+        assert {orjson.loads(r.value)["source"] for r in letters} == {"collector"}
 
         # `tessera visitor ID --json` prints one JSON object from Redis.
         env = dict(os.environ, **config.env(worker.port))

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.deadletter import DeadLetterReason
+from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.events import EVENT_ADAPTER
-from streams.collector import CollectorItem, parse_body
+from streams.collector import CollectorItem, dead_letter_of, parse_body, route_items
 from streams.simulate import simulate
 
 NOW = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
@@ -542,3 +542,52 @@ def test_identify_is_read_as_tessera_or_segment_by_its_fields() -> None:
     assert out["properties"]["age"] == 41  # Tessera's shape with Segment's names
     out = one({**aliased, "traits": {"age": 52}})
     assert out["properties"]["age"] == 52  # Segment's identify
+
+
+# -- the items on Kafka -------------------------------------------------------------------------------
+
+
+def route(body: Any) -> Any:
+    return route_items(parse(body), events_topic="events", dlq_topic="events.dlq", received_at=NOW)
+
+
+def test_accepted_items_go_to_the_events_topic_and_rejected_ones_to_the_dlq_keyed_by_visitor() -> None:
+    teleport = {"type": "teleport", "anonymousId": "anon-2", "messageId": "m-2"}
+    routed = route([tessera_event(), teleport, 7, tessera_event(event_id="e-3", visitor_id="v-3")])
+    assert [(topic, key) for topic, key, _ in routed.records] == [
+        ("events", b"v-1"),
+        ("events.dlq", b"anon-2"),
+        ("events.dlq", None),  # no visitor id to read
+        ("events", b"v-3"),
+    ]
+    assert EVENT_ADAPTER.validate_json(routed.records[0][2]).event_id == "e-1"
+    letter = DeadLetter.model_validate_json(routed.records[1][2])
+    assert (letter.reason, letter.source, letter.topic, letter.key) == (
+        DeadLetterReason.unknown_type,
+        "collector",
+        "events",
+        "anon-2",
+    )
+    assert orjson.loads(letter.original) == teleport and letter.received_at == NOW
+    assert routed.status == 200
+    assert orjson.loads(orjson.dumps(routed.answer)) == {
+        "accepted": 2,
+        "rejected": [
+            {"index": 1, "reason": "unknown_type", "detail": "unknown event type 'teleport'"},
+            {"index": 2, "reason": "schema_violation", "detail": "an event must be a JSON object, not int"},
+        ],
+    }
+
+
+def test_a_body_with_every_event_rejected_answers_400_and_an_empty_one_200() -> None:
+    routed = route(b"{oops")
+    assert routed.status == 400 and routed.answer["accepted"] == 0
+    assert [(topic, key) for topic, key, _ in routed.records] == [("events.dlq", None)]
+    assert DeadLetter.model_validate_json(routed.records[0][2]).original == b"{oops"
+    empty = route([])
+    assert (empty.status, empty.answer, empty.records) == (200, {"accepted": 0, "rejected": []}, [])
+
+
+def test_an_accepted_item_has_no_dead_letter() -> None:
+    with pytest.raises(ValueError):
+        dead_letter_of(parse(tessera_event())[0], topic="events", received_at=NOW)

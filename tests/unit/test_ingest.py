@@ -1,4 +1,5 @@
-"""decode(): typed reasons in contract order, never an exception; dead_letter(): the DLQ envelope."""
+"""decode(): typed reasons in contract order, never an exception; dead_letter(): the DLQ envelope;
+processing_error(): the reason of a valid event the core failed to apply."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import pytest
 
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.events import AddToCart, PageView, ProductView, Purchase
-from streams.core.ingest import DETAIL_MAX_CHARS, Rejected, dead_letter, decode, decode_timed
+from streams.core.ingest import (
+    DETAIL_MAX_CHARS,
+    Rejected,
+    clip_detail,
+    dead_letter,
+    decode,
+    decode_timed,
+    processing_error,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
 MAX_BYTES = 32_768
@@ -269,6 +278,14 @@ def test_dead_letter_odd_inputs() -> None:
         ).key
         == "txt"
     )
+
+
+def test_processing_error_names_the_exception_within_the_detail_limit() -> None:
+    rejected = processing_error(KeyError("cart"))
+    assert rejected == Rejected(DeadLetterReason.processing_error, "KeyError: 'cart'")
+    long = processing_error(ValueError("x" * 5000)).detail
+    assert len(long) == DETAIL_MAX_CHARS and long.startswith("ValueError: xxx") and long.endswith("…")
+    assert clip_detail("abc", 3) == "abc" and clip_detail("abcd", 3) == "ab…"
 
 
 # -- fuzz: nothing escapes decode ----------------------------------------------------------------
