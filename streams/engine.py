@@ -96,6 +96,7 @@ class Engine:
             max_event_bytes=settings.max_event_bytes,
             max_future_skew_s=settings.max_future_skew_s,
             dedupe_window=settings.dedupe_window,
+            exclude_bots=settings.exclude_bots,
         )
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -332,6 +333,7 @@ class Engine:
         st.changes += len(result.changes)
         st.messages += len(result.messages)
         st.timer_evaluations += result.timer_evaluations
+        st.bots += result.bots
 
     async def checkpoint(self) -> None:
         """Write a checkpoint of everything processed so far and wait for it."""

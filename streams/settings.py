@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         300.0, description="Events stamped further than this in the future go to the DLQ."
     )
     dedupe_window: int = Field(32, description="Recent event ids kept per visitor to drop client retries.")
+    exclude_bots: bool = Field(
+        True, description="Bot events build no profile and join no segment; analytics keeps them, flagged."
+    )
     timers_per_batch: int = Field(
         1000,
         ge=1,

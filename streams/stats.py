@@ -20,6 +20,8 @@ class EngineStats:
     changes: int = 0
     messages: int = 0
     timer_evaluations: int = 0
+    bots: int = 0
+    """Bot events kept out of profiles and segments (`TESSERA_EXCLUDE_BOTS`); ClickHouse has them."""
     restarts: int = 0
     checkpoints: int = 0
     changelog_writes: int = 0
@@ -44,6 +46,7 @@ class EngineStats:
             "changes": self.changes,
             "messages": self.messages,
             "timer_evaluations": self.timer_evaluations,
+            "bots": self.bots,
             "restarts": self.restarts,
             "checkpoints": self.checkpoints,
             "changelog_writes": self.changelog_writes,

@@ -16,6 +16,19 @@ Duplicate handling, both exact:
 - redelivery after a crash: a record whose offset is ≤ the profile's `last_offset` was already
   folded into the state the changelog restored, so it is skipped (a visitor's events all live in
   one partition, in offset order).
+
+A bad event does not stop its batch. A record that is not a valid event is dead-lettered with the
+reason `streams.core.ingest` gives it; a valid event whose enrichment or `apply` raises is
+dead-lettered as `processing_error` (the exception's type and message), and the rest of the batch
+goes on. That visitor's profile stays as it was before the event: enrichment runs before anything
+is changed, and after a failed `apply` the profile is rebuilt (`_Batch.restore`, a rare slow path)
+from its state before the batch, which `profiles` still returns, and the visitor's earlier events
+of the batch. One case cannot be rebuilt: `profiles` handed over its own `Profile` object, which
+the batch has changed in place (copying every such profile up front would cost every batch). Then
+the exception fails the batch; the engine's restart restores the profiles from the changelog,
+serialised, so the replayed record takes the rebuild path, unless an earlier batch of the replay
+has handed its visitor over as an object again. A valid event pays nothing for this: a `try`
+block costs nothing in Python 3.11 until it raises.
 """
 
 from __future__ import annotations
@@ -31,10 +44,11 @@ from schemas.deadletter import DeadLetter
 from schemas.enriched import EnrichedEvent
 from schemas.events import Event
 from schemas.messages import Message
+from streams.core.definitions import Definitions
 from streams.core.enrich import Enricher
-from streams.core.ingest import Rejected, dead_letter, decode_timed
+from streams.core.ingest import Rejected, dead_letter, decode_timed, processing_error
 from streams.core.profile import Profile, apply, event_id_hash, new_profile
-from streams.core.segments import Definitions, diff, evaluate, next_check_at
+from streams.core.segments import diff, evaluate, next_check_at
 from streams.core.triggers import decide
 
 
@@ -67,6 +81,8 @@ class IngestLimits:
     max_event_bytes: int = 32_768
     max_future_skew_s: float = 300.0
     dedupe_window: int = 32
+    exclude_bots: bool = True
+    """Bot events (device category "bot") build no profile and join no segment (`BatchResult.bots`)."""
 
 
 @dataclass(slots=True)
@@ -91,6 +107,8 @@ class BatchResult:
     duplicates: int = 0
     replayed: int = 0
     no_consent: int = 0
+    bots: int = 0
+    """Bot events kept out of profiles (`IngestLimits.exclude_bots`); their analytics rows stay."""
     timer_evaluations: int = 0
     clocks: dict[int, float] = field(default_factory=dict)
 
@@ -102,6 +120,36 @@ def change_id(visitor_id: str, segment: str, transition: str, at: float, version
 
 def _ts(at: float) -> datetime:
     return datetime.fromtimestamp(at, UTC)
+
+
+_APPLIED, _REPLAYED, _DUPLICATE = 0, 1, 2
+"""What `_fold` did with an event."""
+
+
+def _fold(
+    profile: Profile,
+    partition: int,
+    record: Record,
+    event: Event,
+    enriched: EnrichedEvent,
+    at: float,
+    dedupe_window: int,
+) -> int:
+    """Fold one event into `profile` (held for `partition`) unless the profile already holds its
+    offset (a replay) or its id (a client retry); says which of the three happened."""
+    if record.offset <= profile.last_offset and record.partition == partition:
+        return _REPLAYED
+    id_hash = event_id_hash(event.event_id)
+    recent = profile.recent_event_ids
+    if id_hash in recent:
+        profile.last_offset = max(profile.last_offset, record.offset)
+        return _DUPLICATE
+    apply(profile, enriched, at)
+    profile.last_offset = max(profile.last_offset, record.offset)
+    recent.append(id_hash)
+    if len(recent) > dedupe_window:
+        del recent[: len(recent) - dedupe_window]
+    return _APPLIED
 
 
 def process_batch(
@@ -120,7 +168,8 @@ def process_batch(
     """Fold `records` into profiles, fire `due_visitors`' timers, return every effect.
 
     `profiles(visitor_id, partition)` returns the stored profile, serialised or as a `Profile` the
-    caller hands over for mutation (None ⇒ new visitor);
+    caller hands over for mutation (None ⇒ new visitor); the caller stores the returned profiles
+    only after the batch, so `profiles` answers the same throughout it;
     `due_visitors` maps visitor id → (partition, due time) for timers that are due; `clocks` is
     each partition's event-time clock before this batch (see `streams.engine`), advanced here to
     the newest event time in the batch (never past `wall_now`) and returned in `BatchResult.clocks`.
@@ -130,101 +179,223 @@ def process_batch(
     traffic decides exactly what live traffic would have decided, and a cart abandoned at 10:00
     enters `cart_abandoners` at 10:30 by timer, however the records were batched.
     """
-    result = BatchResult()
-    received_at = _ts(wall_now)
-    working: dict[str, VisitorEffect] = {}
-    seen_types: dict[str, set[str]] = {}
-    last_event_at: dict[str, float] = {}
-    last_event_id: dict[str, str] = {}
-    rows_by_visitor: dict[str, list[EnrichedEvent]] = {}
+    batch = _Batch(profiles, load, defs, enricher, limits, wall_now, topic)
+    batch.decode(records, clocks)
+    batch.fold_events()
+    batch.wake_due(due_visitors)
+    batch.evaluate(due_visitors)
+    return batch.result
 
-    def effect_for(visitor_id: str, partition: int) -> VisitorEffect:
-        current = working.get(visitor_id)
+
+class _Batch:
+    """The working state of one `process_batch` call, shared by its phases in this order:
+    `decode` → `fold_events` → `wake_due` → `evaluate`."""
+
+    __slots__ = (
+        "accepted",
+        "defs",
+        "enricher",
+        "failed",
+        "last_event_at",
+        "last_event_id",
+        "limits",
+        "load",
+        "profiles",
+        "received_at",
+        "result",
+        "rows_by_visitor",
+        "seen_types",
+        "topic",
+        "wall_now",
+        "working",
+    )
+
+    def __init__(
+        self,
+        profiles: Callable[[str, int], bytes | Profile | None],
+        load: Callable[[bytes], Profile],
+        defs: Definitions,
+        enricher: Enricher,
+        limits: IngestLimits,
+        wall_now: float,
+        topic: str,
+    ) -> None:
+        self.profiles = profiles
+        self.load = load
+        self.defs = defs
+        self.enricher = enricher
+        self.limits = limits
+        self.wall_now = wall_now
+        self.topic = topic
+        self.received_at = _ts(wall_now)
+        self.result = BatchResult()
+        self.accepted: list[tuple[Record, Event, float]] = []
+        """The valid records with their events and event times (epoch seconds), in order."""
+        self.failed: set[tuple[int, int]] = set()
+        """(partition, offset) of the valid records dead-lettered as `processing_error`."""
+        self.working: dict[str, VisitorEffect] = {}
+        """Every visitor whose profile the batch has loaded."""
+        # What each visitor's applied events of the batch were: their types, the newest event
+        # time, the last event id, and the analytics rows that wait for the new segment set.
+        self.seen_types: dict[str, set[str]] = {}
+        self.last_event_at: dict[str, float] = {}
+        self.last_event_id: dict[str, str] = {}
+        self.rows_by_visitor: dict[str, list[EnrichedEvent]] = {}
+
+    def effect_for(self, visitor_id: str, partition: int) -> VisitorEffect:
+        current = self.working.get(visitor_id)
         if current is None:
-            stored = profiles(visitor_id, partition)
+            stored = self.profiles(visitor_id, partition)
             if stored is None:
                 profile = new_profile(visitor_id)
             elif isinstance(stored, Profile):
                 profile = stored
             else:
-                profile = load(stored)
+                profile = self.load(stored)
             current = VisitorEffect(profile=profile, partition=partition)
-            working[visitor_id] = current
+            self.working[visitor_id] = current
         return current
 
-    new_clocks = dict(clocks)
-    accepted: list[tuple[Record, Event, float]] = []
-    for record in records:
-        decoded = decode_timed(
-            record.value, record.key, wall_now, limits.max_event_bytes, limits.max_future_skew_s
-        )
-        if isinstance(decoded, Rejected):
-            result.dead_letters.append(
-                dead_letter(
-                    record.value or b"",
-                    decoded,
-                    source="ingest",
-                    topic=topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    key=record.key.decode("utf-8", "replace") if record.key is not None else None,
-                    received_at=received_at,
-                )
+    def reject(self, record: Record, rejected: Rejected) -> None:
+        self.result.dead_letters.append(
+            dead_letter(
+                record.value,
+                rejected,
+                source="ingest",
+                topic=self.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                received_at=self.received_at,
             )
-            continue
-        accepted.append((record, *decoded))
-        at = min(decoded[1], wall_now)
-        if at > new_clocks.get(record.partition, 0.0):
-            new_clocks[record.partition] = at
-    result.clocks = new_clocks
+        )
 
-    for record, event, event_at in accepted:
-        enriched = enricher.enrich(event, received_at, record.partition, record.offset)
-        if not event.context.consent.personalization:
-            # No profile without consent; analytics still counts the event if allowed.
-            result.no_consent += 1
+    def decode(self, records: Iterable[Record], clocks: Mapping[int, float]) -> None:
+        """Valid records to `accepted`, the others to the dead letters; the partitions' clocks."""
+        limits, wall_now, accepted = self.limits, self.wall_now, self.accepted
+        new_clocks = dict(clocks)
+        for record in records:
+            decoded = decode_timed(
+                record.value, record.key, wall_now, limits.max_event_bytes, limits.max_future_skew_s
+            )
+            if isinstance(decoded, Rejected):
+                self.reject(record, decoded)
+                continue
+            accepted.append((record, *decoded))
+            at = min(decoded[1], wall_now)
+            if at > new_clocks.get(record.partition, 0.0):
+                new_clocks[record.partition] = at
+        self.result.clocks = new_clocks
+
+    def fold_events(self) -> None:
+        """Enrich every accepted event and fold it into its visitor's profile (`_fold`)."""
+        result, enricher, received_at = self.result, self.enricher, self.received_at
+        dedupe_window = self.limits.dedupe_window
+        seen_types, last_event_at = self.seen_types, self.last_event_at
+        last_event_id, rows_by_visitor = self.last_event_id, self.rows_by_visitor
+        for record, event, event_at in self.accepted:
+            try:
+                enriched = enricher.enrich(event, received_at, record.partition, record.offset)
+            except Exception as exc:  # nothing is changed yet
+                self.reject_unprocessable(record, exc)
+                continue
+            bot = self.limits.exclude_bots and enriched.device.category == "bot"
+            if bot or not event.context.consent.personalization:
+                # No profile without consent, none for a bot; analytics still counts the event if
+                # allowed (a bot's row says so in its device category).
+                if bot:
+                    result.bots += 1
+                else:
+                    result.no_consent += 1
+                if event.context.consent.analytics:
+                    result.analytics_rows.append((enriched, ()))
+                continue
+            effect = self.effect_for(event.visitor_id, record.partition)
+            try:
+                folded = _fold(
+                    effect.profile, effect.partition, record, event, enriched, event_at, dedupe_window
+                )
+            except Exception as exc:
+                self.restore(effect, event.visitor_id, record, exc)
+                self.reject_unprocessable(record, exc)
+                continue
+            if folded == _REPLAYED:
+                result.replayed += 1
+                continue
+            if folded == _DUPLICATE:
+                result.duplicates += 1
+                continue
+            result.events_applied += 1
+            seen_types.setdefault(event.visitor_id, set()).add(event.type.value)
+            last_event_at[event.visitor_id] = max(last_event_at.get(event.visitor_id, event_at), event_at)
+            last_event_id[event.visitor_id] = event.event_id
             if event.context.consent.analytics:
-                result.analytics_rows.append((enriched, ()))
-            continue
-        effect = effect_for(event.visitor_id, record.partition)
-        profile = effect.profile
-        if record.offset <= profile.last_offset and record.partition == effect.partition:
-            result.replayed += 1
-            continue
-        id_hash = event_id_hash(event.event_id)
-        if id_hash in profile.recent_event_ids:
-            result.duplicates += 1
-            profile.last_offset = max(profile.last_offset, record.offset)
-            continue
-        apply(profile, enriched, event_at)
-        profile.last_offset = max(profile.last_offset, record.offset)
-        profile.recent_event_ids.append(id_hash)
-        if len(profile.recent_event_ids) > limits.dedupe_window:
-            del profile.recent_event_ids[: len(profile.recent_event_ids) - limits.dedupe_window]
-        result.events_applied += 1
-        seen_types.setdefault(event.visitor_id, set()).add(event.type.value)
-        last_event_at[event.visitor_id] = max(last_event_at.get(event.visitor_id, event_at), event_at)
-        last_event_id[event.visitor_id] = event.event_id
-        if event.context.consent.analytics:
-            rows_by_visitor.setdefault(event.visitor_id, []).append(enriched)
+                rows_by_visitor.setdefault(event.visitor_id, []).append(enriched)
 
-    for visitor_id, (partition, _) in due_visitors.items():
-        if visitor_id in last_event_at:
-            continue  # its events in this batch supersede the timer; a new one is set below
-        if visitor_id not in working and profiles(visitor_id, partition) is None:
-            continue
-        effect_for(visitor_id, partition)
-        result.timer_evaluations += 1
+    def reject_unprocessable(self, record: Record, exc: Exception) -> None:
+        self.reject(record, processing_error(exc))
+        self.failed.add((record.partition, record.offset))
 
-    for visitor_id, effect in working.items():
-        profile = effect.profile
-        by_event = visitor_id in last_event_at
-        if by_event:
-            now = min(last_event_at[visitor_id], wall_now)
-        elif visitor_id in due_visitors:
-            now = due_visitors[visitor_id][1]
+    def restore(self, effect: VisitorEffect, visitor_id: str, failing: Record, exc: Exception) -> None:
+        """Put back the visitor's profile as it was before `failing`, whose fold raised `exc`;
+        re-raise `exc` when that state is gone (see the module docstring). A rare slow path.
+
+        Its state before the batch is what `profiles` returns (the caller stores a batch's profiles
+        only after the batch); its events of the batch before `failing` are folded again, except
+        those already dead-lettered. Folding is deterministic: they give what they gave before.
+        """
+        stored = self.profiles(visitor_id, effect.partition)
+        if stored is effect.profile:  # the caller's own object, changed in place by this batch
+            exc.add_note(
+                f"visitor {visitor_id!r}: its profile was handed over as an object and is changed in"
+                " part; the batch fails (a restart restores it from the changelog)"
+            )
+            raise exc
+        if stored is None:
+            profile = new_profile(visitor_id)
         else:
-            continue  # only replayed or duplicate records: nothing changed
+            profile = stored if isinstance(stored, Profile) else self.load(stored)
+        for record, event, at in self.accepted:
+            if record is failing:
+                break
+            if (
+                event.visitor_id == visitor_id
+                and event.context.consent.personalization
+                and (record.partition, record.offset) not in self.failed
+            ):
+                enriched = self.enricher.enrich(event, self.received_at, record.partition, record.offset)
+                _fold(profile, effect.partition, record, event, enriched, at, self.limits.dedupe_window)
+        effect.profile = profile
+
+    def wake_due(self, due_visitors: Mapping[str, tuple[int, float]]) -> None:
+        """Load the profiles of the visitors whose timers are due and who had no event here."""
+        for visitor_id, (partition, _) in due_visitors.items():
+            if visitor_id in self.last_event_at:
+                continue  # its events in this batch supersede the timer; a new one is set below
+            if visitor_id not in self.working and self.profiles(visitor_id, partition) is None:
+                continue
+            self.effect_for(visitor_id, partition)
+            self.result.timer_evaluations += 1
+
+    def evaluate(self, due_visitors: Mapping[str, tuple[int, float]]) -> None:
+        """Evaluate every visitor with an applied event (as of its newest) or a due timer (as of
+        the due time)."""
+        last_event_at, wall_now = self.last_event_at, self.wall_now
+        for visitor_id, effect in self.working.items():
+            by_event = visitor_id in last_event_at
+            if by_event:
+                now = min(last_event_at[visitor_id], wall_now)
+            elif visitor_id in due_visitors:
+                now = due_visitors[visitor_id][1]
+            else:
+                continue  # only replayed, duplicate or dead-lettered records: nothing changed
+            self.evaluate_visitor(visitor_id, effect, now, by_event)
+            if by_event or effect.entered or effect.exited or effect.messages or visitor_id in due_visitors:
+                self.result.visitors[visitor_id] = effect
+
+    def evaluate_visitor(self, visitor_id: str, effect: VisitorEffect, now: float, by_event: bool) -> None:
+        """Segments as of `now`: the changes, the messages, the next check; the visitor's rows."""
+        result, defs, profile = self.result, self.defs, effect.profile
         evaluation = evaluate(profile, defs, now, explain=False)
         entered, exited = diff(profile.segments, evaluation.members)
         # The values behind a transition, computed only for the segments that changed.
@@ -240,10 +411,10 @@ def process_batch(
                     segment=segment,
                     transition=transition,
                     event_time=_ts(at),
-                    processed_at=received_at,
+                    processed_at=self.received_at,
                     definition_version=defs.version,
                     reason="event" if by_event else "timer",
-                    trigger_event_id=last_event_id.get(visitor_id),
+                    trigger_event_id=self.last_event_id.get(visitor_id),
                     attributes=_jsonable(deciding.get(segment, {})),
                 )
             )
@@ -257,7 +428,7 @@ def process_batch(
             profile,
             entered,
             exited,
-            frozenset(seen_types.get(visitor_id, ())),
+            frozenset(self.seen_types.get(visitor_id, ())),
             defs,
             now,
             context,
@@ -266,11 +437,8 @@ def process_batch(
         effect.entered, effect.exited, effect.messages = entered, exited, messages
         result.messages.extend(messages)
         members = tuple(profile.segments)
-        for row in rows_by_visitor.get(visitor_id, ()):
+        for row in self.rows_by_visitor.get(visitor_id, ()):
             result.analytics_rows.append((row, members))
-        if by_event or entered or exited or messages or visitor_id in due_visitors:
-            result.visitors[visitor_id] = effect
-    return result
 
 
 def _jsonable(values: Mapping[str, Any]) -> dict[str, str | int | float | bool | None]:

@@ -1,4 +1,5 @@
-"""The batch core with fake lookups: DLQ routing, dedupe, exact replays, timers in event time."""
+"""The batch core with fake lookups: DLQ routing, dedupe, exact replays, timers in event time,
+and events that fail to apply (dead-lettered, their visitor left as before)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from schemas.enriched import Device, Geo
+import streams.core.batch
+from schemas.deadletter import DeadLetterReason
+from schemas.enriched import Device, EnrichedEvent, Geo
+from schemas.events import Event
 from streams.core.batch import BatchResult, IngestLimits, SourceRecord, process_batch
+from streams.core.definitions import Definitions, load_definitions
 from streams.core.enrich import Enricher
-from streams.core.profile import Profile
-from streams.core.segments import Definitions, load_definitions
+from streams.core.profile import Profile, apply
 from streams.settings import DEFAULT_SEGMENTS_FILE
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -57,6 +61,7 @@ def run(
     store: dict[str, bytes],
     wall: datetime,
     due: dict[str, tuple[int, float]] | None = None,
+    enricher: Enricher | None = None,
 ) -> BatchResult:
     result = process_batch(
         recs,
@@ -64,7 +69,7 @@ def run(
         due or {},
         {},
         defs=defs,
-        enricher=Enricher(FakeUa(), FakeGeo()),
+        enricher=enricher or Enricher(FakeUa(), FakeGeo()),
         limits=IngestLimits(),
         wall_now=wall.timestamp(),
         topic="events",
@@ -138,3 +143,145 @@ def test_a_segment_removed_from_the_definitions_exits_with_no_attributes(defs: D
     exits = [c for c in result.changes if c.segment == "ghost_segment"]
     assert len(exits) == 1 and exits[0].transition.value == "exited"
     assert exits[0].attributes == {}
+
+
+def keyed(*values: dict[str, object], start: int = 0) -> list[SourceRecord]:
+    """Records of partition 0 from `start`, each keyed by its event's visitor."""
+    return [
+        SourceRecord(0, offset, str(value["visitor_id"]).encode(), orjson.dumps(value))
+        for offset, value in enumerate(values, start)
+    ]
+
+
+def fail_apply_of(monkeypatch: pytest.MonkeyPatch, event_id: str) -> None:
+    """`apply` raises for one event, after changing the profile as far as it gets."""
+
+    def apply_or_fail(profile: Profile, enriched: EnrichedEvent, at: float | None = None) -> Profile:
+        apply(profile, enriched, at)
+        if enriched.event.event_id == event_id:
+            raise ZeroDivisionError("division by zero")
+        return profile
+
+    monkeypatch.setattr(streams.core.batch, "apply", apply_or_fail)
+
+
+def test_an_event_whose_apply_raises_is_dead_lettered_and_its_visitor_left_as_before(
+    defs: Definitions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store: dict[str, bytes] = {}
+    run(defs, keyed(event("e0", "page_view", T0)), store, T0)
+    before = dict(store)
+    at = T0 + timedelta(minutes=1)
+    poison = event("e3", "purchase", at, order_id="o1", value=20.0)
+    batch = keyed(
+        event("e1", "product_view", at, product_id="P-1", category="books", price=5.0),
+        event("e2", "page_view", at, visitor="v2"),
+        poison,
+        event("e4", "add_to_cart", at, product_id="P-1", price=5.0),
+        event("n1", "page_view", at, visitor="new"),
+        event("n2", "page_view", at, visitor="new"),
+        start=1,
+    )
+    # The same batch without the failing event, as it must come out.
+    expected = dict(before)
+    run(defs, [r for r in batch if r.offset != 3], expected, at)
+
+    fail_apply_of(monkeypatch, "e3")
+    result = run(defs, batch, store, at)
+
+    assert [(d.reason, d.offset, d.key) for d in result.dead_letters] == [
+        (DeadLetterReason.processing_error, 3, "v1")
+    ]
+    letter = result.dead_letters[0]
+    assert letter.original == orjson.dumps(poison) and letter.source == "ingest"
+    assert letter.detail == "ZeroDivisionError: division by zero"
+    assert result.events_applied == 5
+    assert {v: Profile.from_bytes(raw) for v, raw in store.items()} == {
+        v: Profile.from_bytes(raw) for v, raw in expected.items()
+    }
+
+
+def test_a_failed_event_alone_leaves_the_stored_profile_untouched(
+    defs: Definitions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store: dict[str, bytes] = {}
+    run(defs, keyed(event("e0", "page_view", T0)), store, T0)
+    before = dict(store)
+    fail_apply_of(monkeypatch, "e1")
+    at = T0 + timedelta(minutes=1)
+    result = run(defs, keyed(event("e1", "purchase", at, order_id="o1", value=9.0), start=1), store, at)
+    assert [d.reason for d in result.dead_letters] == [DeadLetterReason.processing_error]
+    assert not result.visitors and not result.changes and store == before
+
+
+def test_an_event_whose_enrichment_raises_is_dead_lettered(defs: Definitions) -> None:
+    class FailingEnricher(Enricher):
+        def enrich(
+            self, event: Event, received_at: datetime, partition: int = -1, offset: int = -1
+        ) -> EnrichedEvent:
+            if event.event_id == "e2":
+                raise ValueError("no such place")
+            return super().enrich(event, received_at, partition, offset)
+
+    store: dict[str, bytes] = {}
+    enricher = FailingEnricher(FakeUa(), FakeGeo())
+    views = keyed(*(event(f"e{i}", "page_view", T0) for i in range(3)))
+    result = run(defs, views, store, T0, enricher=enricher)
+    assert [(d.reason, d.offset, d.detail) for d in result.dead_letters] == [
+        (DeadLetterReason.processing_error, 2, "ValueError: no such place")
+    ]
+    assert result.events_applied == 2 and Profile.from_bytes(store["v1"]).last_offset == 1
+
+
+def test_a_profile_handed_over_as_an_object_fails_the_batch_when_apply_raises(
+    defs: Definitions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The object is changed in place, its state before the batch is gone: nothing to rebuild from."""
+    live: dict[str, Profile] = {}
+    result = process_batch(
+        keyed(event("e0", "page_view", T0)),
+        lambda visitor_id, partition: live.get(visitor_id),
+        {},
+        {},
+        defs=defs,
+        enricher=Enricher(FakeUa(), FakeGeo()),
+        limits=IngestLimits(),
+        wall_now=T0.timestamp(),
+        topic="events",
+    )
+    live["v1"] = result.visitors["v1"].profile
+    fail_apply_of(monkeypatch, "e1")
+    with pytest.raises(ZeroDivisionError):
+        process_batch(
+            keyed(event("e1", "page_view", T0), start=1),
+            lambda visitor_id, partition: live.get(visitor_id),
+            {},
+            {},
+            defs=defs,
+            enricher=Enricher(FakeUa(), FakeGeo()),
+            limits=IngestLimits(),
+            wall_now=T0.timestamp(),
+            topic="events",
+        )
+
+
+def test_every_dead_letter_reason_is_produced(defs: Definitions, monkeypatch: pytest.MonkeyPatch) -> None:
+    fail_apply_of(monkeypatch, "e-fails")
+    good = orjson.dumps(event("e-other-key", "page_view", T0))
+    recs = [
+        *records(b"x" * (IngestLimits().max_event_bytes + 1), b"not json", event("e1", "bogus", T0)),
+        *records(event("e2", "purchase", T0), event("e3", "page_view", T0 + timedelta(days=1)), start=3),
+        SourceRecord(0, 5, b"someone-else", good),
+        *records(event("e-fails", "page_view", T0), start=6),
+    ]
+    result = run(defs, recs, {}, T0)
+    assert [d.reason for d in result.dead_letters] == [
+        DeadLetterReason.too_large,
+        DeadLetterReason.not_json,
+        DeadLetterReason.unknown_type,
+        DeadLetterReason.schema_violation,
+        DeadLetterReason.future_timestamp,
+        DeadLetterReason.key_mismatch,
+        DeadLetterReason.processing_error,
+    ]
+    assert {d.reason for d in result.dead_letters} == set(DeadLetterReason)
