@@ -10,7 +10,10 @@ from pydantic import BaseModel, ConfigDict
 from schemas.events import Event
 
 DeviceCategory = Literal["desktop", "mobile", "tablet", "bot", "other"]
-TrafficSource = Literal["search", "social", "email", "campaign", "referral", "internal", "direct"]
+TrafficSource = Literal[
+    "search", "social", "email", "paid", "ai_assistant", "campaign", "referral", "internal", "direct"
+]
+"""The medium of a visit; the rules that decide it are the table in `streams.core.traffic`."""
 
 
 class Device(BaseModel):
@@ -21,6 +24,9 @@ class Device(BaseModel):
     os_version: str | None = None
     browser: str | None = None
     browser_version: str | None = None
+    in_app_browser: str | None = None
+    """The app whose built-in browser this is ("instagram", "facebook", "tiktok", "wechat", ...);
+    None in a standalone browser."""
 
 
 class Geo(BaseModel):
@@ -36,17 +42,22 @@ class Geo(BaseModel):
     lat: float | None = None
     lon: float | None = None
     source: Literal["client", "ip", "none"] = "none"
+    time_zone: str | None = None
+    """IANA time zone of the place, e.g. "Europe/Zurich" (see `streams.core.enrich`)."""
 
 
 class Traffic(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     source: TrafficSource = "direct"
-    """Kind of source: search, social, email, campaign, referral, internal, direct."""
+    """The medium: search, social, email, paid, ai_assistant, campaign, referral, internal, direct."""
     name: str | None = None
-    """Who sent the visit, e.g. "google", "facebook", "newsletter", a referring host."""
+    """Who sent the visit, e.g. "google", "facebook", "chatgpt", "gmx", "newsletter", a referring host."""
     medium: str | None = None
+    """`utm_medium` as sent, else the conventional medium of the source ("organic", "social", ...)."""
     campaign: str | None = None
+    keyword: str | None = None
+    """Search keyword from the referrer when the engine passes it, else `utm_term` when tagged."""
 
 
 class EnrichedEvent(BaseModel):

@@ -55,7 +55,11 @@ CREATE TABLE IF NOT EXISTS tessera.events
     lon             Nullable(Float64),
     traffic_source  LowCardinality(String),
     traffic_name    LowCardinality(String),
+    traffic_keyword String,
     utm_campaign    LowCardinality(String),
+    in_app_browser  LowCardinality(String),
+    time_zone       LowCardinality(String),
+    is_bot          Bool ALIAS device_category = 'bot',
     segments        Array(LowCardinality(String)),
     `partition`     Int32,
     `offset`        Int64
@@ -64,6 +68,17 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (toStartOfMinute(event_time), event_id)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- The columns below came after the first release of `events`: on a table made before them this adds
+-- them (empty strings in old rows), on one the statement above just made it changes nothing.
+-- traffic_source is the medium (search, social, email, paid, ai_assistant, campaign, referral,
+-- internal, direct); traffic_keyword the search keyword or utm_term. Bot events are stored (they
+-- only stay out of profiles and segments): reports exclude them with `WHERE NOT is_bot`.
+ALTER TABLE tessera.events
+    ADD COLUMN IF NOT EXISTS traffic_keyword String AFTER traffic_name,
+    ADD COLUMN IF NOT EXISTS in_app_browser LowCardinality(String) AFTER utm_campaign,
+    ADD COLUMN IF NOT EXISTS time_zone LowCardinality(String) AFTER in_app_browser,
+    ADD COLUMN IF NOT EXISTS is_bot Bool ALIAS device_category = 'bot' AFTER time_zone;
 
 -- Segment membership changes. Dedup key (segment, change_id): a change is about exactly one
 -- segment, so this collapses on change_id. Not partitioned by time on purpose: `members`

