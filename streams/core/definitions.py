@@ -118,12 +118,19 @@ class TriggerRule:
 
 
 class DefinitionError(ValueError):
-    """A refused definitions file: ``str()`` is ``path:line: reason``."""
+    """A refused definitions file: ``str()`` is ``path:line:column: reason`` (the column where the
+    refused node starts, 1-based; ``path:line: reason`` where only the line is known)."""
 
-    def __init__(self, message: str, line: int | None = None, path: str | None = None) -> None:
-        self.message, self.line, self.path = message, line, path
+    def __init__(
+        self, message: str, line: int | None = None, path: str | None = None, column: int | None = None
+    ) -> None:
+        self.message, self.line, self.path, self.column = message, line, path, column
         where = path or "<string>"
-        super().__init__(f"{where}:{line}: {message}" if line is not None else f"{where}: {message}")
+        if line is not None and column is not None:
+            where = f"{where}:{line}:{column}"
+        elif line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +254,13 @@ class _YamlReader:
         """Names of map attributes (`by: category`), set once attributes are read: CEL compiles
         ``name[key]`` of these as map reads."""
 
-    def fail(self, message: str, node: Node | int | None) -> NoReturn:
-        line = node if isinstance(node, int) or node is None else node.start_mark.line + 1
-        raise DefinitionError(message, line, self.path)
+    def fail(self, message: str, node: Node | int | None, column: int | None = None) -> NoReturn:
+        """Refuse the file at `node` (its line and column), or at a line number (and `column`)."""
+        if isinstance(node, Node):
+            line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        else:
+            line = node
+        raise DefinitionError(message, line, self.path, column)
 
     def compose(self) -> Node:
         """The document's root node (not yet constructed, so every node keeps its line)."""
@@ -258,7 +269,9 @@ class _YamlReader:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             reason = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-            self.fail(f"YAML syntax error: {reason}", None if mark is None else mark.line + 1)
+            if mark is None:
+                self.fail(f"YAML syntax error: {reason}", None)
+            self.fail(f"YAML syntax error: {reason}", mark.line + 1, mark.column + 1)
         except yaml.YAMLError as exc:
             self.fail(f"YAML error: {exc}", None)
         if root is None:
@@ -295,6 +308,8 @@ class _YamlReader:
             return self.constructor.construct_object(node, deep=True)
         except ConstructorError as exc:
             self.fail(f"invalid value: {exc.problem}", node)
+        except ValueError as exc:  # an explicit tag whose text does not parse (`!!int abc`)
+            self.fail(f"invalid value: {exc}", node)
 
     def string(self, node: Node, where: str) -> str:
         if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:str":

@@ -502,3 +502,18 @@ def test_trigger_on_forms() -> None:
     assert (bye.on, bye.targets) == ("exit", {"buyers", "buyers_two"})
     assert (any_buyer.on, any_buyer.targets) == ("enter", {"buyers", "buyers_two"})
     assert (leaving.on, leaving.targets) == ("event", {"exit_intent", "checkout"})
+
+
+def test_a_refused_node_is_reported_with_its_line_and_column() -> None:
+    with pytest.raises(DefinitionError) as info:
+        parse_definitions('version: "1"\nparams:\n  threshold: !!int abc\nsegments: []\n', path="defs.yaml")
+    err = info.value
+    assert (err.line, err.column) == (3, 14)
+    assert str(err) == "defs.yaml:3:14: invalid value: invalid literal for int() with base 10: 'abc'"
+
+
+def test_a_yaml_syntax_error_is_reported_with_its_line_and_column() -> None:
+    with pytest.raises(DefinitionError) as info:
+        parse_definitions('version: "1"\nsegments: [\n', path="defs.yaml")
+    assert info.value.line is not None and info.value.column is not None
+    assert str(info.value).startswith(f"defs.yaml:{info.value.line}:{info.value.column}: YAML syntax error")
