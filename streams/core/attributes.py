@@ -222,6 +222,7 @@ class Fact:
 
 
 def _facts() -> dict[str, Fact]:
+    """The built-in facts, by name. Long because it is a table (one row per fact), not logic."""
     facts: list[Fact] = []
     for name, doc in (
         ("device_category", "desktop, mobile, tablet, bot or other"),

@@ -284,6 +284,10 @@ def apply(profile: Profile, enriched: EnrichedEvent, at: float | None = None) ->
     `at` is the event time in epoch seconds if the caller has it (`ingest.decode_timed`).
     Duplicate detection (event id, source offset) is the caller's job (`streams.core.batch`):
     `apply` counts whatever it is given.
+
+    Longer than the house limit on purpose: it runs once per event on the hot path, where splitting
+    it into per-section helpers adds calls and repeated look-ups to every event; its sections
+    (day bucket, session, device and place, traffic, the event type's own fields) read top-down.
     """
     event = enriched.event
     if at is None:
