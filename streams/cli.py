@@ -9,10 +9,13 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.logging import configure_logging, get_logger
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.core.definitions import Definitions
 
 log = get_logger(__name__)
 ENDPOINTS_FILE = "endpoints.json"
@@ -28,6 +31,22 @@ def _progress(label: str, done: int, total: int | None = None) -> None:
     else:
         sys.stderr.write(f"\r{label} {done:,}")
     sys.stderr.flush()
+
+
+def _definitions(path: Path, *, simulated: bool = False) -> Definitions | None:
+    """The definitions in `path`, or None once the reason they are refused is printed: the loader's
+    (`path:line: reason`), or with `simulated` what the simulator cannot serve."""
+    from streams.core.definitions import load_definitions
+    from streams.simulate import SegmentTargets
+
+    try:
+        defs = load_definitions(path)
+        if simulated:
+            SegmentTargets.from_definitions(defs)
+    except ValueError as exc:  # a DefinitionError is one
+        print(f"refused: {exc}", file=sys.stderr)
+        return None
+    return defs
 
 
 def _endpoints_for(settings: Settings) -> dict[str, str] | None:
@@ -106,12 +125,16 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """The embedded stack, a worker subprocess (`streams.testing.WorkerProcess`, its log in
-    `<data_dir>/demo/worker.log`), simulated traffic, then the segment report."""
+    `<data_dir>/demo/worker.log`), traffic simulated for `settings.segments_file`, then the segment
+    report."""
     from infra.stack import EmbeddedStack, free_port
     from streams.producer import EventProducer
     from streams.simulate import simulate, write_jsonl
     from streams.testing import WorkerConfig, WorkerProcess
 
+    defs = _definitions(settings.segments_file, simulated=True)
+    if defs is None:
+        return 1
     started = time.monotonic()
     demo_dir = settings.data_dir / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +153,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         try:
             worker.start(ready_timeout=120)
             print(f"  worker ready in {time.monotonic() - started:.1f}s; collector at {worker.web}/v1/events")
-            sim = simulate(args.visitors, args.seed, datetime.now(UTC))
+            sim = simulate(args.visitors, args.seed, datetime.now(UTC), defs=defs)
             write_jsonl(sim, demo_dir / "events.jsonl", demo_dir / "truth.json")
             total = len(sim.events)
 
@@ -195,11 +218,14 @@ def _print_report(report: dict[str, Any], status: dict[str, Any], elapsed: float
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    """Traffic simulated for `settings.segments_file`, to Kafka or a JSONL file."""
     from streams.simulate import simulate, write_jsonl
 
-    sim = simulate(
-        args.visitors, args.seed, datetime.now(UTC) if args.end is None else datetime.fromisoformat(args.end)
-    )
+    defs = _definitions(settings.segments_file, simulated=True)
+    if defs is None:
+        return 1
+    end = datetime.now(UTC) if args.end is None else datetime.fromisoformat(args.end)
+    sim = simulate(args.visitors, args.seed, end, defs=defs)
     truth = Path(args.truth)
     if args.out:
         write_jsonl(sim, Path(args.out), truth)
@@ -282,13 +308,9 @@ def cmd_visitor(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_segments(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.core.definitions import DefinitionError, load_definitions
-
     path = Path(args.file) if args.file else settings.segments_file
-    try:
-        defs = load_definitions(path)
-    except DefinitionError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
+    defs = _definitions(path)
+    if defs is None:
         return 1
     if args.action == "validate":
         print(
@@ -316,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="stack + worker + simulated traffic, then a segment report")
     demo.add_argument("--visitors", type=int, default=2000)
     demo.add_argument("--seed", type=int, default=7)
-    sim = sub.add_parser("simulate", help="simulate persona traffic to Kafka or a JSONL file")
+    sim = sub.add_parser(
+        "simulate", help="simulate persona traffic for TESSERA_SEGMENTS_FILE to Kafka or a JSONL file"
+    )
     sim.add_argument("--visitors", type=int, default=1000)
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument("--end", default=None, help="ISO time the simulated history ends (default: now)")

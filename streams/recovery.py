@@ -136,13 +136,27 @@ async def fetch_to_high_watermark(
     watermark is still unknown: fetching goes on."""
     remaining = set(partitions)
     while remaining:
-        polled = await consumer.getmany(*remaining, timeout_ms=timeout_ms, max_records=max_records)
-        for tp, batch in polled.items():
-            on_batch(tp, batch)
-        for tp in list(remaining):
-            highwater = consumer.highwater(tp)
-            if highwater is not None and await consumer.position(tp) >= highwater:
-                remaining.discard(tp)
+        await fetch_once(consumer, remaining, on_batch, timeout_ms, max_records)
+
+
+async def fetch_once(
+    consumer: ChangelogConsumer,
+    remaining: set[TopicPartition],
+    on_batch: Callable[[TopicPartition, list[Any]], object],
+    timeout_ms: int,
+    max_records: int | None,
+) -> bool:
+    """One step of `fetch_to_high_watermark`: one fetch from `remaining`, each batch handed to
+    `on_batch`, then the partitions whose position reached their Fetch high watermark leave
+    `remaining`. True when none remains."""
+    polled = await consumer.getmany(*remaining, timeout_ms=timeout_ms, max_records=max_records)
+    for tp, batch in polled.items():
+        on_batch(tp, batch)
+    for tp in list(remaining):
+        highwater = consumer.highwater(tp)
+        if highwater is not None and await consumer.position(tp) >= highwater:
+            remaining.discard(tp)
+    return not remaining
 
 
 def rebuild_timers_and_clocks(states: Iterable[PartitionState], wall: float) -> None:

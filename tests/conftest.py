@@ -54,7 +54,8 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def wait_until() -> Callable[..., object]:
-    """`streams.testing.wait_until(predicate, timeout=10, interval=0.05, message=None, ignore=())`."""
+    """`streams.testing.wait_until(predicate, timeout=10, interval=0.05, message=None, ignore=(), *,
+    fatal=())`."""
     return testing.wait_until
 
 

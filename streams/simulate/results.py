@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.simulate.places import Place
+
 
 @dataclass(frozen=True, slots=True)
-class VisitorTruth:
+class VisitorTruth(Place):
+    """Where the visitor is (the `Place` fields, flat, as the truth file holds them) and what Tessera
+    must show for it."""
+
     visitor_id: str
     persona: str
     expected_segments: list[str]
@@ -16,14 +21,6 @@ class VisitorTruth:
     """The micro/static segments among `expected_segments`."""
     category: str | None
     """The big spender's category."""
-    place: str
-    country: str
-    region: str
-    region_code: str
-    city: str
-    lat: float
-    lon: float
-    ip: str
     device: str
     device_category: str
     os: str

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from streams.simulate.clock import iso
 from streams.simulate.results import VisitorTruth
 from streams.simulate.spec import VisitorSpec
@@ -37,21 +39,14 @@ def visitor_truth(
 ) -> VisitorTruth:
     """The truth of a visitor whose events span (first, last) ms (None: no events)."""
     expected, micro = expected_segments(spec, age, targets)
-    place, device = spec.place, spec.device
+    device = spec.device
     return VisitorTruth(
+        **asdict(spec.place),
         visitor_id=spec.visitor_id,
         persona=spec.persona,
         expected_segments=expected,
         micro_segments=micro,
         category=spec.category,
-        place=place.place,
-        country=place.country,
-        region=place.region,
-        region_code=place.region_code,
-        city=place.city,
-        lat=place.lat,
-        lon=place.lon,
-        ip=place.ip,
         device=device.key,
         device_category=device.category,
         os=device.os,

@@ -7,11 +7,12 @@ embedded broker answers short.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.recovery import fetch_once
 from streams.testing.wait import WaitTimeout, async_wait_until
 
 FETCH_TIMEOUT_MS = 200
@@ -25,23 +26,20 @@ async def fetch_to_highwater(
     on_records: Callable[[list[Any]], object],
     max_records: int | None = None,
 ) -> None:
-    """Fetch from `partitions` (assigned and positioned by the caller) until each one's position
-    reaches its Fetch high watermark, handing every fetched batch to `on_records`.
+    """`streams.recovery.fetch_to_high_watermark` with a deadline: fetch from `partitions` (assigned
+    and positioned by the caller) until each one's position reaches its Fetch high watermark, handing
+    every fetched batch to `on_records`.
 
     Raises `WaitTimeout` when `timeout` seconds pass first (what was fetched until then has been
     handed over).
     """
     remaining = set(partitions)
 
-    async def drained() -> bool:
-        polled = await consumer.getmany(*remaining, timeout_ms=FETCH_TIMEOUT_MS, max_records=max_records)
-        for batch in polled.values():
-            on_records(batch)
-        for tp in list(remaining):
-            highwater = consumer.highwater(tp)
-            if highwater is not None and await consumer.position(tp) >= highwater:
-                remaining.discard(tp)
-        return not remaining
+    def hand_over(_partition: TopicPartition, batch: list[Any]) -> None:
+        on_records(batch)
+
+    def drained() -> Awaitable[bool]:
+        return fetch_once(consumer, remaining, hand_over, FETCH_TIMEOUT_MS, max_records)
 
     if remaining:
         # No pause between fetches: `getmany` itself waits up to FETCH_TIMEOUT_MS for records.

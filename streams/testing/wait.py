@@ -18,7 +18,7 @@ import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, overload
+from typing import Any, TypeGuard, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -32,12 +32,52 @@ class WaitTimeout(AssertionError):
     """The condition did not hold before the deadline."""
 
 
-def _timeout_message(
-    message: str | None, timeout: float, polls: int, last: object, error: BaseException | None
-) -> str:
-    what = message or "condition"
-    detail = f"last value {last!r}" if error is None else f"last error {error!r}"
-    return f"{what} not met within {timeout} s ({polls} polls; {detail})"
+class _Polls:
+    """One wait's deadline, polls counted and last value or ignored error: the state `wait_until` and
+    `async_wait_until` share, so only calling the predicate and pausing differ between them.
+
+    `with polls:` wraps one poll: it counts it, and an exception of an `ignore` type (not of a
+    `fatal` one) becomes the last error instead of propagating.
+    """
+
+    __slots__ = ("deadline", "error", "fatal", "ignore", "interval", "last", "message", "polls", "timeout")
+
+    def __init__(
+        self, timeout: float, interval: float, message: str | None, ignore: Errors, fatal: Errors
+    ) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.timeout, self.interval, self.message = timeout, interval, message
+        self.ignore, self.fatal = ignore, fatal
+        self.polls = 0
+        self.last: object = None
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> _Polls:
+        self.polls += 1
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> bool:
+        if error is None or not isinstance(error, self.ignore) or isinstance(error, self.fatal):
+            return False
+        self.error = error
+        return True
+
+    def met(self, value: T | None) -> TypeGuard[T]:
+        """Whether `value`, the predicate's answer, ends the wait; if not, it is the last value."""
+        if value:
+            return True
+        self.last, self.error = value, None
+        return False
+
+    def pause(self) -> float:
+        """Seconds to sleep before the next poll; raises `WaitTimeout` once the deadline has passed."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            what = self.message or "condition"
+            detail = f"last value {self.last!r}" if self.error is None else f"last error {self.error!r}"
+            failure = f"{what} not met within {self.timeout} s ({self.polls} polls; {detail})"
+            raise WaitTimeout(failure) from self.error
+        return min(self.interval, remaining)
 
 
 def wait_until(
@@ -55,49 +95,26 @@ def wait_until(
     `fatal` (a dead child process under a broad `ignore`); any other exception propagates at once.
     The predicate is always polled at least once, and once more at the deadline.
     """
-    deadline = time.monotonic() + timeout
-    polls = 0
-    last: object = None
-    error: BaseException | None = None
+    polls = _Polls(timeout, interval, message, ignore, fatal)
     while True:
-        polls += 1
-        try:
+        with polls:
             value = predicate()
-        except ignore as exc:
-            if isinstance(exc, fatal):
-                raise
-            error = exc
-        else:
-            if value:
+            if polls.met(value):
                 return value
-            last, error = value, None
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise WaitTimeout(_timeout_message(message, timeout, polls, last, error)) from error
-        time.sleep(min(interval, remaining))
+        time.sleep(polls.pause())
 
 
 @overload
 async def async_wait_until(
-    predicate: Callable[[], Awaitable[T | None]],
-    timeout: float = ...,  # noqa: ASYNC109
-    interval: float = ...,
-    message: str | None = ...,
-    ignore: Errors = ...,
-    *,
-    fatal: Errors = ...,
+    predicate: Callable[[], Awaitable[T | None]], timeout: float = ..., interval: float = ...,  # noqa: ASYNC109
+    message: str | None = ..., ignore: Errors = ..., *, fatal: Errors = ...
 ) -> T: ...
 
 
 @overload
 async def async_wait_until(
-    predicate: Callable[[], T | None],
-    timeout: float = ...,  # noqa: ASYNC109
-    interval: float = ...,
-    message: str | None = ...,
-    ignore: Errors = ...,
-    *,
-    fatal: Errors = ...,
+    predicate: Callable[[], T | None], timeout: float = ..., interval: float = ...,  # noqa: ASYNC109
+    message: str | None = ..., ignore: Errors = ..., *, fatal: Errors = ...
 ) -> T: ...
 
 
@@ -112,27 +129,14 @@ async def async_wait_until(
 ) -> Any:
     """`wait_until` for async code: the predicate may be sync or return an awaitable; the event loop
     keeps running between polls."""
-    deadline = time.monotonic() + timeout
-    polls = 0
-    last: object = None
-    error: BaseException | None = None
+    polls = _Polls(timeout, interval, message, ignore, fatal)
     while True:
-        polls += 1
-        try:
+        with polls:
             result = predicate()
             value = await result if inspect.isawaitable(result) else result
-        except ignore as exc:
-            if isinstance(exc, fatal):
-                raise
-            error = exc
-        else:
-            if value:
+            if polls.met(value):
                 return value
-            last, error = value, None
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise WaitTimeout(_timeout_message(message, timeout, polls, last, error)) from error
-        await asyncio.sleep(min(interval, remaining))
+        await asyncio.sleep(polls.pause())
 
 
 def unique_name(prefix: str = "t") -> str:

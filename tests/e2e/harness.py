@@ -1,7 +1,8 @@
-"""What the end-to-end tests assert on workers run against the embedded stack: a replay of the
-events topic by the pure core, ClickHouse reports, and the stream scenarios the tests share.
+"""What the end-to-end tests assert on workers run against the embedded stack: the changelog against
+a replay of the events topic by the pure core, ClickHouse reports, and the stream scenarios the tests
+share.
 
-Starting, asking and stopping workers, and reading topics, is `streams.testing`.
+Starting, asking and stopping workers, reading topics and replaying them, is `streams.testing`.
 """
 
 from __future__ import annotations
@@ -15,37 +16,19 @@ from typing import Any
 
 import orjson
 
-from streams.core.batch import IngestLimits, SourceRecord, process_batch
 from streams.core.definitions import load_definitions
-from streams.core.enrich import default_enricher
 from streams.core.profile import Profile
 from streams.producer import produce_records
 from streams.settings import DEFAULT_SEGMENTS_FILE
 from streams.simulate import SimParams, simulate
-from streams.testing import WorkerConfig, WorkerProcess, read_topic
-
-
-def replay(records: list[Any]) -> dict[str, Profile]:
-    """The expected state: every record folded once, in offset order, by the pure core."""
-    store: dict[str, bytes] = {}
-    result = process_batch(
-        [SourceRecord(r.partition, r.offset, r.key, r.value) for r in records],
-        lambda visitor_id, partition: store.get(visitor_id),
-        {},
-        {},
-        defs=load_definitions(DEFAULT_SEGMENTS_FILE),
-        enricher=default_enricher(None),
-        limits=IngestLimits(),
-        wall_now=time.time(),
-        topic="events",
-    )
-    return {v: e.profile for v, e in result.visitors.items()}
+from streams.testing import WorkerConfig, WorkerProcess, read_topic, replay_records
 
 
 def assert_changelog_is_replay(config: WorkerConfig, deadline_s: float = 30) -> None:
     """The latest changelog profile of every visitor equals a replay of the events topic."""
     source = asyncio.run(read_topic(config.kafka, config.events_topic, deadline_s=deadline_s))
-    expected = replay(sorted(source, key=lambda r: (r.partition, r.offset)))
+    in_order = sorted(source, key=lambda r: (r.partition, r.offset))
+    expected = replay_records(in_order, load_definitions(DEFAULT_SEGMENTS_FILE), wall_now=time.time())
     changelog = asyncio.run(read_topic(config.kafka, config.changelog_topic, deadline_s=deadline_s))
     latest: dict[str, Profile] = {}
     for record in changelog:

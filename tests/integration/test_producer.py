@@ -13,14 +13,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaClient
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from streams.producer import EventProducer, key_for_line, produce_file
 from streams.simulate import SimParams, simulate, write_jsonl
-from streams.testing import wait_until
+from streams.testing import read_topic, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -87,26 +87,6 @@ async def _create_topic(bootstrap: str, topic: str) -> None:
         await admin.close()
 
 
-async def _consume(bootstrap: str, topic: str, expected: int, within_s: float = 30.0) -> list[ConsumerRecord]:
-    """Every record of `topic` from the start, until `expected` arrived (or the deadline)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
-        await consumer.seek_to_beginning()
-        records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + within_s
-        while len(records) < expected and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-            for part in batch.values():
-                records.extend(part)
-        return records
-    finally:
-        await consumer.stop()
-
-
 def _check_partitioning(records: list[ConsumerRecord]) -> None:
     by_key: dict[bytes, set[int]] = collections.defaultdict(set)
     for record in records:
@@ -133,7 +113,7 @@ async def test_send_then_consume_keys_and_partitions(broker: str) -> None:
     assert sum(offsets.values()) == 1000 and set(offsets) <= set(range(PARTITIONS))
     assert len(offsets) > 1  # 60 visitors spread over several partitions
 
-    records = await _consume(broker, topic, 1000)
+    records = await read_topic(broker, topic)
     assert len(records) == 1000, f"consumed {len(records)} (produced at {1000 / elapsed:.0f}/s)"
     _check_partitioning(records)
     sent = {e["event_id"]: orjson.dumps(e) for e in events}
@@ -167,7 +147,7 @@ async def test_send_many_counts(broker: str) -> None:
     assert (first.sent, first.failed, second.sent, second.failed) == (250, 0, 250, 0)
     assert sum(first.partitions.values()) == 250 and first.bytes == sum(len(v) for _, v in pairs[:250])
     assert first.per_second > 0
-    records = await _consume(broker, topic, 500)
+    records = await read_topic(broker, topic)
     assert len(records) == 500
     _check_partitioning(records)
 
@@ -185,7 +165,7 @@ async def test_produce_file_sends_every_line_as_is(broker: str, tmp_path: Path) 
     assert sent == lines == len(sim.events) + len(sim.malformed)
     assert seen[-1] == sent and seen == sorted(seen)
 
-    records = await _consume(broker, topic, sent)
+    records = await read_topic(broker, topic)
     assert len(records) == sent
     _check_partitioning(records)
     wanted = collections.Counter(path.read_bytes().splitlines())

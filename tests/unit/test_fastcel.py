@@ -9,18 +9,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import cel
-import orjson
 import pytest
 
 from streams.core.attributes import CUSTOM_FUNCTIONS, compile_expr
-from streams.core.batch import IngestLimits, SourceRecord, process_batch
 from streams.core.definitions import Definitions, load_definitions
-from streams.core.enrich import default_enricher
 from streams.core.fastcel import Declined, compile_fast
 from streams.core.profile import Profile
 from streams.core.segments import evaluate
 from streams.settings import DEFAULT_SEGMENTS_FILE
 from streams.simulate import simulate
+from streams.testing import replay_events
 
 NAMES = ("a", "b", "c", "s", "t", "flag", "items")
 
@@ -156,32 +154,8 @@ def test_the_shipped_conditions_run_in_python() -> None:
 
 
 def _profiles(defs: Definitions) -> list[Profile]:
-    sim = simulate(60, 11, datetime(2026, 11, 2, 12, tzinfo=UTC))
-    store: dict[str, bytes] = {}
-    offsets: dict[int, int] = {}
-    records = []
-    for value in sim.events:
-        partition = len(value["visitor_id"]) % 3
-        offsets[partition] = offsets.get(partition, -1) + 1
-        records.append(
-            SourceRecord(partition, offsets[partition], value["visitor_id"].encode(), orjson.dumps(value))
-        )
-    enricher = default_enricher(None)
-    for start in range(0, len(records), 500):
-        result = process_batch(
-            records[start : start + 500],
-            lambda visitor_id, _partition: store.get(visitor_id),
-            {},
-            {},
-            defs=defs,
-            enricher=enricher,
-            limits=IngestLimits(),
-            wall_now=datetime(2026, 11, 2, 12, tzinfo=UTC).timestamp(),
-            topic="t",
-        )
-        for visitor_id, effect in result.visitors.items():
-            store[visitor_id] = effect.profile.to_bytes()
-    return [Profile.from_bytes(raw) for raw in store.values()]
+    end = datetime(2026, 11, 2, 12, tzinfo=UTC)
+    return list(replay_events(simulate(60, 11, end).events, defs, wall_now=end.timestamp()).values())
 
 
 @pytest.mark.parametrize("seed", [1, 2])

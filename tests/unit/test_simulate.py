@@ -26,10 +26,7 @@ from haversine import haversine
 from pydantic import ValidationError
 
 from schemas.events import EVENT_ADAPTER, EVENT_TYPES
-from streams.core.batch import IngestLimits, SourceRecord, process_batch
 from streams.core.definitions import Definitions, parse_definitions
-from streams.core.enrich import default_enricher
-from streams.core.profile import Profile
 from streams.core.segments import evaluate
 from streams.settings import DEFAULT_SEGMENTS_FILE
 from streams.simulate import (
@@ -50,6 +47,7 @@ from streams.simulate import (
     simulate,
     write_jsonl,
 )
+from streams.testing import replay_events
 
 END = datetime(2026, 11, 20, 15, 37, 12, 345000, tzinfo=UTC)
 MIN = 60.0
@@ -546,28 +544,10 @@ def changed_definitions() -> Definitions:
 
 def core_segments(sim: Simulation, defs: Definitions, end: datetime) -> dict[str, frozenset[str]]:
     """Each visitor's segments at `end` as Tessera's core decides them, `sim.events` folded under `defs`."""
-    store: dict[str, bytes] = {}
-    records = [
-        SourceRecord(0, n, e["visitor_id"].encode(), orjson.dumps(e)) for n, e in enumerate(sim.events)
-    ]
-    enricher = default_enricher(None)
-    for start in range(0, len(records), 5000):
-        result = process_batch(
-            records[start : start + 5000],
-            lambda visitor_id, _partition: store.get(visitor_id),
-            {},
-            {},
-            defs=defs,
-            enricher=enricher,
-            limits=IngestLimits(),
-            wall_now=end.timestamp(),
-            topic="simulated",
-        )
-        for visitor_id, effect in result.visitors.items():
-            store[visitor_id] = effect.profile.to_bytes()
     now = end.timestamp()
     return {
-        vid: evaluate(Profile.from_bytes(raw), defs, now, explain=False).members for vid, raw in store.items()
+        vid: evaluate(profile, defs, now, explain=False).members
+        for vid, profile in replay_events(sim.events, defs, wall_now=now).items()
     }
 
 
