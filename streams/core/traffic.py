@@ -71,7 +71,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypedDict
 from urllib.parse import unquote, unquote_plus
 
 import yaml
@@ -736,10 +736,46 @@ def _path_of(url: str) -> str:
 _cached_host: Final = lru_cache(maxsize=CACHE_SIZE * 2)(host_of)
 
 
+class CacheStats(TypedDict):
+    """Statistics of one bounded cache, as `functools.lru_cache` counts them."""
+
+    maxsize: int | None
+    currsize: int
+    hits: int
+    misses: int
+
+
+class _LruCache(Protocol):
+    def cache_info(self) -> tuple[int, int, int | None, int]: ...  # hits, misses, maxsize, currsize
+
+    def cache_clear(self) -> None: ...
+
+
+# The per-URL, per-host and per-value caches, by the name `cache_info` reports them under.
+_CACHES: Final[Mapping[str, _LruCache]] = {
+    "url_host": _cached_host,
+    "host_rules": host_rules,
+    "referrer_host": _by_host,
+    "traffic": _traffic,
+    "utm": _by_utm,
+}
+
+
 def cache_clear() -> None:
     """Empty the per-URL, per-host and per-value caches (the parsed lists stay)."""
-    for cached in (_cached_host, host_rules, _by_host, _traffic, _by_utm):
+    for cached in _CACHES.values():
         cached.cache_clear()
+
+
+def cache_info() -> dict[str, CacheStats]:
+    """Statistics of each cache `cache_clear` empties: `url_host` (host parsing per URL),
+    `host_rules` (per host), `referrer_host` (per referrer host and page host), `traffic` (per
+    `Traffic` value), `utm` (per UTM tag tuple)."""
+    stats: dict[str, CacheStats] = {}
+    for name, cached in _CACHES.items():
+        hits, misses, maxsize, currsize = cached.cache_info()
+        stats[name] = CacheStats(maxsize=maxsize, currsize=currsize, hits=hits, misses=misses)
+    return stats
 
 
 def _norm(value: str | None) -> str | None:

@@ -227,7 +227,7 @@ def test_ddl_adds_the_enrichment_columns_to_an_older_events_table(chdb_path: Pat
         new_columns = re.compile(r"^\s*(traffic_keyword|in_app_browser|time_zone|is_bot)\s.*$\n?", re.M)
         for stmt in ddl_statements("t_events_upgrade"):
             if not stmt.startswith("ALTER"):
-                s._client.command(new_columns.sub("", stmt))
+                s.command(new_columns.sub("", stmt))
         assert not s.query("SELECT name FROM system.columns WHERE database = 't_events_upgrade'"
                            " AND table = 'events' AND name = 'time_zone'")  # fmt: skip
         s.apply_ddl()

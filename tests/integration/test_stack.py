@@ -450,20 +450,13 @@ def test_failed_start_raises_with_the_log_tail_and_stops_the_rest(
     fake = tmp_path / "redis-server"
     fake.write_text("#!/bin/sh\necho 'fake redis: never listens'\nexec sleep 30\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(stack_module, "_redis_executable", lambda: str(fake))
+    monkeypatch.setattr(stack_module, "redis_executable", lambda: str(fake))
     stack = EmbeddedStack(tmp_path / "stack", start_timeout_s=0.5)
-    started: dict[str, int] = {}
-    real_spawn = stack._spawn
-
-    def spawn(*args: Any) -> Any:
-        child = real_spawn(*args)
-        started[child.part] = child.proc.pid
-        return child
-
-    monkeypatch.setattr(stack, "_spawn", spawn)
     with pytest.raises(StackError, match="fake redis: never listens"):
         stack.start()
+    started = stack.started_pids
     assert set(started) == {KAFKA, REDIS}
+    assert stack.pids == {}
     assert not any(_alive(pid) for pid in started.values())
     assert _pid_files(stack.data_dir) == []
     assert stack.endpoints is None

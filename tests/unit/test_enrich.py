@@ -25,11 +25,11 @@ from streams.core.enrich import (
     NoGeo,
     UaParserDevice,
     UserAgentParser,
-    _public_ip,
     clean_city,
     default_enricher,
     geo_from_record,
     in_app_browser,
+    public_ip,
     region_code,
     time_zone,
 )
@@ -250,9 +250,9 @@ def test_public_ip_filter_matches_ipaddress() -> None:
     for _ in range(20_000):
         addr = ipaddress.IPv4Address(rng.getrandbits(32))
         expected = addr.is_global and not addr.is_multicast
-        assert (_public_ip(str(addr)) is not None) == expected, addr
+        assert (public_ip(str(addr)) is not None) == expected, addr
     for text in ("2a02:1210::1", "2001:4860:4860::8888", "::ffff:8.8.8.8"):
-        assert _public_ip(text) is not None
+        assert public_ip(text) is not None
     for text in (
         "::1",
         "::",
@@ -263,9 +263,9 @@ def test_public_ip_filter_matches_ipaddress() -> None:
         "2001:db8::1",
         "::ffff:10.1.1.1",
     ):
-        assert _public_ip(text) is None
-    assert _public_ip("::ffff:8.8.8.8") == "8.8.8.8"
-    assert _public_ip("2a02:1210::1%eth0") == "2a02:1210::1"
+        assert public_ip(text) is None
+    assert public_ip("::ffff:8.8.8.8") == "8.8.8.8"
+    assert public_ip("2a02:1210::1%eth0") == "2a02:1210::1"
 
 
 def test_geo_from_record_ignores_junk() -> None:

@@ -155,15 +155,19 @@ def test_host_of(url: str, host: str | None) -> None:
 
 
 def test_classification_is_cached_and_bounded() -> None:
-    cached = traffic._by_host
-    assert cached.cache_info().maxsize == traffic.CACHE_SIZE == traffic.host_rules.cache_info().maxsize
+    info = traffic.cache_info()
+    assert info["referrer_host"]["maxsize"] == traffic.CACHE_SIZE == info["host_rules"]["maxsize"]
+    assert all(stats["maxsize"] is not None for stats in info.values())
     classify("https://www.cache-probe.example/", None, PAGE)
-    hits = cached.cache_info().hits
+    hits = traffic.cache_info()["referrer_host"]["hits"]
     first = classify("https://www.cache-probe.example/other", None, "https://www.shop.example.de/p/999")
-    assert cached.cache_info().hits == hits + 1  # a new URL on a known host: no new host lookup
+    # a new URL on a known host: no new host lookup
+    assert traffic.cache_info()["referrer_host"]["hits"] == hits + 1
     assert first is classify("https://www.cache-probe.example/", None, PAGE)  # same frozen instance
     traffic.cache_clear()
-    assert cached.cache_info().currsize == 0
+    assert {name: stats["currsize"] for name, stats in traffic.cache_info().items()} == dict.fromkeys(
+        ("url_host", "host_rules", "referrer_host", "traffic", "utm"), 0
+    )
 
 
 # -- the medium table: real-looking referrers across every medium ---------------------------------
