@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from sinks.clickhouse import AnalyticsSink
 from sinks.redis_serving import ServingStore
 from streams.checkpoint import Checkpoint
-from streams.core.batch import BatchResult, IngestLimits, Record, process_batch
+from streams.core.batch import BatchResult, IngestLimits, Record, UnprocessableRecord, process_batch
 from streams.core.definitions import Definitions
 from streams.core.enrich import Enricher
 from streams.kafka import KafkaChangelog, consumer_options, producer_options
@@ -102,6 +102,9 @@ class Engine:
         self.consumer: AIOKafkaConsumer | None = None
         self.watch_loop = True
         """Record loop stalls (`stats.loop_lag_max_ms`); the worker turns it on after its set-up."""
+        self.unprocessable: dict[tuple[int, int], str] = {}
+        """(partition, offset) → why: events-topic records whose fold failed on a live profile
+        (`UnprocessableRecord`); the replay after the restart dead-letters them."""
         self._stopping = asyncio.Event()
         self._recovery_lock = asyncio.Lock()
         self._lock = asyncio.Lock()
@@ -161,6 +164,8 @@ class Engine:
                 raise
             except Exception as exc:
                 self.stats.restarts += 1
+                if isinstance(exc, UnprocessableRecord):
+                    self._remember_unprocessable(exc)
                 log.error("engine_failed_restarting", error=repr(exc), backoff_s=backoff)
                 await self._close_consumer()
                 self.store.drop_all()
@@ -171,6 +176,18 @@ class Engine:
                 except TimeoutError:
                     pass
                 backoff = min(backoff * 2, 10.0)
+
+    def _remember_unprocessable(self, exc: UnprocessableRecord) -> None:
+        """The replay dead-letters this record instead of folding it again (`process_batch`);
+        records below a partition's committed offset are done with and forgotten."""
+        committed = self.stats.committed
+        self.unprocessable = {
+            at: detail for at, detail in self.unprocessable.items() if at[1] >= committed.get(at[0], 0)
+        }
+        self.unprocessable[(exc.partition, exc.offset)] = exc.detail
+        log.warning(
+            "record_unprocessable", partition=exc.partition, offset=exc.offset, visitor=exc.visitor_id
+        )
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -285,6 +302,7 @@ class Engine:
             limits=self.limits,
             wall_now=wall,
             topic=self.settings.events_topic,
+            unprocessable=self.unprocessable,
         )
         self._last_core_s = time.perf_counter() - core_begun
         self._remember(result)

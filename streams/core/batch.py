@@ -25,10 +25,10 @@ is changed, and after a failed `apply` the profile is rebuilt (`_Batch.restore`,
 from its state before the batch, which `profiles` still returns, and the visitor's earlier events
 of the batch. One case cannot be rebuilt: `profiles` handed over its own `Profile` object, which
 the batch has changed in place (copying every such profile up front would cost every batch). Then
-the exception fails the batch; the engine's restart restores the profiles from the changelog,
-serialised, so the replayed record takes the rebuild path, unless an earlier batch of the replay
-has handed its visitor over as an object again. A valid event pays nothing for this: a `try`
-block costs nothing in Python 3.11 until it raises.
+the batch fails with `UnprocessableRecord`; the engine restarts from its committed state and
+passes the record in `unprocessable`, so the replay dead-letters it before folding anything of it.
+A valid event pays nothing for this: a `try` block costs nothing in Python 3.11 until it raises,
+and the `unprocessable` check is one test of an empty mapping.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from schemas.changes import SegmentChange, Transition
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.enriched import EnrichedEvent
 from schemas.events import Event
 from schemas.messages import Message
@@ -113,6 +113,17 @@ class BatchResult:
     clocks: dict[int, float] = field(default_factory=dict)
 
 
+class UnprocessableRecord(Exception):
+    """A valid event's fold raised after its visitor's profile, handed over as a live object, was
+    changed in place: the batch cannot go on. The caller restarts from its committed state and
+    passes `(partition, offset) → detail` in `process_batch(unprocessable=...)`, so the replay
+    dead-letters this record as `processing_error` before folding anything of it."""
+
+    def __init__(self, partition: int, offset: int, visitor_id: str, detail: str) -> None:
+        super().__init__(f"record {partition}:{offset} of visitor {visitor_id!r} cannot be folded: {detail}")
+        self.partition, self.offset, self.visitor_id, self.detail = partition, offset, visitor_id, detail
+
+
 def change_id(visitor_id: str, segment: str, transition: str, at: float, version: str) -> str:
     raw = f"{visitor_id}\x1f{segment}\x1f{transition}\x1f{at:.3f}\x1f{version}".encode()
     return hashlib.sha1(raw).hexdigest()[:24]
@@ -164,8 +175,12 @@ def process_batch(
     wall_now: float,
     topic: str,
     load: Callable[[bytes], Profile] = Profile.from_bytes,
+    unprocessable: Mapping[tuple[int, int], str] | None = None,
 ) -> BatchResult:
     """Fold `records` into profiles, fire `due_visitors`' timers, return every effect.
+
+    `unprocessable` maps (partition, offset) → detail of records whose fold raised in an earlier
+    attempt (`UnprocessableRecord`): they are dead-lettered as `processing_error` without folding.
 
     `profiles(visitor_id, partition)` returns the stored profile, serialised or as a `Profile` the
     caller hands over for mutation (None ⇒ new visitor); the caller stores the returned profiles
@@ -179,7 +194,7 @@ def process_batch(
     traffic decides exactly what live traffic would have decided, and a cart abandoned at 10:00
     enters `cart_abandoners` at 10:30 by timer, however the records were batched.
     """
-    batch = _Batch(profiles, load, defs, enricher, limits, wall_now, topic)
+    batch = _Batch(profiles, load, defs, enricher, limits, wall_now, topic, unprocessable or {})
     batch.decode(records, clocks)
     batch.fold_events()
     batch.wake_due(due_visitors)
@@ -206,6 +221,7 @@ class _Batch:
         "rows_by_visitor",
         "seen_types",
         "topic",
+        "unprocessable",
         "wall_now",
         "working",
     )
@@ -219,8 +235,10 @@ class _Batch:
         limits: IngestLimits,
         wall_now: float,
         topic: str,
+        unprocessable: Mapping[tuple[int, int], str],
     ) -> None:
         self.profiles = profiles
+        self.unprocessable = unprocessable
         self.load = load
         self.defs = defs
         self.enricher = enricher
@@ -293,7 +311,13 @@ class _Batch:
         dedupe_window = self.limits.dedupe_window
         seen_types, last_event_at = self.seen_types, self.last_event_at
         last_event_id, rows_by_visitor = self.last_event_id, self.rows_by_visitor
+        unprocessable = self.unprocessable
         for record, event, event_at in self.accepted:
+            if unprocessable and (record.partition, record.offset) in unprocessable:
+                detail = unprocessable[(record.partition, record.offset)]
+                self.reject(record, Rejected(DeadLetterReason.processing_error, detail))
+                self.failed.add((record.partition, record.offset))
+                continue
             try:
                 enriched = enricher.enrich(event, received_at, record.partition, record.offset)
             except Exception as exc:  # nothing is changed yet
@@ -346,11 +370,9 @@ class _Batch:
         """
         stored = self.profiles(visitor_id, effect.partition)
         if stored is effect.profile:  # the caller's own object, changed in place by this batch
-            exc.add_note(
-                f"visitor {visitor_id!r}: its profile was handed over as an object and is changed in"
-                " part; the batch fails (a restart restores it from the changelog)"
-            )
-            raise exc
+            raise UnprocessableRecord(
+                failing.partition, failing.offset, visitor_id, processing_error(exc).detail
+            ) from exc
         if stored is None:
             profile = new_profile(visitor_id)
         else:

@@ -4,6 +4,7 @@ and events that fail to apply (dead-lettered, their visitor left as before)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -12,7 +13,7 @@ import streams.core.batch
 from schemas.deadletter import DeadLetterReason
 from schemas.enriched import Device, EnrichedEvent, Geo
 from schemas.events import Event
-from streams.core.batch import BatchResult, IngestLimits, SourceRecord, process_batch
+from streams.core.batch import BatchResult, IngestLimits, SourceRecord, UnprocessableRecord, process_batch
 from streams.core.definitions import Definitions, load_definitions
 from streams.core.enrich import Enricher
 from streams.core.profile import Profile, apply
@@ -233,27 +234,17 @@ def test_an_event_whose_enrichment_raises_is_dead_lettered(defs: Definitions) ->
     assert result.events_applied == 2 and Profile.from_bytes(store["v1"]).last_offset == 1
 
 
-def test_a_profile_handed_over_as_an_object_fails_the_batch_when_apply_raises(
+def test_a_profile_handed_over_as_an_object_fails_the_batch_and_the_retry_dead_letters_the_record(
     defs: Definitions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The object is changed in place, its state before the batch is gone: nothing to rebuild from."""
+    """The object is changed in place, its state before the batch is gone: the batch fails with
+    `UnprocessableRecord`; the retry with that record in `unprocessable` dead-letters it without
+    folding it and applies the rest."""
     live: dict[str, Profile] = {}
-    result = process_batch(
-        keyed(event("e0", "page_view", T0)),
-        lambda visitor_id, partition: live.get(visitor_id),
-        {},
-        {},
-        defs=defs,
-        enricher=Enricher(FakeUa(), FakeGeo()),
-        limits=IngestLimits(),
-        wall_now=T0.timestamp(),
-        topic="events",
-    )
-    live["v1"] = result.visitors["v1"].profile
-    fail_apply_of(monkeypatch, "e1")
-    with pytest.raises(ZeroDivisionError):
-        process_batch(
-            keyed(event("e1", "page_view", T0), start=1),
+
+    def run(records: list[Any], unprocessable: dict[tuple[int, int], str] | None = None) -> BatchResult:
+        return process_batch(
+            records,
             lambda visitor_id, partition: live.get(visitor_id),
             {},
             {},
@@ -262,7 +253,24 @@ def test_a_profile_handed_over_as_an_object_fails_the_batch_when_apply_raises(
             limits=IngestLimits(),
             wall_now=T0.timestamp(),
             topic="events",
+            unprocessable=unprocessable,
         )
+
+    live["v1"] = run(keyed(event("e0", "page_view", T0))).visitors["v1"].profile
+    before = live["v1"].to_bytes()
+    fail_apply_of(monkeypatch, "e1")
+    second = keyed(event("e1", "page_view", T0), event("e2", "page_view", T0), start=1)
+    with pytest.raises(UnprocessableRecord) as info:
+        run(second)
+    failed = info.value
+    assert (failed.partition, failed.offset, failed.visitor_id) == (second[0].partition, 1, "v1")
+    assert "ZeroDivisionError" in failed.detail
+
+    live["v1"] = Profile.from_bytes(before)  # the restart restores the committed state
+    retried = run(second, {(failed.partition, failed.offset): failed.detail})
+    assert [(d.reason, d.offset) for d in retried.dead_letters] == [(DeadLetterReason.processing_error, 1)]
+    assert retried.dead_letters[0].original == second[0].value
+    assert retried.events_applied == 1  # e2
 
 
 def test_every_dead_letter_reason_is_produced(defs: Definitions, monkeypatch: pytest.MonkeyPatch) -> None:
