@@ -35,7 +35,7 @@ def _progress(label: str, done: int, total: int | None = None) -> None:
 
 def _definitions(path: Path, *, simulated: bool = False) -> Definitions | None:
     """The definitions in `path`, or None once the reason they are refused is printed: the loader's
-    (`path:line: reason`), or with `simulated` what the simulator cannot serve."""
+    (`path:line:column: reason`), or with `simulated` what the simulator cannot serve."""
     from streams.core.definitions import load_definitions
     from streams.simulate import SegmentTargets
 

@@ -25,7 +25,7 @@ user-facing reference) has six top-level keys:
                 ``top_spender_*``), optional ``when``, ``send: {kind, channel, payload, compute, ttl}``
                 and ``cap`` (frequency cap per visitor and rule). See `streams.core.triggers`.
 
-Anything else is refused with the file's line and the reason (`DefinitionError`).
+Anything else is refused with the file's line, column and the reason (`DefinitionError`).
 
 `streams.core.segments` evaluates the segments (and describes how conditions run);
 `streams.core.triggers` decides the messages of the trigger rules. Both import this module; it
@@ -49,6 +49,7 @@ from typing import Any, Literal, NoReturn
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
 
 from schemas.events import EventType
 from schemas.messages import MessageKind
@@ -118,8 +119,9 @@ class TriggerRule:
 
 
 class DefinitionError(ValueError):
-    """A refused definitions file: ``str()`` is ``path:line:column: reason`` (the column where the
-    refused node starts, 1-based; ``path:line: reason`` where only the line is known)."""
+    """A refused definitions file: ``str()`` is ``path:line:column: reason`` (1-based: where the refused
+    node starts or, inside an expression, the offending identifier or token); ``path: reason`` for what
+    has no place in the file (an unreadable file, an unknown `params_override` name)."""
 
     def __init__(
         self, message: str, line: int | None = None, path: str | None = None, column: int | None = None
@@ -211,6 +213,7 @@ _ON_KEYS = ("event", "enter", "exit")
 _SEND_KEYS = ("kind", "channel", "payload", "compute", "ttl")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_CEL_STRING_RE = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")
 _CEL_RESERVED = frozenset(
     "true false null in as break const continue else for function if import let loop package "
     "namespace return var void while".split()
@@ -220,7 +223,7 @@ _PARAM_TYPES: tuple[tuple[type, ...], ...] = ((bool,), (int, float), (str,), (li
 
 
 def load_definitions(path: Path, params_override: Mapping[str, Any] | None = None) -> Definitions:
-    """Read and validate a definitions file; raises `DefinitionError` (path:line: reason)."""
+    """Read and validate a definitions file; raises `DefinitionError` (path:line:column: reason)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -231,7 +234,7 @@ def load_definitions(path: Path, params_override: Mapping[str, Any] | None = Non
 def parse_definitions(
     text: str, path: str = "<string>", params_override: Mapping[str, Any] | None = None
 ) -> Definitions:
-    """Validate definitions given as YAML text; raises `DefinitionError` (path:line: reason)."""
+    """Validate definitions given as YAML text; raises `DefinitionError` (path:line:column: reason)."""
     return _load(text, path, params_override)
 
 
@@ -241,10 +244,11 @@ def _suggest(name: str, known: Iterable[str]) -> str:
 
 
 class _YamlReader:
-    """The definitions text as YAML nodes, each read with its line number.
+    """The definitions text as YAML nodes, each read with its line and column.
 
-    Every refusal goes through `fail` (a `DefinitionError` at the node's line), so the loaders below
-    only say what is wrong, never where.
+    Every refusal goes through `fail` (a `DefinitionError` at the node's line and column, or at the
+    place of a name or CEL error inside an expression), so the loaders below only say what is wrong,
+    never where.
     """
 
     def __init__(self, text: str, path: str) -> None:
@@ -254,12 +258,11 @@ class _YamlReader:
         """Names of map attributes (`by: category`), set once attributes are read: CEL compiles
         ``name[key]`` of these as map reads."""
 
-    def fail(self, message: str, node: Node | int | None, column: int | None = None) -> NoReturn:
-        """Refuse the file at `node` (its line and column), or at a line number (and `column`)."""
-        if isinstance(node, Node):
-            line, column = node.start_mark.line + 1, node.start_mark.column + 1
-        else:
-            line = node
+    def fail(self, message: str, at: Node | tuple[int, int] | None) -> NoReturn:
+        """Refuse the file at `at`: a node (where it starts), a (line, column) place, or None for what
+        has no place in the file (an unknown `params_override` name)."""
+        place = _start(at) if isinstance(at, Node) else at
+        line, column = place if place is not None else (None, None)
         raise DefinitionError(message, line, self.path, column)
 
     def compose(self) -> Node:
@@ -270,12 +273,14 @@ class _YamlReader:
             mark = exc.problem_mark or exc.context_mark
             reason = " ".join(str(part) for part in (exc.context, exc.problem) if part)
             if mark is None:
-                self.fail(f"YAML syntax error: {reason}", None)
-            self.fail(f"YAML syntax error: {reason}", mark.line + 1, mark.column + 1)
+                self.fail(f"YAML syntax error: {reason}", (1, 1))
+            self.fail(f"YAML syntax error: {reason}", (mark.line + 1, mark.column + 1))
+        except ReaderError as exc:  # a character YAML does not allow (a control character)
+            self.fail(f"YAML error: {exc.reason}", self.text_place(exc.position))
         except yaml.YAMLError as exc:
-            self.fail(f"YAML error: {exc}", None)
+            self.fail(f"YAML error: {exc}", (1, 1))
         if root is None:
-            self.fail("empty file: expected version, segments, …", None)
+            self.fail("empty file: expected version, segments, …", (1, 1))
         return root
 
     def mapping(
@@ -321,11 +326,44 @@ class _YamlReader:
             self.fail(f"{where}: expected a list (items starting with '-')", node)
         return list(node.value)
 
-    def identifier_line(self, node: Node, name: str) -> int:
+    def text_place(self, index: int) -> tuple[int, int]:
+        """Line and column (1-based) of character `index` of the whole text."""
+        return self.text.count("\n", 0, index) + 1, index - self.text.rfind("\n", 0, index)
+
+    def value_place(self, node: ScalarNode, index: int) -> tuple[int, int]:
+        """Line and column in the file of character `index` of the scalar's value (its length: just
+        after its last character).
+
+        Plain scalars (folded onto one line by YAML), block scalars (``|`` and ``>``, whose header line
+        is skipped) and quoted scalars without escapes map exactly. A quoted scalar with an escape
+        (``\\"``, ``\\n``, ``''``) has no character-by-character mapping: its places are the node's
+        start.
+        """
+        start = node.start_mark.index
+        offsets = _value_offsets(self.text[start : node.end_mark.index], str(node.value), node.style)
+        if not offsets:
+            return _start(node)
+        return self.text_place(start + (offsets[index] if index < len(offsets) else offsets[-1] + 1))
+
+    def name_place(self, node: Node, pattern: re.Pattern[str]) -> tuple[int, int]:
+        """Line and column of the first match of `pattern` (an identifier or a call) in the expression
+        at `node`, outside its string literals; the node's start when it does not occur as written."""
+        if not isinstance(node, ScalarNode):
+            return _start(node)
+        code = _CEL_STRING_RE.sub(lambda literal: " " * len(literal.group()), str(node.value))
+        match = pattern.search(code)
         raw = self.text[node.start_mark.index : node.end_mark.index]
-        match = re.search(rf"(?<![\w.]){re.escape(name)}\b", raw)
-        offset = raw[: match.start()].count("\n") if match else 0
-        return node.start_mark.line + 1 + offset
+        if match and _value_offsets(raw, str(node.value), node.style) is not None:
+            return self.value_place(node, match.start())
+        raw_match = pattern.search(raw)  # a quoted scalar with escapes: the name as written
+        return self.text_place(node.start_mark.index + (raw_match.start() if raw_match else 0))
+
+    def expression_place(self, node: ScalarNode, line: int, column: int) -> tuple[int, int]:
+        """Line and column in the file of CEL's `line`:`column` (1-based) in the expression at `node`;
+        a place in the trailing whitespace (CEL's end of input) is just after the last token."""
+        value = str(node.value)
+        index = sum(len(text) + 1 for text in value.split("\n")[: line - 1]) + column - 1
+        return self.value_place(node, min(index, len(value.rstrip())))
 
     def expression(self, node: Node, where: str, known: Iterable[str], constants: Mapping[str, Any]) -> Expr:
         if not isinstance(node, ScalarNode):
@@ -336,19 +374,58 @@ class _YamlReader:
         try:
             expr = compile_expr(source, constants, self.maps)
         except CelSyntaxError as exc:
-            block = 1 if node.style in ("|", ">") else 0
-            line = node.start_mark.line + 1 + block + (exc.line - 1 if node.style == "|" else 0)
-            self.fail(f"{where}: CEL syntax error at {exc.line}:{exc.column}: {exc.reason}", line)
+            self.fail(
+                f"{where}: CEL syntax error at {exc.line}:{exc.column}: {exc.reason}",
+                self.expression_place(node, exc.line, exc.column),
+            )
         known_set = set(known) | set(constants)
         for name in sorted({base_name(v) for v in expr.variables}):
             if name not in known_set:
                 self.fail(
                     f"{where}: unknown identifier '{name}'{_suggest(name, known_set)}",
-                    self.identifier_line(node, name),
+                    self.name_place(node, _identifier_re(name)),
                 )
         for name in sorted(expr.unknown_functions):
-            self.fail(f"{where}: unknown function '{name}'", self.identifier_line(node, name))
+            self.fail(f"{where}: unknown function '{name}'", self.name_place(node, _call_re(name)))
         return expr
+
+
+def _start(node: Node) -> tuple[int, int]:
+    """Line and column (1-based) where `node` starts."""
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _identifier_re(name: str) -> re.Pattern[str]:
+    """`name` read as a variable (not a field after a dot, not part of a longer name)."""
+    return re.compile(rf"(?<![\w.]){re.escape(name)}\b")
+
+
+def _call_re(name: str) -> re.Pattern[str]:
+    """A call of the function `name`, as a global (``f(x)``) or a method (``x.f()``)."""
+    return re.compile(rf"(?<!\w){re.escape(name.rpartition('.')[2])}\s*\(")
+
+
+def _value_offsets(raw: str, value: str, style: str | None) -> list[int] | None:
+    """Index in `raw` (a scalar's text in the file) of each character of `value` (what YAML read),
+    or None where they do not align.
+
+    YAML only drops or folds whitespace of plain and block scalars (indentation, line breaks that
+    become spaces, a block's header line) and the quotes of quoted ones, so every other character
+    of `value` is the next one of `raw` past whitespace; an escape breaks that (None).
+    """
+    start = raw.find("\n") + 1 if style in ("|", ">") else 1 if style in ("'", '"') else 0
+    offsets: list[int] = []
+    j = start
+    for char in value:
+        while j < len(raw) and raw[j] != char and not (char.isspace() and raw[j].isspace()):
+            if not raw[j].isspace():
+                return None
+            j += 1
+        if j == len(raw):
+            return None
+        offsets.append(j)
+        j += 1
+    return offsets
 
 
 # -- the document -----------------------------------------------------------------------------------------
@@ -361,7 +438,7 @@ def _load(text: str, path: str, params_override: Mapping[str, Any] | None) -> De
     top = reader.mapping(reader.compose(), "top level", _TOP_KEYS)
     for required in ("version", "segments"):
         if required not in top:
-            reader.fail(f"missing top-level key '{required}'", 1)
+            reader.fail(f"missing top-level key '{required}'", (1, 1))
     version = reader.string(top["version"][1], 'version (quote it: version: "1")')
     if not version.strip():
         reader.fail("version is empty", top["version"][1])
@@ -582,7 +659,7 @@ class _SegmentLoader:
                 reader.fail(
                     f"{where}: reads {fact}, which changes as time passes: add "
                     f"recheck: {{after: {anchor}, delay: …}} (when it can next flip)",
-                    when_node,
+                    reader.name_place(when_node, _identifier_re(fact)),
                 )
         reads = tuple(
             sorted(v for v in when.variables if base_name(v) in FACTS or base_name(v) in self.attributes)

@@ -61,7 +61,8 @@ def test_load_definitions_reports_the_path(tmp_path: Path) -> None:
     with pytest.raises(DefinitionError) as info:
         load_definitions(path)
     assert str(info.value) == (
-        f"{path}:9: segment 'buyers': when: unknown identifier 'purchses_30d' (did you mean 'purchases_30d'?)"
+        f"{path}:9:11: segment 'buyers': when: unknown identifier 'purchses_30d'"
+        " (did you mean 'purchases_30d'?)"
     )
     assert info.value.line == 9 and info.value.path == str(path)
 
@@ -160,7 +161,7 @@ def test_unknown_identifier_in_a_block_points_at_its_line() -> None:
     assert err.message == (
         "segment 'multi': when: unknown identifier 'devise_category' (did you mean 'device_category'?)"
     )
-    assert str(err) == f"defs.yaml:8: {err.message}"
+    assert str(err) == f"defs.yaml:8:10: {err.message}"
 
 
 def test_unknown_function() -> None:
