@@ -4,7 +4,9 @@ Steps (all by default; `--steps` picks some): baselines A (bare Faust agent), B 
 per-visitor update) and C (aiokafka consume, and with the event contract's validation: the fixed
 stack's floor), the Tessera pipeline (throughput), start-up (restart on the existing group,
 changelog recovery), latency (produce → segment change at fixed rates, and the aiokafka floor),
-memory per profile (dict vs RocksDB), hot path (cProfile of `process_batch`). One `EmbeddedStack`
+memory per profile (dict vs RocksDB), hot path (cProfile of `process_batch`). Every workload of
+`--workloads` besides the default (`longtail`: one-time visitors of 1-5 events) gets B, the pipeline
+and memory per profile too, in rows of its own section. One `EmbeddedStack`
 in a temporary folder serves the whole run and is stopped by PID at the end. Progress goes to
 stderr; the table to stdout; a JSON copy to `bench/results/<commit>-<timestamp>.json`.
 """
@@ -36,6 +38,7 @@ from typing import Any
 from bench.common import (
     RESULTS_DIR,
     ROOT,
+    WORKLOADS,
     LoadMeter,
     Workload,
     build_workload,
@@ -45,6 +48,9 @@ from bench.common import (
     simulated_events,
 )
 
+WORKLOAD_STEPS = ("quix", "pipeline", "memory")
+"""The steps that also run on every workload of `--workloads` besides `default` (the others run on the
+default workload only)."""
 STEPS = ("faust", "quix", "floor", "pipeline", "startup", "recovery", "scale", "latency", "memory", "hotpath")
 KAFKA_STEPS = {"faust", "quix", "floor", "pipeline", "startup", "recovery", "scale", "latency"}
 DEFAULTS = {
@@ -145,6 +151,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--workloads",
+        default="default",
+        help="comma-separated workloads, 'default' first; each other one (longtail: one-time visitors, "
+        f"≈ 1.9 events each) also gets the {', '.join(WORKLOAD_STEPS)} steps, rows labelled with its name "
+        f"(default: default only; {','.join(WORKLOADS)} adds ≈ 3 min to a full run)",
+    )
+    parser.add_argument(
         "--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}"
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and data here (default: temp)")
@@ -166,6 +179,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
     args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if not args.workloads or args.workloads[0] != "default" or set(args.workloads) - set(WORKLOADS):
+        parser.error(f"--workloads: 'default' first, then any of {', '.join(WORKLOADS[1:])}")
     return args
 
 
@@ -213,6 +229,14 @@ def run(args: argparse.Namespace, workdir: Path) -> Run:
     from bench.memory import measure_memory
 
     state.step("memory", lambda: measure_memory(args.profiles, args.template_visitors, args.seed, workdir))
+    for kind in args.workloads[1:]:
+        state.step(
+            f"memory_{kind}",
+            functools.partial(
+                measure_memory, args.profiles, args.template_visitors, args.seed, workdir, kind=kind
+            ),
+            enabled="memory" in args.steps,
+        )
 
     def hotpath() -> Any:
         note(f"hot path: process_batch over {args.hotpath_events:,} simulated records (timed, then cProfile)")
@@ -318,40 +342,82 @@ def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
             return {"floor": floor, "relay": relay, "tessera": tessera}
 
         state.step("latency", latency)
+    for kind in args.workloads[1:]:
+        workload_throughput(state, kind, kafka, redis_url)
 
 
-def throughput_repeats(state: Run, wl: Workload, kafka: str, redis_url: str, timeout: float) -> None:
-    """More quixstreams and pipeline runs over the same topic, alternating with fresh groups, so
-    both see the machine in the same state; `quix` and `pipeline` become the median runs (by
-    events/s) and `quix_runs` / `pipeline_runs` keep every run. A single pipeline run moved by
-    ± 20 % between runs of one commit on this VM."""
+def workload_throughput(state: Run, kind: str, kafka: str, redis_url: str) -> None:
+    """B (quixstreams) and the Tessera pipeline over a topic of workload `kind`, as for the default
+    workload (`--throughput-repeats` alternating runs); results and steps are named `…_<kind>`."""
     from bench.baselines import run_quix_baseline
     from bench.pipeline import WorkerSpec, run_pipeline
 
     args, workdir = state.args, state.workdir
-    quix_runs = [state.results["quix"]] if "quix" in state.results else []
-    pipeline_runs = [state.results["pipeline"]] if "pipeline" in state.results else []
+    if not {"quix", "pipeline"} & set(args.steps):
+        return
+    topic = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
+    note(f"workload {kind}: simulating {args.events:,} events, producing them to {topic} (6 partitions)")
+    try:
+        wl, _ = build_workload(kafka, topic, args.events, args.seed, kind)
+    except Exception as exc:  # reported like a failed step
+        state.errors[f"workload_{kind}"] = f"{type(exc).__name__}: {exc}"
+        note(f"workload {kind}: FAILED: {exc}")
+        return
+    state.results[f"workload_{kind}"] = wl
+    note(
+        f"workload {kind}: {wl.events:,} events from {wl.visitors:,} visitors, "
+        f"{wl.mean_bytes:.0f} B mean, produced at {wl.produce_eps:,.0f} events/s"
+    )
+    timeout = max(300.0, args.events / 200)
+    state.step(
+        f"quix_{kind}",
+        functools.partial(run_quix_baseline, wl, kafka, workdir, timeout, name=f"quix_update_{kind}"),
+        enabled="quix" in args.steps,
+    )
+    spec = WorkerSpec(kafka, redis_url, workdir / f"tessera-{kind}", wl.topic)
+    state.step(
+        f"pipeline_{kind}",
+        functools.partial(run_pipeline, wl, spec, timeout),
+        enabled="pipeline" in args.steps,
+    )
+    throughput_repeats(state, wl, kafka, redis_url, timeout, f"_{kind}")
+
+
+def throughput_repeats(
+    state: Run, wl: Workload, kafka: str, redis_url: str, timeout: float, suffix: str = ""
+) -> None:
+    """More quixstreams and pipeline runs over the same topic, alternating with fresh groups, so
+    both see the machine in the same state; `quix<suffix>` and `pipeline<suffix>` become the median
+    runs (by events/s) and `quix<suffix>_runs` / `pipeline<suffix>_runs` keep every run. A single
+    pipeline run moved by ± 20 % between runs of one commit on this VM."""
+    from bench.baselines import run_quix_baseline
+    from bench.pipeline import WorkerSpec, run_pipeline
+
+    args, workdir = state.args, state.workdir
+    quix_key, pipeline_key = f"quix{suffix}", f"pipeline{suffix}"
+    quix_runs = [state.results[quix_key]] if quix_key in state.results else []
+    pipeline_runs = [state.results[pipeline_key]] if pipeline_key in state.results else []
     for repeat in range(2, args.throughput_repeats + 1):
-        note(f"throughput: run {repeat} of {args.throughput_repeats}")
+        note(f"throughput{suffix}: run {repeat} of {args.throughput_repeats}")
         if quix_runs:
-            name = f"quix_update_{repeat}"
+            name = f"quix_update{suffix}_{repeat}"
             quix = state.step(
-                f"quix_{repeat}",
+                f"{quix_key}_{repeat}",
                 functools.partial(run_quix_baseline, wl, kafka, workdir, timeout, name=name),
                 enabled=True,
             )
             if quix is not None:
                 quix_runs.append(quix)
         if pipeline_runs:
-            spec = WorkerSpec(kafka, redis_url, workdir / f"tessera-{repeat}", wl.topic)
+            spec = WorkerSpec(kafka, redis_url, workdir / f"tessera{suffix}-{repeat}", wl.topic)
             pipe = state.step(
-                f"pipeline_{repeat}",
+                f"{pipeline_key}_{repeat}",
                 functools.partial(run_pipeline, wl, spec, timeout),
                 enabled=True,
             )
             if pipe is not None:
                 pipeline_runs.append(pipe)
-    for name, runs in (("quix", quix_runs), ("pipeline", pipeline_runs)):
+    for name, runs in ((quix_key, quix_runs), (pipeline_key, pipeline_runs)):
         if runs:
             state.results[f"{name}_runs"] = runs
             state.results[name] = median_run(runs)
@@ -468,40 +534,8 @@ def build_rows(state: Run) -> list[Row]:
         pipe = live
     if pipe:
         z = pipe.events_per_s
-        rows.append(
-            Row(
-                "throughput",
-                "Tessera pipeline, ready → all committed"
-                if pipe.mode == "prefilled"
-                else "Tessera pipeline, live produce → all committed",
-                _n(z, "ev/s"),
-                f"B {_n(b, 'ev/s')}" if b else "",
-                _ratio(z, b),
-                _runs_note(state, "pipeline")
-                + f"{pipe.cpu_us_per_event:,.0f} µs CPU/event in the worker, {pipe.gc_share:.0%} of it GC; "
-                f"worker {pipe.cores:.2f} cores, its main thread {pipe.main_thread_cores:.2f}",
-            )
-        )
-        peer_cpu = _median_cpu(state, "quix")
-        if not math.isnan(peer_cpu):
-            own_cpu = _median_cpu(state, "pipeline")
-            rows.append(
-                Row(
-                    "throughput",
-                    "Tessera pipeline, CPU per event vs B's",
-                    f"{own_cpu:,.0f} µs/event",
-                    f"B {peer_cpu:,.1f} µs/event",
-                    _ratio(own_cpu, peer_cpu),
-                    ("medians over the runs; " if len(state.results.get("pipeline_runs") or []) > 1 else "")
-                    + (
-                        f"of it {stack_floor['validate'].cpu_us_per_event:,.1f} µs the floor C'; "
-                        if stack_floor
-                        else ""
-                    )
-                    + "lower is better; steal time on a VM slows events/s but is not CPU, so this "
-                    "ratio moves less between runs",
-                )
-            )
+        floor_cpu = stack_floor["validate"].cpu_us_per_event if stack_floor else None
+        rows += _pipeline_rows(state, "throughput", "", pipe, b, floor_cpu)
         if a:
             rows.append(
                 Row("throughput", "Tessera pipeline vs A", _n(z, "ev/s"), f"A {_n(a, 'ev/s')}", _ratio(z, a))
@@ -683,6 +717,124 @@ def build_rows(state: Run) -> list[Row]:
         )
     elif "recovery" in state.args.steps:
         failed("start-up", "restart with a large changelog", "recovery")
+    for kind in state.args.workloads[1:]:
+        rows += _workload_rows(state, kind)
+    return rows
+
+
+def _pipeline_rows(
+    state: Run, section: str, suffix: str, pipe: Any, b: float | None, floor_cpu: float | None = None
+) -> list[Row]:
+    """The pipeline's events/s row against B over the same topic, and its CPU per event against B's
+    (results `pipeline<suffix>`, `quix<suffix>`; `floor_cpu`: C's CPU per event, when measured)."""
+    rows = [
+        Row(
+            section,
+            "Tessera pipeline, ready → all committed"
+            if pipe.mode == "prefilled"
+            else "Tessera pipeline, live produce → all committed",
+            _n(pipe.events_per_s, "ev/s"),
+            f"B {_n(b, 'ev/s')}" if b else "",
+            _ratio(pipe.events_per_s, b),
+            _runs_note(state, f"pipeline{suffix}")
+            + f"{pipe.cpu_us_per_event:,.0f} µs CPU/event in the worker, {pipe.gc_share:.0%} of it GC; "
+            f"worker {pipe.cores:.2f} cores, its main thread {pipe.main_thread_cores:.2f}",
+        )
+    ]
+    peer_cpu = _median_cpu(state, f"quix{suffix}")
+    if not math.isnan(peer_cpu):
+        own_cpu = _median_cpu(state, f"pipeline{suffix}")
+        rows.append(
+            Row(
+                section,
+                "Tessera pipeline, CPU per event vs B's",
+                f"{own_cpu:,.0f} µs/event",
+                f"B {peer_cpu:,.1f} µs/event",
+                _ratio(own_cpu, peer_cpu),
+                (
+                    "medians over the runs; "
+                    if len(state.results.get(f"pipeline{suffix}_runs") or []) > 1
+                    else ""
+                )
+                + (f"of it {floor_cpu:,.1f} µs the floor C'; " if floor_cpu is not None else "")
+                + "lower is better; steal time on a VM slows events/s but is not CPU, so this "
+                "ratio moves less between runs",
+            )
+        )
+    return rows
+
+
+def _workload_rows(state: Run, kind: str) -> list[Row]:
+    """Rows of a workload besides the default (`--workloads`), section `kind`: the workload, B and
+    the pipeline over its topic, and memory per profile of its visitors."""
+    r, err, steps = state.results, state.errors, state.args.steps
+    rows: list[Row] = []
+
+    def failed(what: str, step: str) -> None:
+        first = (err.get(step) or "").splitlines()[0] if err.get(step) else ""
+        rows.append(Row(kind, what, "FAILED", note=(first[:90] + "…") if len(first) > 90 else first))
+
+    wl: Workload | None = r.get(f"workload_{kind}")
+    if wl is not None:
+        rows.append(
+            Row(
+                kind,
+                f"{wl.events:,} events, {wl.visitors:,} visitors "
+                f"({wl.events / max(wl.visitors, 1):.1f} events/visitor), 6 partitions",
+                _n(wl.mean_bytes, "B/event"),
+                note="simulate() with LONG_TAIL_MIX: one-time visitors of 1-5 events"
+                if kind == "longtail"
+                else "",
+            )
+        )
+    elif f"workload_{kind}" in err:
+        failed("simulate + produce", f"workload_{kind}")
+    quix, pipe = r.get(f"quix_{kind}"), r.get(f"pipeline_{kind}")
+    default_quix, default_pipe = r.get("quix"), r.get("pipeline") or r.get("pipeline_live")
+    b = quix.events_per_s if quix else None
+    if quix:
+        rows.append(
+            Row(
+                kind,
+                "B  quixstreams, JSON + per-visitor state",
+                _n(b, "ev/s"),
+                f"B default {_n(default_quix.events_per_s, 'ev/s')}" if default_quix else "",
+                _ratio(b, default_quix.events_per_s if default_quix else None),
+                _runs_note(state, f"quix_{kind}")
+                + ("" if math.isnan(quix.cpu_us_per_event) else f"{quix.cpu_us_per_event:,.1f} µs CPU/event"),
+            )
+        )
+    elif "quix" in steps and wl is not None:
+        failed("B  quixstreams, JSON + per-visitor state", f"quix_{kind}")
+    if pipe:
+        pipe_rows = _pipeline_rows(state, kind, f"_{kind}", pipe, b)
+        if default_pipe:
+            pipe_rows[0].note += f"; default workload {_n(default_pipe.events_per_s, 'ev/s')}"
+        rows += pipe_rows
+    elif "pipeline" in steps and wl is not None:
+        failed("Tessera pipeline, ready → all committed", f"pipeline_{kind}")
+    mem, default_mem = r.get(f"memory_{kind}"), r.get("memory")
+    if mem:
+        d, k = mem["dict"], mem["rocksdb"]
+        rows.append(
+            Row(
+                kind,
+                "in-memory store (dict of bytes): RSS/profile",
+                _n(d["rss_per_profile"], "B"),
+                f"serialised profile {_n(d['mean_serialized_bytes'], 'B')}",
+                _ratio(d["rss_per_profile"], d["mean_serialized_bytes"]),
+                f"{d['profiles']:,} profiles cloned from {d['template_profiles']} full histories; "
+                + (
+                    f"default workload {_n(default_mem['dict']['rss_per_profile'], 'B')}; "
+                    if default_mem
+                    else ""
+                )
+                + f"RocksDB {_n(k['rss_per_profile'], 'B')} RSS, "
+                f"{k['disk_bytes_per_profile']:,.0f} B on disk",
+            )
+        )
+    elif "memory" in steps:
+        failed("memory per profile", f"memory_{kind}")
     return rows
 
 

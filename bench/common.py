@@ -17,18 +17,25 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from streams import testing
 
+if TYPE_CHECKING:
+    from streams.simulate import SimParams
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 PARTITIONS = 6
-EVENTS_PER_VISITOR_GUESS = 60
-"""Simulated visitors produce ≈ 70 events each; ask for a few more visitors than needed, then cut."""
+WORKLOADS = ("default", "longtail")
+"""The simulated traffic a workload is drawn from: `default` the shipped persona mix (≈ 75 events per
+visitor), `longtail` `streams.simulate.LONG_TAIL_MIX` (≈ 1.9 events per visitor)."""
+EVENTS_PER_VISITOR_GUESS = {"default": 60.0, "longtail": 1.8}
+"""Per workload, a little under its events per visitor: ask for a few more visitors than needed, then
+cut."""
 
 T = TypeVar("T")
 _STARTED = time.monotonic()
@@ -152,20 +159,33 @@ class Workload:
     """partition → last offset + 1, from the producer's RecordMetadata (never ListOffsets)."""
     produce_seconds: float = 0.0
     simulate_seconds: float = 0.0
+    kind: str = "default"
+    """Which of `WORKLOADS` the events were drawn from."""
 
     @property
     def produce_eps(self) -> float:
         return self.events / self.produce_seconds if self.produce_seconds else math.nan
 
 
-def simulated_events(n: int, seed: int) -> list[dict[str, Any]]:
-    """The first `n` events (by event time) of a simulation with enough visitors to have `n`."""
+def simulation_params(kind: str) -> SimParams | None:
+    """The `SimParams` of a workload in `WORKLOADS` (None: the simulator's defaults)."""
+    from streams.simulate import LONG_TAIL_MIX, SimParams
+
+    if kind not in WORKLOADS:
+        raise ValueError(f"unknown workload {kind!r}; choose from {', '.join(WORKLOADS)}")
+    return SimParams(mix=LONG_TAIL_MIX) if kind == "longtail" else None
+
+
+def simulated_events(n: int, seed: int, kind: str = "default") -> list[dict[str, Any]]:
+    """The first `n` events (by event time) of a simulation of workload `kind` with enough visitors
+    to have `n`."""
     from streams.simulate import simulate
 
-    visitors = max(10, math.ceil(n / EVENTS_PER_VISITOR_GUESS))
+    params = simulation_params(kind)
+    visitors = max(10, math.ceil(n / EVENTS_PER_VISITOR_GUESS[kind]))
     end = datetime.now(UTC)
     while True:
-        sim = simulate(visitors, seed, end)
+        sim = simulate(visitors, seed, end, params=params)
         if len(sim.events) >= n:
             return sim.events[:n]
         visitors = math.ceil(visitors * 1.3 * n / max(len(sim.events), 1))
@@ -197,10 +217,13 @@ async def produce(
     return await produce_records(bootstrap, topic, records, linger_ms=linger_ms)
 
 
-def build_workload(bootstrap: str, topic: str, n: int, seed: int) -> tuple[Workload, list[dict[str, Any]]]:
-    """Simulate `n` events, produce them once to a fresh `topic` (6 partitions, key = visitor_id)."""
+def build_workload(
+    bootstrap: str, topic: str, n: int, seed: int, kind: str = "default"
+) -> tuple[Workload, list[dict[str, Any]]]:
+    """Simulate `n` events of workload `kind`, produce them once to a fresh `topic` (6 partitions,
+    key = visitor_id)."""
     begun = time.perf_counter()
-    events = simulated_events(n, seed)
+    events = simulated_events(n, seed, kind)
     simulate_s = time.perf_counter() - begun
     records = encode_events(events)
     mean_bytes = sum(len(v) for _, v in records) / max(len(records), 1)
@@ -216,6 +239,7 @@ def build_workload(bootstrap: str, topic: str, n: int, seed: int) -> tuple[Workl
         ends=ends,
         produce_seconds=produce_s,
         simulate_seconds=simulate_s,
+        kind=kind,
     )
     if sum(ends.values()) != len(records):
         raise BenchError(

@@ -4,8 +4,8 @@ Each store is measured in its own fresh process (`python -m bench.memory --store
 so freed memory of one measurement cannot hide the cost of the next:
 
 1. templates (`--templates-out FILE`, its own process): `--template-visitors` simulated visitors
-   with their full history are folded through `process_batch` (the real core, shipped
-   definitions) into real profiles, written to a JSON file;
+   of `--workload` (`bench.common.WORKLOADS`) with their full history are folded through
+   `process_batch` (the real core, shipped definitions) into real profiles, written to a JSON file;
 2. the measuring process loads that file (no simulation garbage left in its heap), RSS is read
    (psutil, after `gc.collect()` and glibc's `malloc_trim`); `--profiles` profiles are built by cloning the
    templates round-robin under new visitor ids (same-length ids swapped in the serialised bytes,
@@ -39,19 +39,20 @@ from typing import Any
 
 import psutil
 
-from bench.common import PARTITIONS, BenchError, note, python_env
+from bench.common import PARTITIONS, WORKLOADS, BenchError, note, python_env
 from streams.core.profile import Profile
 
 
-def template_profiles(visitors: int, seed: int) -> list[tuple[str, bytes]]:
-    """(visitor_id, serialised profile) of `visitors` simulated visitors, full history folded."""
+def template_profiles(visitors: int, seed: int, kind: str = "default") -> list[tuple[str, bytes]]:
+    """(visitor_id, serialised profile) of `visitors` simulated visitors of workload `kind`
+    (`bench.common.WORKLOADS`), full history folded."""
     from datetime import UTC, datetime
 
-    from bench.common import encode_events
+    from bench.common import encode_events, simulation_params
     from bench.hotpath import core_parts, fold, raw_records
     from streams.simulate import simulate
 
-    sim = simulate(visitors, seed, datetime.now(UTC))
+    sim = simulate(visitors, seed, datetime.now(UTC), params=simulation_params(kind))
     defs, enricher = core_parts()
     store, _, _ = fold(raw_records(encode_events(sim.events)), 5000, defs, enricher)
     return [(visitor, raw) for partition in store.values() for visitor, raw in partition.items()]
@@ -175,13 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", type=int, default=100_000)
     parser.add_argument("--template-visitors", type=int, default=300)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workload", choices=WORKLOADS, default="default", help="templates' traffic")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the RocksDB files")
     args = parser.parse_args(argv)
     from streams.logging import configure_logging
 
     configure_logging("WARNING")
     if args.templates_out is not None:
-        built = template_profiles(args.template_visitors, args.seed)
+        built = template_profiles(args.template_visitors, args.seed, args.workload)
         encoded = [[visitor, base64.b64encode(raw).decode()] for visitor, raw in built]
         args.templates_out.write_text(json.dumps(encoded))
         return 0
@@ -203,12 +205,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure_memory(
-    profiles: int, template_visitors: int, seed: int, workdir: Path, timeout: float = 600
+    profiles: int,
+    template_visitors: int,
+    seed: int,
+    workdir: Path,
+    timeout: float = 600,
+    kind: str = "default",
 ) -> dict[str, Any]:
-    """Run the dict and the RocksDB measurement, each in a fresh subprocess; return both."""
+    """Run the dict and the RocksDB measurement, each in a fresh subprocess, on templates of workload
+    `kind`; return both."""
     out: dict[str, Any] = {}
-    templates = workdir / "profile-templates.json"
-    note(f"memory: folding {template_visitors} simulated visitors' full histories into template profiles")
+    suffix = "" if kind == "default" else f"-{kind}"
+    templates = workdir / f"profile-templates{suffix}.json"
+    note(
+        f"memory{suffix}: folding {template_visitors} simulated visitors' full histories ({kind} workload) "
+        "into template profiles"
+    )
     _run(
         [
             "--templates-out",
@@ -217,11 +229,13 @@ def measure_memory(
             str(template_visitors),
             "--seed",
             str(seed),
+            "--workload",
+            kind,
         ],
         timeout,
     )
     for store in ("dict", "rocksdb"):
-        note(f"memory: {profiles:,} profiles in {store} (fresh process)")
+        note(f"memory{suffix}: {profiles:,} profiles in {store} (fresh process)")
         stdout = _run(
             [
                 "--store",
@@ -240,7 +254,7 @@ def measure_memory(
         out[store] = json.loads(stdout.strip().splitlines()[-1])
         r = out[store]
         note(
-            f"memory: {store}: {r['rss_per_profile']:,.0f} B RSS/profile, "
+            f"memory{suffix}: {store}: {r['rss_per_profile']:,.0f} B RSS/profile, "
             f"mean serialised {r['mean_serialized_bytes']:,.0f} B"
         )
     return out

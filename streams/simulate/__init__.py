@@ -19,6 +19,11 @@ Every visitor has a persona whose behaviour sits clearly inside (or clearly outs
   1.5-3x its threshold.
 - `casual_visitor` (23 %) → new_visitors: first seen in the last 5 days, a few page views.
 
+Not in the shipped mix: `one_time_visitor`, one session of 1-5 events (page views, a product view,
+rarely an add-to-cart never bought; → new_visitors when in the last 5 days, cart_abandoners when it
+added to the cart). `LONG_TAIL_MIX` is long-tail traffic: 99.9 % one-time visitors and the
+shipped personas in their shares, ≈ 52 distinct visitors per 100 events.
+
 Every persona but `casual_visitor` is first seen more than 10 days before `end`; nobody but a cart
 abandoner ends with a non-empty cart. Time margins keep every fact at least a day away from a
 window edge (windows are UTC day buckets in Tessera's core), so the truth does not depend on the
@@ -54,7 +59,7 @@ from streams.simulate.catalogue import CATALOGUE, CATEGORIES, PRODUCTS, Product
 from streams.simulate.devices import DEVICES, DeviceProfile
 from streams.simulate.malformed import MALFORMED_KINDS
 from streams.simulate.output import read_truth, write_jsonl
-from streams.simulate.params import DEFAULT_MIX, SimParams
+from streams.simulate.params import DEFAULT_MIX, LONG_TAIL_MIX, SimParams
 from streams.simulate.places import Place, load_places
 from streams.simulate.results import Simulation, VisitorTruth
 from streams.simulate.run import iter_events, simulate
@@ -73,6 +78,7 @@ __all__ = [
     "CATEGORIES",
     "DEFAULT_MIX",
     "DEVICES",
+    "LONG_TAIL_MIX",
     "MALFORMED_KINDS",
     "MICRO_SEGMENTS",
     "PERSONAS",

@@ -15,6 +15,13 @@ DEFAULT_MIX: Final[Mapping[str, float]] = {
     "casual_visitor": 0.23,
 }
 
+LONG_TAIL_MIX: Final[Mapping[str, float]] = {
+    "one_time_visitor": 0.999,
+    **{persona: 0.001 * share for persona, share in DEFAULT_MIX.items()},
+}
+"""Long-tail traffic: one-time visitors (1-5 events, mean 1.85) and a few of the shipped personas
+(≈ 75 events each, ≈ 4 % of the events), so about 52 distinct visitors per 100 events."""
+
 
 @dataclass(frozen=True, slots=True)
 class SimParams:

@@ -11,6 +11,7 @@ from typing import Final
 
 from streams.simulate.catalogue import BY_CATEGORY, CATEGORIES, PRODUCTS, Product
 from streams.simulate.clock import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, SESSION_GAP_MS
+from streams.simulate.draws import weighted
 from streams.simulate.shopping import Line
 from streams.simulate.visitor import PlannedSession, SessionRunner, Visitor
 
@@ -207,6 +208,47 @@ def _order_lines(products: list[Product]) -> list[Line]:
     return [(PRODUCTS[pid], PRODUCTS[pid].price, qty, 0.0) for pid, qty in quantities.items()]
 
 
+ONE_TIME_EVENTS: Final = ((1, 0.55), (2, 0.22), (3, 0.11), (4, 0.07), (5, 0.05))
+"""(events, share) of a one-time visitor's single session: most send one or two (mean 1.85)."""
+ONE_TIME_ADD_TO_CART: Final = 0.15
+"""Chance that a one-time visitor with a spare event after a product view adds it to the cart."""
+ONE_TIME_LATEST_MS: Final = 2 * HOUR_MS
+"""One-time sessions start at least this long before `end`: an abandoned cart is 30 idle minutes
+old by then, with margin."""
+
+
+def one_time_visitor(v: Visitor) -> None:
+    """One session of 1-5 events (`ONE_TIME_EVENTS`): page views, a product view, rarely an
+    add-to-cart never bought. First seen in the last 5 days (a new visitor) or more than 10.5 days
+    before `end`, never in between, so the truth keeps a day of margin from the 7-day window."""
+    rng, end = v.rng, v.end
+    oldest = end - v.history_ms + HOUR_MS
+    start = rng.randint(oldest, end - ONE_TIME_LATEST_MS)
+    while end - int(10.5 * DAY_MS) < start < end - 5 * DAY_MS + HOUR_MS:
+        start = rng.randint(oldest, end - ONE_TIME_LATEST_MS)
+    budget = weighted(rng, ONE_TIME_EVENTS)
+    v.session.begin(start)
+    while budget > 0:
+        roll = rng.random()
+        if budget >= 2 and roll < 0.45:
+            product = v.pages.any_product()
+            v.pages.product(product)
+            budget -= 2
+            if budget >= 1 and rng.random() < ONE_TIME_ADD_TO_CART:
+                v.shop.add(product, product.price)
+                v.extra_segments.add("cart_abandoners")
+                budget -= 1
+        elif budget >= 2 and roll < 0.7:
+            v.pages.category(rng.choice(CATEGORIES))
+            budget -= 2
+        else:
+            v.pages.home()
+            budget -= 1
+    v.session.place(start)
+    if start > end - 5 * DAY_MS:
+        v.extra_segments.add("new_visitors")
+
+
 def micro_session(v: Visitor) -> None:
     """The final, short session in the last minutes before `end` that plants the visitor's micro-segment
     (`ch_android_viewing_x` or `munich_windows10_google_home`; see `streams.simulate.micro`)."""
@@ -235,4 +277,5 @@ BEHAVIOURS: Final[Mapping[str, Callable[[Visitor], None]]] = {
     "cart_abandoner": cart_abandoner,
     "big_spender": big_spender,
     "casual_visitor": casual_visitor,
+    "one_time_visitor": one_time_visitor,
 }

@@ -59,7 +59,9 @@ class _Run:
                 out.append((t, 2 * seq + 1, dict(event)))
                 duplicates += 1
         span = (timeline[0][0], timeline[-1][0]) if timeline else None
-        truth = visitor_truth(spec, visitor.shop.age, self.targets, span, len(out), duplicates)
+        truth = visitor_truth(
+            spec, visitor.shop.age, self.targets, span, len(out), duplicates, visitor.extra_segments
+        )
         return Generated(out, truth)
 
 

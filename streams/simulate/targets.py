@@ -36,6 +36,7 @@ PERSONAS: Final = (
     "cart_abandoner",
     "big_spender",
     "casual_visitor",
+    "one_time_visitor",
 )
 PERSONA_SEGMENTS: Final[Mapping[str, tuple[str, ...]]] = {
     "loyal_buyer": ("frequent_buyers",),
@@ -44,6 +45,7 @@ PERSONA_SEGMENTS: Final[Mapping[str, tuple[str, ...]]] = {
     "cart_abandoner": ("cart_abandoners",),
     "big_spender": (),  # plus the top-spender segment of its category, per visitor
     "casual_visitor": ("new_visitors",),
+    "one_time_visitor": (),  # plus new_visitors / cart_abandoners when its one session earns them
 }
 MICRO_SEGMENTS: Final = ("ch_android_viewing_x", "nrw_iphone_bought_y", "munich_windows10_google_home")
 STATIC_SEGMENTS: Final = ("tablet_south_germany", "cafe_radius_4km")

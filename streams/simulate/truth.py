@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict
 
 from streams.simulate.clock import iso
@@ -11,12 +12,13 @@ from streams.simulate.targets import PERSONA_SEGMENTS, SegmentTargets
 
 
 def expected_segments(
-    spec: VisitorSpec, age: int | None, targets: SegmentTargets
+    spec: VisitorSpec, age: int | None, targets: SegmentTargets, extra: Iterable[str] = ()
 ) -> tuple[list[str], list[str]]:
-    """(every expected segment, the micro/static ones among them), each sorted; none without consent."""
+    """(every expected segment, the micro/static ones among them), each sorted; none without consent.
+    `extra`: segments this visitor's behaviour earned beyond its persona's."""
     if not spec.consent:
         return [], []
-    segments = set(PERSONA_SEGMENTS[spec.persona])
+    segments = set(PERSONA_SEGMENTS[spec.persona]) | set(extra)
     if spec.persona == "big_spender" and spec.category:
         segments.add(targets.top_spender_segments[spec.category])
     micro = set()
@@ -36,9 +38,11 @@ def visitor_truth(
     span: tuple[int, int] | None,
     events: int,
     duplicates: int,
+    extra: Iterable[str] = (),
 ) -> VisitorTruth:
-    """The truth of a visitor whose events span (first, last) ms (None: no events)."""
-    expected, micro = expected_segments(spec, age, targets)
+    """The truth of a visitor whose events span (first, last) ms (None: no events); `extra` as for
+    `expected_segments`."""
+    expected, micro = expected_segments(spec, age, targets, extra)
     device = spec.device
     return VisitorTruth(
         **asdict(spec.place),

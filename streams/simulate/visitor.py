@@ -31,6 +31,8 @@ class Visitor:
         self.session = SessionRecorder(spec, self.rng, end_ms)
         self.pages = Browsing(self.session, self.rng, spec.device.category, targets.product_x)
         self.shop = Shopping(self.session, self.pages, self.rng, targets)
+        self.extra_segments: set[str] = set()
+        """Segments the behaviour earned beyond its persona's (`PERSONA_SEGMENTS`), for the truth."""
 
     def first_seen(self) -> int:
         """A first visit more than 10.5 days before `end` (never a new visitor), within the history."""

@@ -31,6 +31,7 @@ from streams.core.segments import evaluate
 from streams.settings import DEFAULT_SEGMENTS_FILE
 from streams.simulate import (
     CATALOGUE,
+    LONG_TAIL_MIX,
     MALFORMED_KINDS,
     MICRO_SEGMENTS,
     PERSONA_SEGMENTS,
@@ -626,3 +627,60 @@ def test_the_truth_is_what_the_core_decides(changed: bool) -> None:
     assert not disagree, disagree
     counts = collections.Counter(seg for truth in sim.truth.values() for seg in truth.expected_segments)
     assert set(counts) == targets.covered, counts  # every covered segment has members to agree on
+
+
+# -- long-tail traffic -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_tail() -> Simulation:
+    return simulate(2200, 11, END, params=SimParams(mix=LONG_TAIL_MIX))
+
+
+def test_long_tail_mix_is_mostly_one_time_visitors(long_tail: Simulation) -> None:
+    # The bench's cut: the first 4,000 events by time come from at least 2,000 visitors (≥ 50k per 100k).
+    first = long_tail.events[:4000]
+    assert len(first) == 4000
+    per_visitor = collections.Counter(e["visitor_id"] for e in first)
+    assert len(per_visitor) >= 2000
+    one_time = [t for t in long_tail.truth.values() if t.persona == "one_time_visitor"]
+    assert len(one_time) == 2198  # 99.9 %, the shipped personas in the rest
+    assert {t.persona for t in long_tail.truth.values()} > {"one_time_visitor"}  # mixed with the shipped ones
+    assert all(1 <= t.events <= 5 for t in one_time)
+    sizes = collections.Counter(t.events for t in one_time)
+    assert sizes[1] > sizes[2] > sizes[3] > sizes[5] > 0  # most send one or two events
+    assert sizes[1] + sizes[2] >= 0.7 * len(one_time)
+
+
+def test_long_tail_events_are_realistic_and_reproducible(long_tail: Simulation) -> None:
+    visitors = _by_visitor(long_tail.events)
+    one_time = {vid for vid, t in long_tail.truth.items() if t.persona == "one_time_visitor"}
+    kinds = collections.Counter(e["type"] for vid in one_time for e in visitors[vid])
+    assert set(kinds) == {"page_view", "product_view", "category_view", "add_to_cart"}
+    assert kinds["add_to_cart"] < 0.05 * sum(kinds.values())
+    for event in long_tail.events:
+        EVENT_ADAPTER.validate_python(event)
+    for vid in one_time:
+        events = visitors[vid]
+        assert len({e["session_id"] for e in events}) == 1
+        assert events[0]["type"] == "page_view"
+    contexts = [visitors[vid][0]["context"] for vid in one_time]
+    assert len({c["user_agent"] for c in contexts}) > 5 and len({c["ip"] for c in contexts}) > 20
+    assert sum("referrer" in c for c in contexts) > 0.2 * len(contexts)
+    again = simulate(2200, 11, END, params=SimParams(mix=LONG_TAIL_MIX))
+    assert orjson.dumps(again.events) == orjson.dumps(long_tail.events)
+
+
+def test_long_tail_truth_is_what_the_oracle_and_the_core_decide(long_tail: Simulation) -> None:
+    check_truth(long_tail, END)
+    core = core_segments(long_tail, default_definitions(), END)
+    covered = SHIPPED.covered
+    disagree = {
+        vid: (sorted(core.get(vid, frozenset()) & covered), truth.expected_segments)
+        for vid, truth in long_tail.truth.items()
+        if core.get(vid, frozenset()) & covered != set(truth.expected_segments)
+    }
+    assert not disagree, disagree
+    one_time = [t for t in long_tail.truth.values() if t.persona == "one_time_visitor"]
+    earned = collections.Counter(seg for t in one_time for seg in t.expected_segments)
+    assert earned["new_visitors"] > 0 and earned["cart_abandoners"] > 0
