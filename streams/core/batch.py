@@ -311,7 +311,7 @@ class _Batch:
         dedupe_window = self.limits.dedupe_window
         seen_types, last_event_at = self.seen_types, self.last_event_at
         last_event_id, rows_by_visitor = self.last_event_id, self.rows_by_visitor
-        unprocessable = self.unprocessable
+        unprocessable, exclude_bots = self.unprocessable, self.limits.exclude_bots
         for record, event, event_at in self.accepted:
             if unprocessable and (record.partition, record.offset) in unprocessable:
                 detail = unprocessable[(record.partition, record.offset)]
@@ -323,7 +323,7 @@ class _Batch:
             except Exception as exc:  # nothing is changed yet
                 self.reject_unprocessable(record, exc)
                 continue
-            bot = self.limits.exclude_bots and enriched.device.category == "bot"
+            bot = exclude_bots and enriched.device.category == "bot"
             if bot or not event.context.consent.personalization:
                 # No profile without consent, none for a bot; analytics still counts the event if
                 # allowed (a bot's row says so in its device category).
