@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from functools import cache
 from operator import attrgetter
 from typing import Any
@@ -153,6 +153,9 @@ class Profile:
     """Last marketing consent the visitor's events carried; no ads/e-mail messages without it."""
     trigger_last_sent: dict[str, float] = field(default_factory=dict)
     """Trigger rule id → event time it last sent a message (frequency caps)."""
+    # Fields from here on were added after format 1; new fields go at the end (see `_BODY_LENGTHS`).
+    evaluated_at: float = 0.0
+    """Moment (event time) of the latest segment evaluation: an event older than it arrived late."""
 
     # -- (de)serialisation -----------------------------------------------------------------------
 
@@ -171,10 +174,12 @@ class Profile:
     @classmethod
     def from_bytes(cls, raw: bytes) -> Profile:
         tag, last_seen, next_check_at, count = _HEADER.unpack_from(raw)
-        if tag != FORMAT_TAG:
+        if tag != FORMAT_TAG and tag not in _OLDER_TAGS:
             return cls._from_legacy_bytes(raw)
         ids_end = _HEADER.size + 8 * count
         values = orjson.loads(lz4.block.decompress(memoryview(raw)[ids_end:]))
+        if len(values) < len(_BODY_FIELDS):  # an older format: the fields added since take defaults
+            values += [_default(name) for name in _BODY_FIELDS[len(values) :]]
         values[_DAYS_AT] = dict(values[_DAYS_AT])
         values[_RECENT_VIEWS_AT] = list(map(tuple, values[_RECENT_VIEWS_AT]))
         values[_RECENT_PURCHASES_AT] = list(map(tuple, values[_RECENT_PURCHASES_AT]))
@@ -214,9 +219,13 @@ class Profile:
         }
 
 
-FORMAT_TAG = b"TP\x01\xff"
-"""First bytes of a serialised profile: "TP", format number 1, and 0xFF (as a little-endian uint32
+FORMAT_NUMBER = 2
+FORMAT_TAG = b"TP" + bytes([FORMAT_NUMBER]) + b"\xff"
+"""First bytes of a serialised profile: "TP", the format number, and 0xFF (as a little-endian uint32
 that is beyond LZ4's block limit, so never the size prefix of a legacy profile)."""
+_BODY_LENGTHS = {1: 38}
+"""Body fields of each older format: formats differ only by fields appended at the end."""
+_OLDER_TAGS = frozenset(b"TP" + bytes([number]) + b"\xff" for number in _BODY_LENGTHS)
 _HEADER = struct.Struct("<4sddH")
 _NO_TIME = math.nan
 """`next_check_at` None in the header."""
@@ -245,11 +254,19 @@ _RECENT_EVENT_IDS_AT = _FIELDS.index("recent_event_ids")
 _NEXT_CHECK_AT_AT = _FIELDS.index("next_check_at")
 
 
+def _default(name: str) -> Any:
+    spec = _FIELD_SPECS[name]
+    return spec.default_factory() if spec.default_factory is not MISSING else spec.default
+
+
+_FIELD_SPECS = {f.name: f for f in fields(Profile)}
+
+
 def profile_clock_fields(raw: bytes) -> tuple[float, float | None]:
     """(last_seen, next_check_at) of a serialised profile, read from its header: no decompression,
     no parsing (recovery needs only these of every restored profile)."""
     tag, last_seen, next_check_at, _ = _HEADER.unpack_from(raw)
-    if tag != FORMAT_TAG:
+    if tag != FORMAT_TAG and tag not in _OLDER_TAGS:
         profile = Profile.from_bytes(raw)
         return profile.last_seen, profile.next_check_at
     return last_seen, None if math.isnan(next_check_at) else next_check_at

@@ -59,6 +59,7 @@ def full_profile() -> Profile:
         next_check_at=1795208300.066,
         consent_marketing=False,
         trigger_last_sent={"welcome": 1795206273.892},
+        evaluated_at=1795206526.066,
     )
 
 
@@ -126,3 +127,20 @@ def test_legacy_profiles_still_decode(profile: Profile) -> None:
 def test_serialised_form_is_smaller_than_legacy() -> None:
     profile = full_profile()
     assert len(profile.to_bytes()) < len(legacy_bytes(profile))
+
+
+def format_1_bytes(profile: Profile) -> bytes:
+    """Format 1: the same header and body, without the fields appended since (`evaluated_at`)."""
+    raw = profile.to_bytes()
+    ids_end = len(FORMAT_TAG) + 8 + 8 + 2 + 8 * len(profile.recent_event_ids)
+    body = orjson.loads(lz4.block.decompress(raw[ids_end:]))[:38]
+    return b"TP\x01\xff" + raw[len(FORMAT_TAG) : ids_end] + lz4.block.compress(orjson.dumps(body))
+
+
+def test_format_1_profiles_decode_with_defaults_for_new_fields() -> None:
+    profile = full_profile()
+    back = Profile.from_bytes(format_1_bytes(profile))
+    assert back.evaluated_at == 0.0
+    back.evaluated_at = profile.evaluated_at
+    assert_same(back, profile)
+    assert profile_clock_fields(format_1_bytes(profile)) == (profile.last_seen, profile.next_check_at)
