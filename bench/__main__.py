@@ -4,6 +4,7 @@ Steps (all by default; `--steps` picks some): baselines A (bare Faust agent), B 
 per-visitor update) and C (aiokafka consume, and with the event contract's validation: the fixed
 stack's floor), the Tessera pipeline (throughput), start-up (restart on the existing group,
 changelog recovery), latency (produce → segment change at fixed rates, and the aiokafka floor),
+timers (due moment → time-driven segment change consumed, on an idle worker),
 memory per profile (dict vs RocksDB), hot path (cProfile of `process_batch`). Every workload of
 `--workloads` besides the default (`longtail`: one-time visitors of 1-5 events) gets B, the pipeline
 and memory per profile too, in rows of its own section. One `EmbeddedStack`
@@ -51,8 +52,21 @@ from bench.common import (
 WORKLOAD_STEPS = ("quix", "pipeline", "memory")
 """The steps that also run on every workload of `--workloads` besides `default` (the others run on the
 default workload only)."""
-STEPS = ("faust", "quix", "floor", "pipeline", "startup", "recovery", "scale", "latency", "memory", "hotpath")
-KAFKA_STEPS = {"faust", "quix", "floor", "pipeline", "startup", "recovery", "scale", "latency"}
+STEPS = (
+    "faust",
+    "quix",
+    "floor",
+    "pipeline",
+    "startup",
+    "recovery",
+    "scale",
+    "latency",
+    "timers",
+    "memory",
+    "hotpath",
+    "segments",
+)
+KAFKA_STEPS = {"faust", "quix", "floor", "pipeline", "startup", "recovery", "scale", "latency", "timers"}
 DEFAULTS = {
     "events": 100_000,
     "latency_seconds": 10.0,
@@ -247,6 +261,15 @@ def run(args: argparse.Namespace, workdir: Path) -> Run:
         return result
 
     state.step("hotpath", hotpath)
+
+    def segments() -> Any:
+        from bench.segment_scale import measure_segment_scale
+
+        return measure_segment_scale(
+            encode_events(simulated_events(args.hotpath_events, args.seed)), args.batch_size
+        )
+
+    state.step("segments", segments)
     return state
 
 
@@ -259,6 +282,7 @@ def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
     )
     from bench.latency import measure_floor, measure_relay, measure_tessera
     from bench.pipeline import WorkerSpec, run_large_recovery, run_pipeline, run_restart, run_scaled
+    from bench.timers import measure_timers
 
     args, workdir = state.args, state.workdir
     workload: Workload | None = None
@@ -342,6 +366,7 @@ def kafka_steps(state: Run, kafka: str, redis_url: str) -> None:
             return {"floor": floor, "relay": relay, "tessera": tessera}
 
         state.step("latency", latency)
+    state.step("timers", lambda: measure_timers(kafka, redis_url, workdir))
     for kind in args.workloads[1:]:
         workload_throughput(state, kind, kafka, redis_url)
 
@@ -600,6 +625,25 @@ def build_rows(state: Run) -> list[Row]:
     elif "hotpath" in state.args.steps:
         failed("throughput", "Tessera core alone (process_batch, no I/O)", "hotpath")
 
+    scale = r.get("segments")
+    if scale:
+        runs = scale["runs"]
+        base = runs.get("10")
+        for count, run in runs.items():
+            rows.append(
+                Row(
+                    "segments",
+                    f"core per event with {int(count):,} generated segments",
+                    f"{run['us_per_event']:,.1f} µs/event",
+                    f"10 segments {base['us_per_event']:,.1f} µs/event" if base else "",
+                    _ratio(run["us_per_event"], base["us_per_event"] if base else None),
+                    f"{run['events_per_s']:,.0f} events/s over {scale['events']:,} records, "
+                    f"{run['changes']:,} changes (goal for 1,000: < 2×)",
+                )
+            )
+    elif "segments" in state.args.steps:
+        failed("segments", "core per event with 10/100/1,000 generated segments", "segments")
+
     lat = r.get("latency")
     if lat:
         for rate in sorted({run.rate for run in lat["tessera"]}):
@@ -640,6 +684,23 @@ def build_rows(state: Run) -> list[Row]:
                 )
     elif "latency" in state.args.steps:
         failed("latency", "produce → segment change", "latency")
+    timers = r.get("timers")
+    if timers:
+        for q in ("p50", "p99"):
+            rows.append(
+                Row(
+                    "latency",
+                    f"due moment → time-driven change consumed {q}, idle worker",
+                    _n(getattr(timers, f"{q}_ms"), "ms", 1),
+                    note=(
+                        f"{timers.matched:,}/{timers.visitors:,} carts abandoned; due → worker batch start "
+                        f"{_n(getattr(timers, f'fired_{q}_ms'), 'ms', 1)}"
+                        + (f"; max {timers.max_ms:,.0f} ms" if q == "p99" else "")
+                    ),
+                )
+            )
+    elif "timers" in state.args.steps:
+        failed("latency", "due moment → time-driven change", "timers")
 
     mem = r.get("memory")
     if mem:

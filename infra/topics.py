@@ -56,17 +56,37 @@ def default_topic_specs(
     changelog: str,
     partitions: int,
     replication_factor: int,
+    definitions: str | None = None,
+    cohorts: str | None = None,
 ) -> list[TopicSpec]:
     """Tessera's topics. The changelog is compacted and has the events topic's partition count
-    (table partition i lives with events partition i); the DLQ keeps its records for 90 days."""
+    (table partition i lives with events partition i); the DLQ keeps its records for 90 days; the
+    definitions and cohorts topics, when named, are `definitions_topic_spec` and
+    `cohorts_topic_spec`."""
     week = {"retention.ms": str(EVENTS_RETENTION_MS)}
-    return [
+    specs = [
         TopicSpec(events, partitions, replication_factor, dict(week)),
         TopicSpec(dlq, partitions, replication_factor, {"retention.ms": str(DLQ_RETENTION_MS)}),
         TopicSpec(changes, partitions, replication_factor, dict(week)),
         TopicSpec(messages, partitions, replication_factor, dict(week)),
         TopicSpec(changelog, partitions, replication_factor, {"cleanup.policy": "compact"}),
     ]
+    if definitions is not None:
+        specs.append(definitions_topic_spec(definitions, replication_factor))
+    if cohorts is not None:
+        specs.append(cohorts_topic_spec(cohorts, replication_factor))
+    return specs
+
+
+def definitions_topic_spec(name: str, replication_factor: int = 1) -> TopicSpec:
+    """The definitions topic: compacted, one partition (its records stay in order)."""
+    return TopicSpec(name, 1, replication_factor, {"cleanup.policy": "compact"})
+
+
+def cohorts_topic_spec(name: str, replication_factor: int = 1) -> TopicSpec:
+    """The cohorts topic: compacted (the latest sketch per ``<cohort>:<partition>``), one partition
+    (a worker follows it whole)."""
+    return TopicSpec(name, 1, replication_factor, {"cleanup.policy": "compact"})
 
 
 def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
@@ -179,4 +199,12 @@ async def _ensure(
     )
 
 
-__all__ = ["TopicError", "TopicSpec", "cluster_id", "default_topic_specs", "ensure_topics"]
+__all__ = [
+    "TopicError",
+    "TopicSpec",
+    "cluster_id",
+    "cohorts_topic_spec",
+    "default_topic_specs",
+    "definitions_topic_spec",
+    "ensure_topics",
+]

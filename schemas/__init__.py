@@ -4,7 +4,9 @@ Imports nothing of Tessera's own: producers and consumers can depend on this pac
 """
 
 from schemas.changes import SegmentChange, Transition
+from schemas.cohorts import CohortSketchRecord
 from schemas.deadletter import DeadLetter, DeadLetterReason
+from schemas.definitions import DefinitionsRecord
 from schemas.enriched import Device, EnrichedEvent, Geo, Traffic
 from schemas.events import (
     EVENT_ADAPTER,
@@ -18,9 +20,11 @@ from schemas.messages import Message, MessageKind
 __all__ = [
     "EVENT_ADAPTER",
     "EVENT_SCHEMA_VERSION",
+    "CohortSketchRecord",
     "Context",
     "DeadLetter",
     "DeadLetterReason",
+    "DefinitionsRecord",
     "Device",
     "EnrichedEvent",
     "Event",

@@ -9,7 +9,9 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from schemas.changes import SegmentChange
+from schemas.cohorts import CohortSketchRecord
 from schemas.deadletter import DeadLetter
+from schemas.definitions import DefinitionsRecord
 from schemas.enriched import EnrichedEvent
 from schemas.events import EVENT_ADAPTER
 from schemas.messages import Message
@@ -25,6 +27,8 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "segment_change.v1.json": TypeAdapter(SegmentChange),
         "message.v1.json": TypeAdapter(Message),
         "dead_letter.v1.json": TypeAdapter(DeadLetter),
+        "definitions_record.v1.json": TypeAdapter(DefinitionsRecord),
+        "cohort_sketch_record.v1.json": TypeAdapter(CohortSketchRecord),
     }
     return {name: adapter.json_schema(mode="validation") for name, adapter in adapters.items()}
 

@@ -20,6 +20,7 @@ assignment is recovered.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import importlib
 import os
@@ -33,11 +34,18 @@ from schemas.enriched import Device
 from sinks.clickhouse import ClickHouseSink
 from sinks.redis_serving import RedisServing
 from streams import gcstats
-from streams.core.definitions import load_definitions
 from streams.core.enrich import Enricher, GeoLookup, MaxMindGeo, NoGeo, UaParserDevice, UserAgentParser
+from streams.definitions_store import (
+    DefinitionsStore,
+    HeadWatcher,
+    initial_definitions,
+    open_producer,
+    open_watch_consumer,
+)
 from streams.engine import Engine
 from streams.kafka_compat import leave_group_from_first_generation
 from streams.logging import get_logger
+from streams.recovery import open_changelog_consumer
 from streams.runtime import Analytics, Endpoints, Runtime, WhenReady
 from streams.settings import Settings
 
@@ -84,8 +92,11 @@ def _import_web_stack() -> None:
 async def start_engine(settings: Settings, endpoints: Endpoints, setup: ThreadPoolExecutor) -> Runtime:
     """Start the engine (its consumer joins the group), then the slow set-up in `setup`'s thread.
 
-    Only the definitions, the Redis client and the topics come before the join; the User-Agent
-    parser and ClickHouse are built meanwhile and awaited by the first batch that needs them.
+    Only the topics, the definitions and the Redis client come before the join; the User-Agent
+    parser and ClickHouse are built meanwhile and awaited by the first batch that needs them. The
+    definitions are the definitions topic's head, or `settings.segments_file` published as its first
+    version (`initial_definitions`); a watcher follows the topic and switches the engine to every
+    new head (`HeadWatcher`, `Engine.switch_definitions`).
     """
     bootstrap = endpoints.kafka_bootstrap
     cluster, _ = await asyncio.gather(
@@ -100,6 +111,8 @@ async def start_engine(settings: Settings, endpoints: Endpoints, setup: ThreadPo
                 changelog=settings.changelog_topic,
                 partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
+                definitions=settings.definitions_topic,
+                cohorts=settings.cohorts_topic,
             ),
         ),
     )
@@ -112,19 +125,33 @@ async def start_engine(settings: Settings, endpoints: Endpoints, setup: ThreadPo
         session_timeout_s=round(settings.session_timeout_s, 3),
         heartbeat_interval_s=round(settings.heartbeat_interval_s, 3),
     )
-    defs = load_definitions(settings.segments_file)
+    definitions = DefinitionsStore(
+        settings.definitions_topic,
+        functools.partial(open_changelog_consumer, bootstrap),
+        functools.partial(open_producer, bootstrap),
+    )
+    defs = await initial_definitions(definitions, settings.segments_file)
     serving = RedisServing(endpoints.redis_url, prefix=settings.redis_prefix)
     parser: WhenReady[UserAgentParser] = WhenReady("ua_parser")
     analytics = Analytics(WhenReady("clickhouse"))
     engine = Engine(settings, bootstrap, defs, _enricher(settings, parser), analytics, serving)
     engine.watch_loop = False  # on once the start-up set-up is done (EngineService.on_start)
     engine_task = asyncio.ensure_future(engine.run())
+    watcher = HeadWatcher(
+        definitions,
+        engine.switch_definitions,
+        lambda: engine.defs.source_sha,
+        functools.partial(open_watch_consumer, bootstrap),
+    )
+    definitions_task = asyncio.ensure_future(watcher.run())
     # The loop runs while Faust is imported, so the consumer's requests up to its JoinGroup go out
     # now; the set-up below then runs during the broker's wait (it holds the GIL for a while).
     await asyncio.to_thread(_import_web_stack)
     setup.submit(parser.run, UaParserDevice)
     setup.submit(analytics.sink.run, lambda: _open_analytics(endpoints.clickhouse_dsn))
-    return Runtime(settings, endpoints, defs, engine, analytics, serving, engine_task, parser)
+    return Runtime(
+        settings, endpoints, engine, analytics, serving, engine_task, parser, definitions, definitions_task
+    )
 
 
 def create_app(runtime: Runtime) -> faust.App:
@@ -192,6 +219,9 @@ def create_app(runtime: Runtime) -> faust.App:
             await runtime.engine_task
 
         async def on_stop(self) -> None:
+            runtime.definitions_task.cancel()
+            await asyncio.gather(runtime.definitions_task, return_exceptions=True)
+            await runtime.definitions.close()
             await engine.stop()
             await runtime.serving.close()
             await asyncio.to_thread(runtime.analytics.close)

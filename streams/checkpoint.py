@@ -13,6 +13,14 @@ order (`Checkpoint.commit`):
 2. state:   one changelog record per visitor touched since the last checkpoint, acknowledged;
 3. offsets: the source offsets processed since the last checkpoint are committed.
 
+Beside step 2, after the changelog write: the cohort sketches of the owned partitions that changed
+since the last checkpoint are published to the cohorts topic (`streams.cohorts`), as of the
+snapshot. They are derived from the profiles (their recorded cohort values) and never read back by
+recovery, which rebuilds them from the restored profiles: so they need no place in the order that
+makes replays exact, and a crash that loses one publication loses nothing the next owner does not
+publish again. After the changelog rather than before, so a published sketch never counts values of
+a state that is not durable yet.
+
 Like quixstreams' checkpoints, this writes each profile once per checkpoint, not once per event,
 and keeps slow sinks (a ClickHouse insert) off the latency path. A crash anywhere before 3 replays
 from the last committed offsets. Replays are exact for state (each profile remembers the last
@@ -41,6 +49,7 @@ from sinks.clickhouse import AnalyticsBatch, AnalyticsSink
 from sinks.redis_serving import ServingStore, VisitorUpdate
 from streams.core.batch import BatchResult
 from streams.core.profile import Profile
+from streams.core.sketch import QuantileSketch
 from streams.profile_store import ProfileStore
 from streams.settings import Settings
 from streams.stats import EngineStats
@@ -54,6 +63,14 @@ class ChangelogWriter(Protocol):
 
     async def write(self, records: list[tuple[str, int, bytes]]) -> None:
         """Write (visitor id, partition, serialised profile) records; return once acknowledged."""
+        ...
+
+
+class CohortPublisher(Protocol):
+    """The cohort sketches' writer beside step 2 (`streams.cohorts.CohortWriter`)."""
+
+    async def write(self, sketches: list[tuple[int, str, QuantileSketch]]) -> None:
+        """Publish (partition, cohort, sketch) records; return once acknowledged."""
         ...
 
 
@@ -80,6 +97,9 @@ class Snapshot:
     `Checkpoint.commit` serialises them in slices between batches, and a batch about to change one
     serialises it first (`Checkpoint.profile`), so the snapshot sees each exactly as of when it was
     taken."""
+    cohorts: list[tuple[int, str, QuantileSketch]] = field(default_factory=list)
+    """The owned partitions' cohort sketches changed since the last snapshot: (partition, cohort,
+    a copy as of this snapshot)."""
 
 
 class Checkpoint:
@@ -100,6 +120,7 @@ class Checkpoint:
         consumer: Callable[[], OffsetCommitter | None],
         stats: EngineStats,
         clock: Callable[[], float] = time.monotonic,
+        cohorts: CohortPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -113,6 +134,8 @@ class Checkpoint:
         self.stats = stats
         self.clock = clock
         """Monotonic seconds, for the checkpoint interval."""
+        self.cohorts = cohorts
+        """Publishes the changed cohort sketches (None: they are not published)."""
         self.touched: dict[str, int] = {}
         """Visitor → partition of every profile a batch changed since the last snapshot. The batch
         loop marks them in its one pass over a batch's visitors, as it stores their profiles."""
@@ -229,6 +252,11 @@ class Checkpoint:
             changelog.append((visitor_id, partition, held))
             serving.append(_summary_update(visitor_id, Profile.from_bytes(held)))
         offsets = dict(self._offsets)
+        cohorts = [
+            (partition, name, sketch)
+            for partition, state in sorted(self.store.partitions.items())
+            for name, sketch in state.cohorts.take_changed().items()
+        ]
         snapshot = Snapshot(
             offsets=offsets,
             token=_dedup_token(offsets, self._starts, self._changes),
@@ -239,6 +267,7 @@ class Checkpoint:
             changelog=changelog,
             serving=serving,
             unserialised=unserialised,
+            cohorts=cohorts,
         )
         self._reset()
         self._writing = snapshot
@@ -278,6 +307,9 @@ class Checkpoint:
         # 2. state: one changelog record per visitor touched since the last checkpoint (its bytes
         #    as of the snapshot), acknowledged.
         await self.changelog.write(snap.changelog)
+        #    Beside it, once it is durable: the changed cohort sketches (module docstring).
+        if snap.cohorts and self.cohorts is not None:
+            await self.cohorts.write(snap.cohorts)
         # 3. offsets: committed.
         consumer = self.consumer()
         if snap.offsets and consumer is not None:
@@ -299,7 +331,9 @@ class Checkpoint:
     # -- internals ------------------------------------------------------------------------------
 
     def _pending(self) -> bool:
-        return bool(self._offsets or self.touched or self._rows or self._sends)
+        return bool(self._offsets or self.touched or self._rows or self._sends) or any(
+            state.cohorts.changed for state in self.store.partitions.values()
+        )
 
     async def _await_inflight(self) -> None:
         inflight, self._inflight = self._inflight, None

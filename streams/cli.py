@@ -15,7 +15,9 @@ from streams.logging import configure_logging, get_logger
 from streams.settings import Settings
 
 if TYPE_CHECKING:
+    from schemas.definitions import DefinitionsRecord
     from streams.core.definitions import Definitions
+    from streams.definitions_store import DefinitionsStore
 
 log = get_logger(__name__)
 ENDPOINTS_FILE = "endpoints.json"
@@ -49,12 +51,16 @@ def _definitions(path: Path, *, simulated: bool = False) -> Definitions | None:
     return defs
 
 
+def _saved_endpoints(settings: Settings) -> dict[str, str]:
+    """The endpoints of a stack `tessera up` runs in the data folder (none: empty)."""
+    saved = settings.data_dir / ENDPOINTS_FILE
+    found: dict[str, str] = json.loads(saved.read_text()) if saved.exists() else {}
+    return found
+
+
 def _endpoints_for(settings: Settings) -> dict[str, str] | None:
     """Configured endpoints, or those of a stack `tessera up` runs in the data folder."""
-    saved = settings.data_dir / ENDPOINTS_FILE
-    found: dict[str, str] = {}
-    if saved.exists():
-        found = json.loads(saved.read_text())
+    found = _saved_endpoints(settings)
     kafka = settings.kafka_broker or found.get("kafka_bootstrap")
     redis_url = settings.redis_url or found.get("redis_url")
     dsn = settings.clickhouse_dsn or found.get("clickhouse_dsn")
@@ -307,19 +313,228 @@ def cmd_visitor(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_segments(settings: Settings, args: argparse.Namespace) -> int:
-    path = Path(args.file) if args.file else settings.segments_file
-    defs = _definitions(path)
-    if defs is None:
-        return 1
-    if args.action == "validate":
-        print(
-            f"ok: {path} version {defs.version}: {len(defs.segments)} segments, {len(defs.triggers)} triggers"
+# -- segments: the definitions lifecycle ----------------------------------------------------------
+
+SEGMENTS_TIMEOUT_S = 30.0
+"""Longest wait of a `tessera segments` command on Kafka."""
+LIST_TIMEOUT_S = 5.0
+"""`tessera segments list` falls back to the file when Kafka does not answer within this."""
+
+
+class _NoBroker(Exception):
+    """No Kafka broker configured or running (`tessera up`)."""
+
+
+def _kafka_for(settings: Settings) -> str | None:
+    """The configured Kafka bootstrap, or that of a stack `tessera up` runs in the data folder."""
+    return settings.kafka_broker or _saved_endpoints(settings).get("kafka_bootstrap")
+
+
+def _file_definitions(path: Path) -> tuple[str, Definitions]:
+    """A definitions file's text and definitions; raises `DefinitionError`."""
+    from streams.core.definitions import parse_definitions, read_definitions_text
+
+    text = read_definitions_text(path)
+    return text, parse_definitions(text, str(path))
+
+
+def _on_topic(settings: Settings, work: Any, timeout_s: float = SEGMENTS_TIMEOUT_S) -> Any:
+    """Run `await work(store, bootstrap)` on the definitions topic (created if missing); raises
+    `_NoBroker`, or TimeoutError past `timeout_s`."""
+    import functools
+
+    from infra.topics import definitions_topic_spec, ensure_topics
+    from streams.definitions_store import DefinitionsStore, open_producer
+    from streams.recovery import open_changelog_consumer
+
+    bootstrap = _kafka_for(settings)
+    if bootstrap is None:
+        raise _NoBroker()
+
+    async def run() -> Any:
+        spec = definitions_topic_spec(settings.definitions_topic, settings.replication_factor)
+        await ensure_topics(bootstrap, [spec], timeout_s=timeout_s)
+        store = DefinitionsStore(
+            settings.definitions_topic,
+            functools.partial(open_changelog_consumer, bootstrap),
+            functools.partial(open_producer, bootstrap),
         )
-        return 0
+        try:
+            return await work(store, bootstrap)
+        finally:
+            await store.close()
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(run(), timeout_s)
+
+    return asyncio.run(bounded())
+
+
+async def _head_definitions(store: DefinitionsStore) -> tuple[DefinitionsRecord | None, Definitions | None]:
+    """The topic's head record and its definitions, or (None, None)."""
+    from streams.core.definitions import parse_definitions
+    from streams.definitions_store import record_path
+
+    head = (await store.read()).head
+    if head is None:
+        return None, None
+    return head, parse_definitions(head.text, record_path(store.topic, head.version))
+
+
+def _segments_validate(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.file) if args.file else settings.segments_file
+    _, defs = _file_definitions(path)
+    print(f"ok: {path} version {defs.version}: {len(defs.segments)} segments, {len(defs.triggers)} triggers")
+    return 0
+
+
+def _segments_list(settings: Settings, args: argparse.Namespace) -> int:
+    """The segments of FILE, else of the topic's head when Kafka answers, else of the settings' file."""
+    defs: Definitions | None = None
+    source = ""
+    if not args.file and _kafka_for(settings) is not None:
+        try:
+            head, defs = _on_topic(settings, lambda store, _b: _head_definitions(store), LIST_TIMEOUT_S)
+            source = f"head of {settings.definitions_topic}" if head is not None else ""
+        except Exception as exc:  # any failure to read the head: the file is the answer
+            print(f"no head read ({exc!r}); listing {settings.segments_file}", file=sys.stderr)
+    if defs is None:
+        path = Path(args.file) if args.file else settings.segments_file
+        _, defs = _file_definitions(path)
+        source = str(path)
+    print(f"version {defs.version} ({source})")
     for seg in defs.segments:
         print(f"{seg.id:34} {seg.description}")
     return 0
+
+
+def _segments_diff(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.core.definitions_diff import diff_definitions
+
+    _, new = _file_definitions(Path(args.file))
+    if args.against:
+        _, old = _file_definitions(Path(args.against))
+        against = f"{args.against} (version {old.version})"
+    else:
+        head, found = _on_topic(settings, lambda store, _b: _head_definitions(store))
+        if head is None or found is None:
+            print(f"{settings.definitions_topic} has no head yet: nothing to compare with", file=sys.stderr)
+            return 1
+        old, against = found, f"the head of {settings.definitions_topic} (version {head.version})"
+    lines = diff_definitions(old, new)
+    print(f"{args.file} (version {new.version}) against {against}:")
+    print("\n".join(lines) if lines else "no differences")
+    return 0
+
+
+def _segments_preview(settings: Settings, args: argparse.Namespace) -> int:
+    """FILE's definitions and the head's over every profile of the changelog, each as of its
+    partition's clock as recovery sets it (the newest `last_seen` there)."""
+    from streams.core.profile import Profile
+    from streams.core.segments import preview
+    from streams.recovery import open_changelog_consumer, recover_partitions
+
+    _, defs = _file_definitions(Path(args.file))
+
+    async def work(store: DefinitionsStore, bootstrap: str) -> Any:
+        head, current = await _head_definitions(store)
+        recovered = await recover_partitions(
+            range(settings.partitions),
+            settings.changelog_topic,
+            lambda: open_changelog_consumer(bootstrap),
+        )
+        result = preview((), defs, time.time(), current=current)
+        for state in recovered.states.values():
+            stored = state.profiles.values()
+            profiles = (p if isinstance(p, Profile) else Profile.from_bytes(p) for p in stored)
+            preview(profiles, defs, state.clock, current=current, into=result)
+        return head, result
+
+    head, result = _on_topic(settings, work, max(SEGMENTS_TIMEOUT_S, 300.0))
+    against = f"the head (version {head.version})" if head is not None else "the stored memberships"
+    print(
+        f"{args.file} (version {defs.version}) against {against}, over {result.profiles:,} profiles "
+        f"of {settings.changelog_topic}:"
+    )
+    print(f"{'segment':34} {'status':8} {'now':>8} {'after':>8} {'entering':>9} {'leaving':>8}")
+    for segment_id, seg in result.segments.items():
+        print(
+            f"{segment_id:34} {seg.status:8} {seg.members_now:>8,} {seg.members_after:>8,} "
+            f"{seg.entering:>9,} {seg.leaving:>8,}"
+        )
+        if seg.entering_sample:
+            print(f"{'':36}entering e.g. {', '.join(seg.entering_sample)}")
+        if seg.leaving_sample:
+            print(f"{'':36}leaving e.g. {', '.join(seg.leaving_sample)}")
+    return 0
+
+
+def _segments_apply(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    text, _ = _file_definitions(path)  # refused here, before Kafka is asked anything
+    published = _on_topic(
+        settings, lambda store, _b: store.publish(text, args.by, args.comment, path=str(path))
+    )
+    record = published.record
+    if not published.changed:
+        print(f"version {record.version} is the head already: nothing written")
+    elif record.action == "rollback":
+        print(f"version {record.version} is the head again (its text was applied before)")
+    else:
+        print(f"applied version {record.version} (head of {settings.definitions_topic})")
+    return 0
+
+
+def _segments_history(settings: Settings, args: argparse.Namespace) -> int:
+    history = _on_topic(settings, lambda store, _b: store.read())
+    if not history.entries:
+        print(f"{settings.definitions_topic} holds no version yet")
+        return 0
+    print(f"  {'version':16} {'action':8} {'applied at (UTC)':20} {'by':12} comment")
+    for record in history.entries:
+        mark = "*" if record == history.head else " "
+        at = record.applied_at.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{mark} {record.version:16} {record.action:8} {at:20} {record.applied_by:12} {record.comment}")
+    print("(* the head: what every worker runs)")
+    return 0
+
+
+def _segments_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    published = _on_topic(settings, lambda store, _b: store.rollback(args.version, args.by, args.comment))
+    if published.changed:
+        print(f"rolled back: version {published.record.version} is the head again")
+    else:
+        print(f"version {published.record.version} is the head already: nothing written")
+    return 0
+
+
+SEGMENT_ACTIONS = {
+    "validate": _segments_validate,
+    "list": _segments_list,
+    "diff": _segments_diff,
+    "preview": _segments_preview,
+    "apply": _segments_apply,
+    "history": _segments_history,
+    "rollback": _segments_rollback,
+}
+
+
+def cmd_segments(settings: Settings, args: argparse.Namespace) -> int:
+    """`tessera segments ACTION`: a refused file or version prints `refused: path:line:column:
+    reason` and exits 1; no Kafka exits 2."""
+    from streams.definitions_store import UnknownVersion
+
+    try:
+        return SEGMENT_ACTIONS[args.action](settings, args)
+    except (ValueError, UnknownVersion) as exc:  # DefinitionError and VersionClash are ValueErrors
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    except _NoBroker:
+        print("no Kafka broker: set TESSERA_KAFKA_BROKER or run `tessera up`", file=sys.stderr)
+        return 2
+    except TimeoutError as exc:
+        print(f"Kafka did not answer in time: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
@@ -328,6 +543,27 @@ def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
     main()
     print(f"exported JSON Schemas to {SCHEMA_DIR}")
     return 0
+
+
+def _segments_parser(segments: argparse.ArgumentParser) -> None:
+    actions = segments.add_subparsers(dest="action", required=True)
+    validate = actions.add_parser("validate", help="check a file (default: TESSERA_SEGMENTS_FILE)")
+    validate.add_argument("file", nargs="?")
+    listing = actions.add_parser("list", help="the segments of FILE, else of the head, else of the file")
+    listing.add_argument("file", nargs="?")
+    diff = actions.add_parser("diff", help="what FILE changes against the head (or --against OTHER)")
+    diff.add_argument("file")
+    diff.add_argument("--against", default=None, help="compare with this file instead of the head")
+    preview = actions.add_parser("preview", help="who would enter and leave each segment under FILE")
+    preview.add_argument("file")
+    apply = actions.add_parser("apply", help="validate FILE and make it the version every worker runs")
+    apply.add_argument("file")
+    rollback = actions.add_parser("rollback", help="make an earlier version the head again")
+    rollback.add_argument("version")
+    for parser in (apply, rollback):
+        parser.add_argument("--comment", default="", help="why (kept in the history)")
+        parser.add_argument("--by", default="cli", help="who (kept in the history)")
+    actions.add_parser("history", help="every version applied and rolled back; the head marked")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,9 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     visitor = sub.add_parser("visitor", help="show one visitor's profile and segments from Redis")
     visitor.add_argument("visitor_id")
     visitor.add_argument("--json", action="store_true")
-    segments = sub.add_parser("segments", help="list or validate segment definitions")
-    segments.add_argument("action", choices=["list", "validate"])
-    segments.add_argument("file", nargs="?")
+    _segments_parser(sub.add_parser("segments", help="segment definitions: check, compare, apply, roll back"))
     sub.add_parser("schemas", help="export the JSON Schemas of every wire format")
     return parser
 

@@ -16,24 +16,42 @@ docs/ARCHITECTURE.md, "The commit protocol".
 
 Any failure restarts the loop from the committed offsets, with back-off; a rebalance checkpoints
 what was processed before it lets partitions go.
+
+Beside the loop, a watcher follows the cohorts topic (`streams.cohorts`): moved cohort thresholds
+replace the ones batches run with, and the moved cohorts' populations are re-evaluated
+(`move_thresholds`, sliced between batches like a definitions switch).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
 
+from schemas.changes import ChangeReason
 from sinks.clickhouse import AnalyticsSink
 from sinks.redis_serving import ServingStore
 from streams.checkpoint import Checkpoint
-from streams.core.batch import BatchResult, IngestLimits, Record, UnprocessableRecord, process_batch
+from streams.cohorts import CohortWatcher, CohortWriter, rebuild
+from streams.core.batch import (
+    BatchResult,
+    IngestLimits,
+    Record,
+    UnprocessableRecord,
+    process_batch,
+    reevaluate,
+)
 from streams.core.definitions import Definitions
 from streams.core.enrich import Enricher
+from streams.core.profile import Profile
+from streams.core.segments import Preview, preview
+from streams.core.sketch import PartitionCohorts
 from streams.kafka import KafkaChangelog, consumer_options, producer_options
 from streams.logging import get_logger
 from streams.profile_store import ProfileStore, new_partition_profiles
@@ -41,9 +59,46 @@ from streams.publish import Publisher
 from streams.recovery import open_changelog_consumer, recover_partitions
 from streams.settings import Settings
 from streams.stats import EngineStats
-from streams.timers import DueTimers, TimerQueue
+from streams.timers import DueTimers, TimerQueue, WallClock
 
 log = get_logger(__name__)
+
+SWITCH_SLICE_S = 0.02
+"""Work a definitions switch or preview does before it yields to the batch loop (a profile costs
+≈ 0.1 to 1 ms, by its history)."""
+COHORTS_READ_WAIT_S = 10.0
+"""Longest the first batch waits for the cohorts topic to be read (then it runs without thresholds)."""
+T = TypeVar("T")
+
+
+class _Slices(Generic[T]):
+    """Items handed out in slices of about `seconds` of the caller's work each."""
+
+    def __init__(self, items: Iterable[T], seconds: float) -> None:
+        self._items = iter(items)
+        self.seconds = seconds
+        self.exhausted = False
+        self.handed_out = 0
+
+    def next_slice(self) -> Iterator[T]:
+        """Items until `seconds` have passed since the first was taken, or none is left."""
+        deadline = time.perf_counter() + self.seconds
+        for item in self._items:
+            self.handed_out += 1
+            yield item
+            if time.perf_counter() >= deadline:
+                return
+        self.exhausted = True
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
+    """The consumer's position in `tp` has reached its Fetch high watermark. No network call: both
+    are what the last fetch answered. A partition not fetched yet, or no longer assigned, is not."""
+    try:
+        highwater = consumer.highwater(tp)
+        return highwater is not None and bool(await consumer.position(tp) >= highwater)
+    except (AssertionError, IllegalStateError):  # revoked meanwhile
+        return False
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -108,6 +163,9 @@ class Engine:
         self._stopping = asyncio.Event()
         self._recovery_lock = asyncio.Lock()
         self._lock = asyncio.Lock()
+        self._switch_lock = asyncio.Lock()
+        """One definitions switch at a time (`switch_definitions`)."""
+        self.definition_switches = 0
         """Serialises batches, checkpoints and rebalance callbacks (aiokafka runs those in its
         coordinator task, concurrently with the loop)."""
         self._due_timers = DueTimers(settings.timers_per_batch)
@@ -120,8 +178,13 @@ class Engine:
             KafkaChangelog(self.start_producer, settings.changelog_topic),
             lambda: self.consumer,
             self.stats,
+            cohorts=CohortWriter(self.start_producer, settings.cohorts_topic, lambda: self.defs),
         )
         self._last_core_s = 0.0
+        self.thresholds: dict[str, float] = {}
+        """The cohort thresholds batches run with (`streams.cohorts`; a cohort missing here reads
+        +infinity), read at the start and set by `move_thresholds`."""
+        self._thresholds_read = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -133,13 +196,46 @@ class Engine:
         return self.producer
 
     async def run(self) -> None:
-        """Run batches until `stop()`; any failure restarts the loop from committed offsets."""
+        """Run batches until `stop()`; any failure restarts the loop from committed offsets. Beside
+        them, follow the cohorts topic (`cohort_watcher`)."""
         await self.start_producer()
         watchdog = asyncio.ensure_future(self._watch_loop())
+        cohorts = asyncio.ensure_future(self._follow_cohorts())
         try:
             await self._run_until_stopped()
         finally:
             watchdog.cancel()
+            cohorts.cancel()
+            await asyncio.gather(cohorts, return_exceptions=True)  # it closes its consumer
+
+    async def _follow_cohorts(self) -> None:
+        """Read the cohorts topic and take its thresholds as they are, with no re-evaluation (the
+        stored memberships were decided by them, as far as they are known); then follow it
+        (`cohort_watcher`). Batches wait for the first read (`COHORTS_READ_WAIT_S` at most): a
+        restarted worker must not evaluate its members against thresholds it has not read yet."""
+        watcher = self.cohort_watcher()
+        try:
+            await watcher.start()
+            self.thresholds = watcher.thresholds()
+            log.info("cohort_thresholds_read", cohorts=len(self.thresholds))
+        except Exception as exc:  # the watcher starts again below, with back-off
+            log.warning("cohorts_read_failed", error=repr(exc))
+        finally:
+            self._thresholds_read.set()
+        await watcher.run()
+
+    def cohort_watcher(self) -> CohortWatcher:
+        """The follower of the cohorts topic that moves this engine's thresholds (`move_thresholds`)."""
+        s = self.settings
+        return CohortWatcher(
+            s.cohorts_topic,
+            functools.partial(open_changelog_consumer, self.bootstrap),
+            lambda: self.defs,
+            s.cohort_alpha,
+            s.cohort_recheck_s,
+            lambda: self.thresholds,
+            self.move_thresholds,
+        )
 
     async def _watch_loop(self, tick_s: float = 0.01) -> None:
         """Measure how long the event loop is blocked (batches, GC, a sink holding the GIL)."""
@@ -217,9 +313,20 @@ class Engine:
         await consumer.start()
         consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         log.info("engine_started", group=s.group_id, topic=s.events_topic)
+        wall_clock = WallClock(s.idle_clock_after_s, s.clock_lateness_s)
         while not self._stopping.is_set():
             # Due timers left over from the last batch: poll without waiting, then evaluate them.
-            wait_ms = 0 if self._due_timers.backlog else 100
+            # Else wait for records at most until the next timer fires by the wall clock (only a
+            # caught-up partition's can; one behind has records coming).
+            if self._due_timers.backlog:
+                wait_ms = 0
+            else:
+                waiting = [
+                    (state.timers, state.last_record_wall)
+                    for partition, state in list(self.store.partitions.items())
+                    if await _caught_up(consumer, TopicPartition(s.events_topic, partition))
+                ]
+                wait_ms = wall_clock.poll_wait_ms(waiting, time.time())
             polled = await consumer.getmany(timeout_ms=wait_ms, max_records=s.batch_max_records)
             await self.step(polled)
 
@@ -278,6 +385,12 @@ class Engine:
         ]
         if missing:
             await self.recover(missing)
+        if not self._thresholds_read.is_set():  # only before the first batch (`_follow_cohorts`)
+            try:
+                await asyncio.wait_for(self._thresholds_read.wait(), COHORTS_READ_WAIT_S)
+            except TimeoutError:
+                log.warning("cohorts_not_read", waited_s=COHORTS_READ_WAIT_S)
+                self._thresholds_read.set()
         wall = time.time()
         checkpoint = self._checkpointer
         records: list[Record] = []
@@ -287,7 +400,7 @@ class Engine:
             self.store.partitions[tp.partition].last_record_wall = wall
             records += batch  # aiokafka's ConsumerRecords: partition, offset, key, value
             checkpoint.processed(tp, batch[-1].offset + 1)
-        clocks, queues = self._clocks(wall)
+        clocks, queues = await self._clocks(wall)
         due = self._due_timers.pop(queues, clocks)
         if not records and not due:
             return None
@@ -303,6 +416,7 @@ class Engine:
             wall_now=wall,
             topic=self.settings.events_topic,
             unprocessable=self.unprocessable,
+            cohorts=self.thresholds,
         )
         self._last_core_s = time.perf_counter() - core_begun
         self._remember(result)
@@ -327,15 +441,24 @@ class Engine:
             state.profiles[visitor_id] = effect.profile  # serialised by the next checkpoint
             touched[visitor_id] = effect.partition
             state.timers.schedule(visitor_id, effect.profile.next_check_at)
+        for partition, deltas in result.cohort_deltas.items():
+            state = partitions.get(partition)
+            if state is not None:
+                state.cohorts.apply(deltas)
 
-    def _clocks(self, wall: float) -> tuple[dict[int, float], dict[int, TimerQueue]]:
-        """Each owned partition's event-time clock for this batch, and its timer queue."""
+    async def _clocks(self, wall: float) -> tuple[dict[int, float], dict[int, TimerQueue]]:
+        """Each owned partition's event-time clock for this batch (`streams.timers.WallClock`: the
+        wall clock drives only partitions fetched up to their high watermark), and its timer queue."""
+        s = self.settings
+        wall_clock = WallClock(s.idle_clock_after_s, s.clock_lateness_s)
+        consumer = self.consumer
         clocks: dict[int, float] = {}
         queues: dict[int, TimerQueue] = {}
         for partition, state in self.store.partitions.items():
-            if wall - state.last_record_wall >= self.settings.idle_clock_after_s:
-                # Idle partition: no event will move event time, so let wall time drive timers.
-                state.clock = max(state.clock, wall - self.settings.clock_lateness_s)
+            caught_up = consumer is not None and await _caught_up(
+                consumer, TopicPartition(s.events_topic, partition)
+            )
+            state.clock = wall_clock.clock(state.clock, wall, state.last_record_wall, caught_up)
             clocks[partition] = state.clock
             queues[partition] = state.timers
         return clocks, queues
@@ -358,6 +481,133 @@ class Engine:
         async with self._lock:
             await self._checkpointer.take(wait=True)
 
+    # -- definitions ----------------------------------------------------------------------------
+
+    async def switch_definitions(self, defs: Definitions) -> int:
+        """Run on `defs` from now on and re-evaluate every profile of the owned partitions under them;
+        the number of segment changes.
+
+        Under the lock `defs` replace the running definitions, so every batch from then on uses
+        them. Then the profiles are re-evaluated as of their partition's clock
+        (`streams.core.batch.reevaluate`: reason ``definition_change``, no messages) in slices of
+        about `SWITCH_SLICE_S` of work, each under the lock and handed to the same path as a batch's
+        effects: memory and timers, then the latency path (topics, Redis), then the pending
+        checkpoint, which the batch loop writes when due (so a failed write restarts the loop as
+        for a batch); batches run between slices. A second switch waits for the first. A partition
+        revoked meanwhile is skipped: its profiles keep their membership until their next event or
+        timer.
+        """
+        async with self._switch_lock:
+            async with self._lock:
+                previous, self.defs = self.defs, defs
+                work = _Slices(self._owned_visitors(), SWITCH_SLICE_S)
+            started = time.perf_counter()
+            changes = await self._reevaluate_in_slices(work, defs, "definition_change")
+            self.definition_switches += 1
+            log.info(
+                "definitions_switched",
+                version=defs.version,
+                previous=previous.version,
+                profiles=work.handed_out,
+                changes=changes,
+                seconds=round(time.perf_counter() - started, 3),
+            )
+            return changes
+
+    async def move_thresholds(self, thresholds: Mapping[str, float]) -> int:
+        """Run batches with these cohort `thresholds` from now on, and re-evaluate the population of
+        every cohort whose threshold moved (the owned profiles with a recorded value of it) for the
+        segments reading it: reason ``cohort``, no messages; the number of segment changes.
+
+        The same path as `switch_definitions` (and serialised with it): under the lock the
+        thresholds are replaced, then the profiles are re-evaluated as of their partition's clock in
+        slices between batches. A visitor outside the population (no value > 0) is not re-evaluated:
+        a condition comparing its attribute with a threshold (always > 0) answers the same for it.
+        """
+        async with self._switch_lock:
+            async with self._lock:
+                previous, self.thresholds = self.thresholds, dict(thresholds)
+                names = previous.keys() | thresholds.keys()
+                moved = frozenset(name for name in names if previous.get(name) != thresholds.get(name))
+                defs = self.defs
+                visitors = [
+                    (visitor_id, partition)
+                    for partition, state in sorted(self.store.partitions.items())
+                    for visitor_id in sorted(state.cohorts.readers(moved))
+                ]
+                work = _Slices(visitors, SWITCH_SLICE_S)
+            started = time.perf_counter()
+            changes = await self._reevaluate_in_slices(work, defs, "cohort", moved)
+            log.info(
+                "cohort_thresholds_moved",
+                cohorts=sorted(moved),
+                profiles=work.handed_out,
+                changes=changes,
+                seconds=round(time.perf_counter() - started, 3),
+            )
+            return changes
+
+    async def _reevaluate_in_slices(
+        self,
+        work: _Slices[tuple[str, int]],
+        defs: Definitions,
+        reason: ChangeReason,
+        moved: frozenset[str] = frozenset(),
+    ) -> int:
+        """Re-evaluate `work`'s (visitor id, partition) pairs (`streams.core.batch.reevaluate` with
+        `reason`, the running thresholds and the `moved` cohorts) a slice at a time, each under the
+        lock and handed to the same path as a batch's effects: memory, timers and cohort sketches,
+        then the latency path (topics, Redis), then the pending checkpoint, which the batch loop
+        writes when due (so a failed write restarts the loop as for a batch); batches run between
+        slices. The number of segment changes."""
+        changes = 0
+        while not work.exhausted:
+            async with self._lock:
+                result = reevaluate(
+                    work.next_slice(),
+                    self._checkpointer.profile,  # copy-on-write, as for a batch
+                    defs,
+                    {partition: state.clock for partition, state in self.store.partitions.items()},
+                    wall_now=time.time(),
+                    reason=reason,
+                    cohorts=self.thresholds,
+                    moved=moved,
+                )
+                self._remember(result)
+                sends = await self._publisher.publish(result)
+                self._checkpointer.add(result, 0, sends)
+                self.stats.changes += len(result.changes)
+                changes += len(result.changes)
+            await asyncio.sleep(0)  # yield to the batch loop between slices
+        return changes
+
+    async def preview(self, defs: Definitions) -> tuple[Preview, list[int]]:
+        """`streams.core.segments.preview` of `defs` against the running definitions over the owned
+        partitions' profiles, each as of its partition's clock (as a switch would evaluate them),
+        in slices of about `SWITCH_SLICE_S` between batches; and the partitions it covered."""
+        current = self.defs
+        partitions = sorted(self.store.partitions)
+        result = preview((), defs, time.time(), current=current)
+        work = _Slices(self._owned_visitors(), SWITCH_SLICE_S)
+        while not work.exhausted:
+            for partition, pairs in itertools.groupby(work.next_slice(), key=lambda pair: pair[1]):
+                state = self.store.partitions.get(partition)
+                if state is None:  # revoked meanwhile
+                    continue
+                stored = (state.profiles.get(visitor_id) for visitor_id, _ in pairs)
+                profiles = (p if isinstance(p, Profile) else Profile.from_bytes(p) for p in stored if p)
+                preview(profiles, defs, state.clock, current=current, into=result, cohorts=self.thresholds)
+            await asyncio.sleep(0)  # yield to the batch loop between slices
+        return result, partitions
+
+    def _owned_visitors(self) -> list[tuple[str, int]]:
+        """(visitor id, partition) of every profile of the owned partitions now, by partition."""
+        return [
+            (visitor_id, partition)
+            for partition, state in sorted(self.store.partitions.items())
+            for visitor_id in state.profiles
+        ]
+
     # -- recovery -------------------------------------------------------------------------------
 
     async def recover(self, partitions: list[int]) -> None:
@@ -375,6 +625,12 @@ class Engine:
                 functools.partial(open_changelog_consumer, self.bootstrap),
                 lambda partition: new_partition_profiles(s.profile_store, s.data_dir / "profiles", partition),
             )
+            for state in recovered.states.values():
+                state.cohorts = (
+                    rebuild(state.profiles.items(), s.cohort_alpha)
+                    if self.defs.cohorts
+                    else PartitionCohorts(s.cohort_alpha)
+                )
             self.store.partitions.update(recovered.states)
             elapsed = time.perf_counter() - started
             self.stats.recovered_records += recovered.records

@@ -1,4 +1,5 @@
-"""The worker's Kafka clients: consumer and producer options, whole-batch sends, the changelog writer.
+"""The worker's Kafka clients: consumer and producer options, whole-batch sends, the changelog writer,
+and the loop that follows a topic (`follow`).
 
 The bench's bare relay and its aiokafka floor use the same options, so their figures are the
 floor of exactly the clients the worker runs.
@@ -8,13 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams.logging import get_logger
 from streams.partitioning import partition_for
 from streams.settings import Settings
+
+log = get_logger(__name__)
+
+FOLLOW_BACKOFF_S = (0.5, 10.0)
+"""First and longest pause of `follow` after a failed step."""
 
 
 def consumer_options(s: Settings) -> dict[str, Any]:
@@ -116,3 +123,42 @@ class KafkaChangelog:
             acks += await send_all(producer, self.topic, items, partition=partition)
         if acks:
             await asyncio.gather(*acks)
+
+
+class Follower(Protocol):
+    """A reader that follows a topic (`streams.definitions_store.HeadWatcher`,
+    `streams.cohorts.CohortWatcher`): opened by `start`, one fetch per `step`, released by `close`."""
+
+    @property
+    def started(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def step(self) -> object: ...
+
+    async def close(self) -> None: ...
+
+
+async def follow(
+    follower: Follower, failed_event: str, backoff_s: tuple[float, float] = FOLLOW_BACKOFF_S
+) -> None:
+    """`start` (unless started), then `step` until cancelled. A failed step is logged as
+    `failed_event`, the follower closed and started again after a back-off (doubling up to the
+    longest); it is closed when this ends."""
+    backoff = backoff_s[0]
+    try:
+        while True:
+            try:
+                if not follower.started:
+                    await follower.start()
+                await follower.step()
+                backoff = backoff_s[0]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(failed_event, error=repr(exc), backoff_s=backoff)
+                await follower.close()
+                await asyncio.sleep(backoff)  # back-off before reconnecting, not a synchronisation
+                backoff = min(backoff * 2, backoff_s[1])
+    finally:
+        await follower.close()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.core.profile import Profile
+from streams.core.sketch import PartitionCohorts
 from streams.timers import TimerQueue
 
 Stored = bytes | Profile
@@ -131,6 +132,8 @@ class PartitionState:
     """Event-time clock: newest event time seen, capped at the wall clock."""
     last_record_wall: float = 0.0
     """Wall time the partition last delivered records (for the idle fallback)."""
+    cohorts: PartitionCohorts = field(default_factory=PartitionCohorts)
+    """The cohort sketches of the partition's profiles (`streams.cohorts`)."""
 
 
 class ProfileStore:

@@ -19,6 +19,7 @@ from sinks.clickhouse import AnalyticsBatch, ClickHouseSink, SegmentReportRow
 from sinks.redis_serving import RedisServing
 from streams.core.definitions import Definitions
 from streams.core.enrich import UserAgentParser
+from streams.definitions_store import DefinitionsStore
 from streams.engine import Engine
 from streams.logging import get_logger
 from streams.settings import Settings
@@ -104,17 +105,25 @@ class Runtime:
 
     settings: Settings
     endpoints: Endpoints
-    defs: Definitions
     engine: Engine
     analytics: Analytics
     serving: RedisServing
     engine_task: asyncio.Task[None]
     """`engine.run()`, started before Faust so the consumer joins its group while the rest starts."""
     parser: WhenReady[UserAgentParser]
+    definitions: DefinitionsStore
+    """The definitions topic: the admin routes publish to it, `definitions_task` follows it."""
+    definitions_task: asyncio.Task[None]
+    """`HeadWatcher.run()`: every new head is switched to (`Engine.switch_definitions`)."""
     setup_done: bool = False
     """Set once the parts built during the join are ready (the User-Agent parser, ClickHouse)."""
     early_signals: list[int] = field(default_factory=list)
     """SIGINT/SIGTERM received before Faust installed its handlers (`run_worker`)."""
+
+    @property
+    def defs(self) -> Definitions:
+        """The definitions the engine runs now (a switch replaces them)."""
+        return self.engine.defs
 
     @property
     def ready(self) -> bool:

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SEGMENTS_FILE = Path(__file__).resolve().parent.parent / "segments" / "default.yaml"
@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     messages_topic: str = Field("messages", description="Trigger output: overlays, retargeting, e-mails.")
     changelog_topic: str = Field(
         "tessera-profiles-changelog", description="Changelog of the profile table, one record per write."
+    )
+    definitions_topic: str = Field(
+        "tessera.definitions",
+        description="Compacted topic of the definitions versions (one partition); workers run its head.",
+    )
+    cohorts_topic: str = Field(
+        "tessera.cohorts",
+        description="Compacted topic of the cohort sketches (one partition), keyed <cohort>:<partition>.",
     )
     partitions: int = Field(6, description="Partitions of the events topic (and of the changelog).")
     replication_factor: int = Field(1, description="Replication factor for topics Tessera creates.")
@@ -97,14 +105,38 @@ class Settings(BaseSettings):
         description="Most due timers one batch evaluates; the rest go to the next batches (bounds a batch).",
     )
     idle_clock_after_s: float = Field(
-        2.0, description="After this long without events a partition's clock follows the wall clock (s)."
+        0.0,
+        ge=0.0,
+        description="Seconds without records before a caught-up partition's clock follows the wall clock "
+        "(0: at once; a partition behind its high watermark follows event time alone).",
     )
-    clock_lateness_s: float = Field(1.0, description="Wall-clock lag allowed for late events when idle (s).")
+    cohort_alpha: float = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="Relative accuracy of the cohort sketches: a threshold is within this of the exact "
+        "quantile (0.01: 1 %).",
+    )
+    cohort_recheck_s: float = Field(
+        5.0,
+        ge=0.0,
+        description="Most often a moved cohort threshold is taken up and its population re-evaluated (s).",
+    )
+    clock_lateness_s: float = Field(
+        0.03,
+        ge=0.0,
+        description="How far a caught-up partition's clock runs behind the wall clock (s): events in flight "
+        "(producer linger, one broker hop) still count before a timer fires, and timers fire within 100 ms.",
+    )
 
     # -- serving --------------------------------------------------------------------------------
     web_host: str = Field("127.0.0.1", description="Host the collector and visitor API listen on.")
     web_port: int = Field(6066, description="Port of the collector and visitor API.")
     redis_prefix: str = Field("tessera", description="Prefix of every Redis key Tessera writes.")
+    admin_key: SecretStr | None = Field(
+        None,
+        description="Bearer key of the admin routes (/v1/definitions...); unset turns them off (403).",
+    )
     geoip_db: Path | None = Field(None, description="MaxMind-format city database; unset uses DB-IP Lite.")
 
     profile_store: Literal["memory", "rocksdb"] = Field(

@@ -6,8 +6,9 @@ Three kinds of names are visible to a condition (a CEL expression):
   source, cart, recency ("minutes since the last add-to-cart"), the products viewed in the last
   30 minutes. Unknown strings are `""` so `country == "CH"` never raises; unknown numbers that
   have no sane default (`age`, `lat`, `lon`) are `null` and come with a `has_…` guard.
-* **attributes** (`AttributeDef`): windowed aggregates over the profile's day buckets, declared
-  once in the definitions file ("purchases in the last 30 days").
+* **attributes** (`AttributeDef`): windowed aggregates declared once in the definitions file:
+  sums over the profile's day buckets ("purchases in the last 30 days") or aggregates over its
+  timeline entries (`streams.core.aggregates`: "the largest order in 365 days").
 * **params**: named constants from the definitions file (handled by `streams.core.definitions`).
 
 Windows
@@ -30,7 +31,8 @@ an explicit ``recheck`` in the segment definition.
 
 CEL values
 ----------
-Count attributes are CEL `int`, `spend` sums and ratios are `double`. CEL compares int and double
+Count attributes are CEL `int`, `spend` sums and ratios are `double` (timeline attributes: see
+`streams.core.aggregates`). CEL compares int and double
 freely (``purchases_30d >= 3``, ``spend_365d["clothing"] >= 600``) but does not mix them in
 arithmetic: write ``double(purchases_30d) * 1.5``.
 """
@@ -40,7 +42,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -50,13 +51,16 @@ import cel
 from cel.stdlib import STDLIB_FUNCTIONS
 from haversine import haversine
 
+from streams.core.aggregates import Aggregate, aggregate_value, timeline_exit_at
 from streams.core.fastcel import FastCondition, compile_fast
 from streams.core.profile import DAY_S, DIMENSIONED_METRICS, METRICS, RETENTION_DAYS, SESSION_GAP_S, Profile
+from streams.core.timeline import metric_codes, since
+from streams.core.windows import DEFAULT_ZONE, Window, WindowView, exit_at, local_time, view_of
 
 __all__ = [
     "FACTS",
     "FLOAT_METRICS",
-    "MAX_WINDOW_DAYS",
+    "LOCAL_TIME_FACTS",
     "NEVER",
     "RECHECK_ANCHORS",
     "RELATIVE_FACTS",
@@ -78,7 +82,6 @@ __all__ = [
     "inline_constants",
     "parse_duration",
     "parse_metric_ref",
-    "parse_window",
     "scalarize",
     "sliding_fact_anchors",
     "sliding_fact_times",
@@ -99,20 +102,8 @@ FLOAT_METRICS: frozenset[str] = frozenset({"spend"})
 
 # -- windows and durations --------------------------------------------------------------------------
 
-_WINDOW_RE = re.compile(r"^([1-9][0-9]*)d$")
 _DURATION_RE = re.compile(r"^([1-9][0-9]*)(s|m|h|d)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": DAY_S}
-
-
-def parse_window(text: object) -> int:
-    """`"30d"` → 30. Windows count whole UTC days over the day buckets, 1d–365d."""
-    match = _WINDOW_RE.match(str(text).strip()) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"bad window {text!r}: write whole days like 30d")
-    days = int(match.group(1))
-    if days > MAX_WINDOW_DAYS:
-        raise ValueError(f"bad window {text!r}: at most {MAX_WINDOW_DAYS}d")
-    return days
 
 
 def parse_duration(text: object) -> float:
@@ -141,49 +132,79 @@ def parse_metric_ref(text: object) -> str:
 
 # -- attributes --------------------------------------------------------------------------------------
 
-AttributeKind = Literal["sum", "days", "ratio", "by"]
+AttributeKind = Literal["sum", "days", "ratio", "by", "timeline"]
 
 
 @dataclass(frozen=True, slots=True)
 class AttributeDef:
-    """One windowed aggregate over the day buckets.
+    """One windowed aggregate (`streams.core.windows`: sliding, calendar or lifetime).
 
     kind ``sum``   — sum of `key` (``purchases`` or ``spend@electronics``) over the window;
     kind ``days``  — number of days in the window on which `key` was non-zero;
     kind ``ratio`` — sum of `key` / sum of `denominator` (0.0 when the denominator is 0);
     kind ``by``    — a map dimension → sum of ``metric@dimension`` (``spend_365d["clothing"]``);
                      `dimensions` are always present (0 when nothing was counted), other keys only
-                     when the visitor has data for them.
+                     when the visitor has data for them;
+    kind ``timeline`` — `aggregate` over the window's timeline entries (`streams.core.aggregates`:
+                     count, sum, min, max, avg, distinct, first, last, top, share, filtered and
+                     grouped); `key` is its one-line description, and with a ``by`` it is a map like
+                     kind ``by`` (`dimensions` always present, with the empty value).
     """
 
     name: str
     kind: AttributeKind
-    window_days: int
+    window: Window
     key: str
     denominator: str | None = None
     dimensions: frozenset[str] = frozenset()
     line: int | None = None
+    aggregate: Aggregate | None = None
+    """What a kind ``timeline`` attribute computes."""
     integer: bool = field(init=False, default=True)
     """Whether values are CEL ints (counts) rather than doubles (spend, ratios)."""
 
     def __post_init__(self) -> None:
         metric = self.key.partition("@")[0]
         integer = self.kind == "days" or (self.kind in ("sum", "by") and metric not in FLOAT_METRICS)
+        if self.aggregate is not None:
+            integer = self.aggregate.result == "int"
         object.__setattr__(self, "integer", integer)
 
+    @property
+    def is_map(self) -> bool:
+        """Whether values are maps (read as ``name["key"]``)."""
+        return self.kind == "by" or (self.aggregate is not None and self.aggregate.by is not None)
+
     def keys(self) -> tuple[str, ...]:
-        """Bucket keys this attribute reads (for `by`: the metric, meaning every `metric@*`)."""
+        """Bucket keys this attribute reads (for `by`: the metric, meaning every `metric@*`; none for
+        kind ``timeline``)."""
+        if self.aggregate is not None:
+            return ()
         return (self.key,) if self.denominator is None else (self.key, self.denominator)
+
+    def event_codes(self) -> frozenset[int] | None:
+        """Timeline codes (`streams.core.timeline.CODES`) of the events that can change the value;
+        None: any event. A new event that trims the timeline (`TIMELINE_MAX`) is not counted."""
+        if self.aggregate is not None:
+            return self.aggregate.event_codes()
+        codes: set[int] = set()
+        for key in self.keys():
+            counted = metric_codes(key.partition("@")[0])
+            if counted is None:
+                return None
+            codes |= counted
+        return frozenset(codes)
 
     def with_dimensions(self, extra: Iterable[str]) -> AttributeDef:
         return AttributeDef(
             self.name,
             self.kind,
-            self.window_days,
+            self.window,
             self.key,
             self.denominator,
             self.dimensions | set(extra),
             self.line,
+            self.aggregate,
         )
 
 
@@ -312,8 +333,25 @@ def _facts() -> dict[str, Fact]:
         Fact(
             "consent_marketing", "bool", "latest marketing consent", lambda p, now: bool(p.consent_marketing)
         ),
+        Fact(
+            "local_hour",
+            "int",
+            "hour of the evaluation moment, 0-23, in the definitions' timezone",
+            lambda p, now: local_time(now, DEFAULT_ZONE)[0],
+        ),
+        Fact(
+            "local_weekday",
+            "int",
+            "weekday of the evaluation moment, 1 = Monday … 7 = Sunday, in the definitions' timezone",
+            lambda p, now: local_time(now, DEFAULT_ZONE)[1],
+        ),
     ]
     return {fact.name: fact for fact in facts}
+
+
+LOCAL_TIME_FACTS = frozenset({"local_hour", "local_weekday"})
+"""Facts of the evaluation moment in the definitions' zone: a member of a segment reading them is
+rechecked at the next full hour (`streams.core.segments.next_check_at`)."""
 
 
 FACTS: dict[str, Fact] = _facts()
@@ -378,16 +416,21 @@ class ValuePlan:
 
     facts: frozenset[str]
     attributes: Mapping[str, AttributeDef]
-    windows: tuple[int, ...]
+    windows: tuple[Window, ...]
+    zone: str = DEFAULT_ZONE
+    """Time zone of calendar windows and of the local-time facts."""
 
     @classmethod
-    def build(cls, names: Iterable[str], attributes: Mapping[str, AttributeDef]) -> ValuePlan:
+    def build(
+        cls, names: Iterable[str], attributes: Mapping[str, AttributeDef], zone: str = DEFAULT_ZONE
+    ) -> ValuePlan:
         wanted = set(names)
         attrs = {n: attributes[n] for n in sorted(wanted) if n in attributes}
         return cls(
             frozenset(n for n in wanted if n in FACTS),
             attrs,
-            tuple(sorted({a.window_days for a in attrs.values()})),
+            tuple(sorted({a.window for a in attrs.values()}, key=lambda w: w.text)),
+            zone,
         )
 
     @property
@@ -395,40 +438,23 @@ class ValuePlan:
         return self.facts | frozenset(self.attributes)
 
 
-def _sum(days: Mapping[int, Mapping[str, float]], in_window: list[int], key: str) -> float:
-    total = 0.0
-    for day in in_window:
-        value = days[day].get(key)
-        if value:
-            total += value
-    return total
-
-
-def _attribute_value(
-    attr: AttributeDef, days: Mapping[int, Mapping[str, float]], in_window: list[int]
-) -> Any:
+def _attribute_value(attr: AttributeDef, days: Mapping[int, Mapping[str, float]], view: WindowView) -> Any:
     kind = attr.kind
     if kind == "sum":
-        total = _sum(days, in_window, attr.key)
-        return round(total) if attr.integer else total
+        total = view.total(days, attr.key)
+        return round(total) if attr.integer else float(total)
     if kind == "ratio":
         assert attr.denominator is not None
-        den = _sum(days, in_window, attr.denominator)
-        return _sum(days, in_window, attr.key) / den if den > 0 else 0.0
+        den = view.total(days, attr.denominator)
+        return view.total(days, attr.key) / den if den > 0 else 0.0
     if kind == "days":
-        key = attr.key
-        return sum(1 for day in in_window if days[day].get(key))
-    prefix = attr.key + "@"
-    cut = len(prefix)
-    totals: dict[str, float] = dict.fromkeys(attr.dimensions, 0.0)
-    for day in in_window:
-        for key, value in days[day].items():
-            if key.startswith(prefix):
-                dim = key[cut:]
-                totals[dim] = totals.get(dim, 0.0) + value
+        return view.active_days(days, attr.key)
+    totals = view.by(days, attr.key + "@")
+    for dim in attr.dimensions:
+        totals.setdefault(dim, 0.0)
     if attr.integer:
         return {dim: round(totals[dim]) for dim in sorted(totals)}
-    return {dim: totals[dim] for dim in sorted(totals)}
+    return {dim: float(totals[dim]) for dim in sorted(totals)}
 
 
 class LazyValues:
@@ -436,12 +462,14 @@ class LazyValues:
 
     `get` is the CEL variable resolver: CEL asks only for the names an expression actually
     reaches (`&&`/`||` short-circuit left to right), so a micro-segment that starts with
-    ``country == "CH"`` never computes its other inputs for a visitor elsewhere. The day buckets
-    are sorted once per visitor; each attribute then sums its key over its window's days.
+    ``country == "CH"`` never computes its other inputs for a visitor elsewhere. Each window is
+    looked at once per visitor (`streams.core.windows.view_of`); each attribute then sums its key
+    over its window's view. Kind ``timeline`` attributes read the window's timeline entries
+    (`streams.core.aggregates`), whose first index is also found once per window.
     Unknown names and `null` values return None (CEL then falls back to registered variables).
     """
 
-    __slots__ = ("_ascending", "_windows", "cache", "now", "plan", "profile")
+    __slots__ = ("_ascending", "_starts", "_views", "cache", "members", "now", "plan", "profile")
 
     def __init__(
         self, profile: Profile, plan: ValuePlan, now: float, known: Mapping[str, Any] | None = None
@@ -449,7 +477,11 @@ class LazyValues:
         self.profile, self.plan, self.now = profile, plan, now
         self.cache: dict[str, Any] = dict(known) if known else {}
         self._ascending: list[int] | None = None
-        self._windows: dict[int, list[int]] = {}
+        self._views: dict[Window, WindowView] = {}
+        self._starts: dict[Window, int] = {}
+        self.members: set[str] = set(profile.segments)
+        """Segments the visitor is in as evaluated so far (``segment("x")`` reads it; the
+        evaluator fills it in dependency order, so a segment reads its dependencies' new state)."""
 
     def get(self, name: str) -> Any:
         value = self.cache.get(name, _MISSING)
@@ -457,33 +489,53 @@ class LazyValues:
             return value
         fact = FACTS.get(name)
         if fact is not None:
-            value = self.cache[name] = fact.get(self.profile, self.now)
+            if name in LOCAL_TIME_FACTS:
+                hour, weekday = local_time(self.now, self.plan.zone)
+                value = self.cache[name] = hour if name == "local_hour" else weekday
+            else:
+                value = self.cache[name] = fact.get(self.profile, self.now)
             return value
         attr = self.plan.attributes.get(name)
         if attr is not None:
-            value = self.cache[name] = _attribute_value(
-                attr, self.profile.days, self.in_window(attr.window_days)
-            )
+            if attr.aggregate is not None:
+                value = self.cache[name] = self.timeline_value(attr, attr.aggregate)
+            else:
+                value = self.cache[name] = _attribute_value(attr, self.profile.days, self.view(attr.window))
             return value
+        if name.startswith(SEGMENT_REF_PREFIX):  # not cached: it changes during one evaluation
+            return name[len(SEGMENT_REF_PREFIX) :] in self.members
         split = split_dimension_var(name)
         if split is not None and split[0] in self.plan.attributes:
             attr = self.plan.attributes[split[0]]
-            total = _sum(self.profile.days, self.in_window(attr.window_days), f"{attr.key}@{split[1]}")
-            value = self.cache[name] = round(total) if attr.integer else total
+            if attr.aggregate is not None:
+                value = self.cache[name] = self.get(split[0]).get(split[1], attr.aggregate.empty)
+                return value
+            total = self.view(attr.window).total(self.profile.days, f"{attr.key}@{split[1]}")
+            value = self.cache[name] = round(total) if attr.integer else float(total)
             return value
         return None
 
-    def in_window(self, window_days: int) -> list[int]:
-        """The bucket days inside a `window_days` window at `now` (see the module docstring)."""
-        days = self._windows.get(window_days)
-        if days is None:
-            if self._ascending is None:
-                self._ascending = sorted(self.profile.days)
-            today = math.floor(self.now / DAY_S)
-            days = self._windows[window_days] = self._ascending[
-                bisect_right(self._ascending, today - window_days) :
-            ]
-        return days
+    def ascending_days(self) -> list[int]:
+        if self._ascending is None:
+            self._ascending = sorted(self.profile.days)
+        return self._ascending
+
+    def view(self, window: Window) -> WindowView:
+        """`window` of this profile at `now` (see `streams.core.windows`)."""
+        view = self._views.get(window)
+        if view is None:
+            p, days = self.profile, self.ascending_days()
+            view = view_of(window, self.now, self.plan.zone, days, p.timeline, p.timeline_from_day, p.totals)
+            self._views[window] = view
+        return view
+
+    def timeline_value(self, attr: AttributeDef, aggregate: Aggregate) -> Any:
+        """A kind ``timeline`` attribute over the entries inside its window."""
+        window, timeline = attr.window, self.profile.timeline
+        start = self._starts.get(window)
+        if start is None:
+            start = self._starts[window] = since(timeline, window.cut(self.now, self.plan.zone))
+        return aggregate_value(aggregate, timeline, start, self.plan.zone, attr.dimensions)
 
     def all(self) -> dict[str, Any]:
         for name in self.plan.facts:
@@ -500,62 +552,81 @@ def compute_values(profile: Profile, plan: ValuePlan, now: float) -> dict[str, A
 
 @dataclass(frozen=True, slots=True)
 class WindowGroup:
-    """The bucket keys read over one window length, by all the attributes that use it."""
+    """The bucket keys read over one window, by all the attributes that use it."""
 
-    window_days: int
+    window: Window
     keys: frozenset[str]
     prefixes: tuple[str, ...]
     """``metric@`` of map attributes: any key starting with it counts."""
+    events: frozenset[int] | None = frozenset()
+    """Event codes the kind ``timeline`` attributes over the window read: an entry of one of them
+    leaving the window can change them. None: any event; empty: no such attribute."""
 
 
 def window_groups(attributes: Iterable[AttributeDef]) -> tuple[WindowGroup, ...]:
-    keys: dict[int, set[str]] = {}
-    prefixes: dict[int, set[str]] = {}
+    keys: dict[Window, set[str]] = {}
+    prefixes: dict[Window, set[str]] = {}
+    events: dict[Window, frozenset[int] | None] = {}
     for attr in attributes:
-        keys.setdefault(attr.window_days, set())
-        if attr.kind == "by":
-            prefixes.setdefault(attr.window_days, set()).add(attr.key + "@")
+        keys.setdefault(attr.window, set())
+        if attr.aggregate is not None:
+            codes, known = attr.aggregate.codes, events.get(attr.window, frozenset())
+            events[attr.window] = None if codes is None or known is None else known | codes
+        elif attr.kind == "by":
+            prefixes.setdefault(attr.window, set()).add(attr.key + "@")
         else:
-            keys[attr.window_days].update(attr.keys())
-    return tuple(WindowGroup(w, frozenset(keys[w]), tuple(sorted(prefixes.get(w, ())))) for w in sorted(keys))
+            keys[attr.window].update(attr.keys())
+    return tuple(
+        WindowGroup(w, frozenset(keys[w]), tuple(sorted(prefixes.get(w, ()))), events.get(w, frozenset()))
+        for w in sorted(keys, key=lambda w: w.text)
+        if w.kind != "lifetime"
+    )
 
 
 def window_exit_at(
-    profile: Profile, attributes: Iterable[AttributeDef] | Iterable[WindowGroup], now: float
+    profile: Profile,
+    attributes: Iterable[AttributeDef] | Iterable[WindowGroup],
+    now: float,
+    zone: str = DEFAULT_ZONE,
 ) -> float | None:
-    """Earliest ``(d + W) * 86400 > now`` over buckets d with a non-zero value an attribute reads.
-
-    That is the next moment one of these attributes can change without any new event. Pass
-    `window_groups(...)` prepared once to skip regrouping per call.
-    """
+    """The next moment after `now` at which an event one of these attributes counts leaves its
+    window: the next moment they can change without any new event. Pass `window_groups(...)`
+    prepared once to skip regrouping per call."""
     items = list(attributes)
     groups = [g for g in items if isinstance(g, WindowGroup)]
     groups += window_groups(a for a in items if isinstance(a, AttributeDef))
-    return groups_exit_at(profile, groups, now)
+    return groups_exit_at(profile, groups, now, zone)
 
 
-def groups_exit_at(profile: Profile, groups: Iterable[WindowGroup], now: float) -> float | None:
+def groups_exit_at(
+    profile: Profile, groups: Iterable[WindowGroup], now: float, zone: str = DEFAULT_ZONE
+) -> float | None:
     """`window_exit_at` over groups prepared once (`window_groups`): the per-evaluation path."""
     days = profile.days
     if not days:
         return None
-    today = math.floor(now / DAY_S)
     ordered = sorted(days)
-    best: int | None = None
+    best: float | None = None
     for group in groups:
-        if best == today + 1:
-            break  # the earliest any bucket can leave any window
-        window, keys, prefixes = group.window_days, group.keys, group.prefixes
-        for day in ordered[bisect_right(ordered, today - window) :]:  # oldest in-window first
-            bucket = days[day]
-            hit = any(bucket.get(k) for k in keys) or (
-                bool(prefixes) and any(v and k.startswith(prefixes) for k, v in bucket.items())
+        if group.keys or group.prefixes:
+            leaves = exit_at(
+                group.window,
+                group.keys,
+                group.prefixes,
+                now,
+                zone,
+                days,
+                ordered,
+                profile.timeline,
+                profile.timeline_from_day,
             )
-            if hit:
-                if best is None or day + window < best:
-                    best = day + window
-                break
-    return None if best is None else float(best * DAY_S)
+            if leaves is not None and leaves > now and (best is None or leaves < best):
+                best = leaves
+        if group.events is None or group.events:
+            leaves = timeline_exit_at(group.window, group.events, now, zone, profile.timeline)
+            if leaves is not None and leaves > now and (best is None or leaves < best):
+                best = leaves
+    return best
 
 
 # -- CEL -------------------------------------------------------------------------------------------------
@@ -712,6 +783,40 @@ def split_dimension_var(name: str) -> tuple[str, str] | None:
         return attribute, bytes.fromhex(encoded).decode("utf-8")
     except ValueError:
         return None
+
+
+SEGMENT_REF_PREFIX = "_seg_"
+
+
+def segment_ref_var(segment_id: str) -> str:
+    """The variable standing for ``segment("<segment_id>")`` (``_seg_<segment_id>``)."""
+    return SEGMENT_REF_PREFIX + segment_id
+
+
+def split_segment_ref(name: str) -> str | None:
+    """`segment_ref_var` reversed: the segment id, or None for any other name."""
+    return name[len(SEGMENT_REF_PREFIX) :] if name.startswith(SEGMENT_REF_PREFIX) else None
+
+
+def rewrite_segment_refs(source: str) -> str:
+    """``segment("x")`` → `segment_ref_var("x")`; strings and comments are left alone."""
+    if "segment" not in source:
+        return source
+    tokens = [(m.lastgroup, m.group(0)) for m in _TOKEN_RE.finditer(source)]
+    significant = [i for i, (kind, text) in enumerate(tokens) if kind != "comment" and not text.isspace()]
+    out = [text for _, text in tokens]
+    for pos, i in enumerate(significant):
+        kind, text = tokens[i]
+        if kind != "ident" or text != "segment" or (pos > 0 and tokens[significant[pos - 1]][1] == "."):
+            continue
+        ahead = [tokens[j] for j in significant[pos + 1 : pos + 4]]
+        if len(ahead) == 3 and ahead[0][1] == "(" and ahead[1][0] == "str" and ahead[2][1] == ")":
+            segment_id = _string_value(ahead[1][1])
+            if segment_id is not None:
+                out[i] = segment_ref_var(segment_id)
+                for j in significant[pos + 1 : pos + 4]:
+                    out[j] = ""
+    return "".join(out)
 
 
 def base_name(name: str) -> str:

@@ -34,21 +34,25 @@ and the `unprocessable` check is one test of an empty mapping.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from schemas.changes import SegmentChange, Transition
+from schemas.changes import ChangeReason, SegmentChange, Transition
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.enriched import EnrichedEvent
 from schemas.events import Event
 from schemas.messages import Message
 from streams.core.definitions import Definitions
+from streams.core.dependencies import Changes
 from streams.core.enrich import Enricher
 from streams.core.ingest import Rejected, dead_letter, decode_timed, processing_error
 from streams.core.profile import Profile, apply, event_id_hash, new_profile
-from streams.core.segments import diff, evaluate, next_check_at
+from streams.core.segments import Evaluation, diff, evaluate, next_check_at
+from streams.core.sketch import CohortMove
+from streams.core.timeline import CODES
 from streams.core.triggers import decide
 
 
@@ -94,6 +98,15 @@ class VisitorEffect:
     entered: list[str] = field(default_factory=list)
     exited: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    before: tuple[Any, ...] = ()
+    """The profile fields state facts read, as loaded (`DependencyIndex.snapshot`)."""
+    from_day: int = 0
+    """The profile's `timeline_from_day` as loaded: when its events trim the timeline, windows
+    reaching past the trimmed days change too, and every segment is evaluated."""
+
+
+CohortDeltas = dict[int, dict[str, list[CohortMove]]]
+"""Partition → cohort name → the moves of recorded cohort values (`BatchResult.cohort_deltas`)."""
 
 
 @dataclass(slots=True)
@@ -111,6 +124,10 @@ class BatchResult:
     """Bot events kept out of profiles (`IngestLimits.exclude_bots`); their analytics rows stay."""
     timer_evaluations: int = 0
     clocks: dict[int, float] = field(default_factory=dict)
+    cohort_deltas: CohortDeltas = field(default_factory=dict)
+    """Partition → cohort → the moves of its profiles' recorded values (`Profile.cohort_values`):
+    (visitor id, old value, new value), None for none. The partition's sketches apply them
+    (`streams.core.sketch.PartitionCohorts.apply`)."""
 
 
 class UnprocessableRecord(Exception):
@@ -176,11 +193,15 @@ def process_batch(
     topic: str,
     load: Callable[[bytes], Profile] = Profile.from_bytes,
     unprocessable: Mapping[tuple[int, int], str] | None = None,
+    cohorts: Mapping[str, float] | None = None,
 ) -> BatchResult:
     """Fold `records` into profiles, fire `due_visitors`' timers, return every effect.
 
     `unprocessable` maps (partition, offset) → detail of records whose fold raised in an earlier
     attempt (`UnprocessableRecord`): they are dead-lettered as `processing_error` without folding.
+    `cohorts` maps a cohort name to its threshold (`streams.cohorts`); conditions read a cohort
+    missing from it as +infinity. Every evaluated visitor's cohort values are recorded in its
+    profile and their moves returned in `BatchResult.cohort_deltas`.
 
     `profiles(visitor_id, partition)` returns the stored profile, serialised or as a `Profile` the
     caller hands over for mutation (None ⇒ new visitor); the caller stores the returned profiles
@@ -192,9 +213,17 @@ def process_batch(
     Event time throughout: a visitor touched by events is evaluated as of its newest event in the
     batch; a visitor woken by its timer is evaluated as of the due time. So a replay of old
     traffic decides exactly what live traffic would have decided, and a cart abandoned at 10:00
-    enters `cart_abandoners` at 10:30 by timer, however the records were batched.
+    enters `cart_abandoners` at 10:30 by timer, however the records were batched. A visitor is
+    never evaluated as of a moment before its profile's `evaluated_at`: an event stamped before
+    it arrived late, and the visitor is evaluated again as of `evaluated_at` with the event
+    folded in; what changes carries reason `correction` (a purchase stamped 10:29:59 arriving
+    after the 10:30 timer takes the visitor out of `cart_abandoners` again). The membership then
+    is what the same events in event-time order give as of that moment, as far as their fold does
+    not depend on the order they arrived in.
     """
-    batch = _Batch(profiles, load, defs, enricher, limits, wall_now, topic, unprocessable or {})
+    batch = _Batch(
+        profiles, load, defs, enricher, limits, wall_now, topic, unprocessable or {}, cohorts
+    )
     batch.decode(records, clocks)
     batch.fold_events()
     batch.wake_due(due_visitors)
@@ -211,8 +240,10 @@ class _Batch:
         "defs",
         "enricher",
         "failed",
+        "known",
         "last_event_at",
         "last_event_id",
+        "late",
         "limits",
         "load",
         "profiles",
@@ -236,8 +267,11 @@ class _Batch:
         wall_now: float,
         topic: str,
         unprocessable: Mapping[tuple[int, int], str],
+        cohorts: Mapping[str, float] | None = None,
     ) -> None:
         self.profiles = profiles
+        self.known = defs.cohort_thresholds(cohorts)
+        """What conditions read for the cohorts (None without cohorts)."""
         self.unprocessable = unprocessable
         self.load = load
         self.defs = defs
@@ -259,6 +293,8 @@ class _Batch:
         self.last_event_at: dict[str, float] = {}
         self.last_event_id: dict[str, str] = {}
         self.rows_by_visitor: dict[str, list[EnrichedEvent]] = {}
+        self.late: set[str] = set()
+        """Visitors with an applied event stamped before their profile's `evaluated_at` (late)."""
 
     def effect_for(self, visitor_id: str, partition: int) -> VisitorEffect:
         current = self.working.get(visitor_id)
@@ -270,7 +306,9 @@ class _Batch:
                 profile = stored
             else:
                 profile = self.load(stored)
-            current = VisitorEffect(profile=profile, partition=partition)
+            current = VisitorEffect(profile, partition, from_day=profile.timeline_from_day)
+            if self.defs.dependencies is not None and self.defs.dependencies.fields:
+                current.before = self.defs.dependencies.snapshot(profile)
             self.working[visitor_id] = current
         return current
 
@@ -311,7 +349,7 @@ class _Batch:
         dedupe_window = self.limits.dedupe_window
         seen_types, last_event_at = self.seen_types, self.last_event_at
         last_event_id, rows_by_visitor = self.last_event_id, self.rows_by_visitor
-        unprocessable, exclude_bots = self.unprocessable, self.limits.exclude_bots
+        unprocessable, exclude_bots, late = self.unprocessable, self.limits.exclude_bots, self.late
         for record, event, event_at in self.accepted:
             if unprocessable and (record.partition, record.offset) in unprocessable:
                 detail = unprocessable[(record.partition, record.offset)]
@@ -350,6 +388,8 @@ class _Batch:
                 result.duplicates += 1
                 continue
             result.events_applied += 1
+            if event_at < effect.profile.evaluated_at:  # the batch's evaluation comes after the folds
+                late.add(event.visitor_id)
             seen_types.setdefault(event.visitor_id, set()).add(event.type.value)
             last_event_at[event.visitor_id] = max(last_event_at.get(event.visitor_id, event_at), event_at)
             last_event_id[event.visitor_id] = event.event_id
@@ -401,50 +441,48 @@ class _Batch:
 
     def evaluate(self, due_visitors: Mapping[str, tuple[int, float]]) -> None:
         """Evaluate every visitor with an applied event (as of its newest) or a due timer (as of
-        the due time)."""
-        last_event_at, wall_now = self.last_event_at, self.wall_now
+        the due time), never as of a moment before its latest evaluation: a late event corrects
+        the membership as of that moment (reason `correction`) instead of turning the clock back."""
+        last_event_at, wall_now, late = self.last_event_at, self.wall_now, self.late
         for visitor_id, effect in self.working.items():
             by_event = visitor_id in last_event_at
             if by_event:
                 now = min(last_event_at[visitor_id], wall_now)
+                reason: ChangeReason = "correction" if visitor_id in late else "event"
             elif visitor_id in due_visitors:
                 now = due_visitors[visitor_id][1]
+                reason = "timer"
             else:
                 continue  # only replayed, duplicate or dead-lettered records: nothing changed
-            self.evaluate_visitor(visitor_id, effect, now, by_event)
+            self.evaluate_visitor(visitor_id, effect, max(now, effect.profile.evaluated_at), reason)
             if by_event or effect.entered or effect.exited or effect.messages or visitor_id in due_visitors:
                 self.result.visitors[visitor_id] = effect
 
-    def evaluate_visitor(self, visitor_id: str, effect: VisitorEffect, now: float, by_event: bool) -> None:
-        """Segments as of `now`: the changes, the messages, the next check; the visitor's rows."""
+    def evaluate_visitor(
+        self, visitor_id: str, effect: VisitorEffect, now: float, reason: ChangeReason
+    ) -> None:
+        """Segments as of `now`: the changes (for `reason`), the messages, the next check; the
+        visitor's rows. `now` becomes the profile's `evaluated_at` unless that is later."""
         result, defs, profile = self.result, self.defs, effect.profile
-        evaluation = evaluate(profile, defs, now, explain=False)
-        entered, exited = diff(profile.segments, evaluation.members)
-        # The values behind a transition, computed only for the segments that changed.
-        deciding = evaluation.explain(defs, entered + exited) if entered or exited else {}
-        at = now
-        for segment, transition in [(s, Transition.entered) for s in entered] + [
-            (s, Transition.exited) for s in exited
-        ]:
-            result.changes.append(
-                SegmentChange(
-                    change_id=change_id(visitor_id, segment, transition.value, at, defs.version),
-                    visitor_id=visitor_id,
-                    segment=segment,
-                    transition=transition,
-                    event_time=_ts(at),
-                    processed_at=self.received_at,
-                    definition_version=defs.version,
-                    reason="event" if by_event else "timer",
-                    trigger_event_id=self.last_event_id.get(visitor_id),
-                    attributes=_jsonable(deciding.get(segment, {})),
-                )
-            )
-            if transition is Transition.entered:
-                profile.segment_since[segment] = at
-            else:
-                profile.segment_since.pop(segment, None)
-        profile.segments = sorted(evaluation.members)
+        changes: Changes | None = None
+        trimmed = profile.timeline_from_day != effect.from_day
+        if reason != "timer" and defs.dependencies is not None and not trimmed:
+            index = defs.dependencies
+            codes = frozenset(CODES[t] for t in self.seen_types.get(visitor_id, ()))
+            fields = index.changed_fields(effect.before, profile) if index.fields else frozenset()
+            changes = Changes(codes, fields)
+        evaluation, entered, exited = _evaluate_membership(
+            profile,
+            defs,
+            now,
+            self.received_at,
+            reason,
+            self.last_event_id.get(visitor_id),
+            result.changes,
+            changes,
+            self.known,
+        )
+        _record_cohort_values(profile, defs, evaluation, changes, effect.partition, result.cohort_deltas)
         context: dict[str, Any] = {**evaluation.context, "segments": profile.segments}
         messages = decide(
             profile,
@@ -461,6 +499,155 @@ class _Batch:
         members = tuple(profile.segments)
         for row in self.rows_by_visitor.get(visitor_id, ()):
             result.analytics_rows.append((row, members))
+
+
+def reevaluate(
+    visitors: Iterable[tuple[str, int]],
+    profiles: Callable[[str, int], bytes | Profile | None],
+    defs: Definitions,
+    clocks: Mapping[int, float],
+    *,
+    wall_now: float,
+    load: Callable[[bytes], Profile] = Profile.from_bytes,
+    reason: ChangeReason = "definition_change",
+    cohorts: Mapping[str, float] | None = None,
+    moved: frozenset[str] = frozenset(),
+) -> BatchResult:
+    """Evaluate stored profiles again with no event of theirs: each of `visitors` (visitor id,
+    partition) as of its partition's clock in `clocks` (capped at `wall_now`; never before the
+    profile's latest evaluation).
+
+    Two occasions, told by `reason`: ``definition_change``, the switch to new definitions `defs`
+    (every segment is evaluated); ``cohort``, the thresholds of the cohorts in `moved` (by
+    `CohortDef.name`) moved: the segments reading them are evaluated. Both run with the thresholds
+    `cohorts` as `process_batch` takes them. The changes carry `reason` and `defs.version`. No
+    trigger rule runs (a mass re-evaluation must not message visitors) and no analytics row is made.
+    `profiles` is read like `process_batch`'s (a `Profile` it returns is changed in place). A visitor
+    is in `BatchResult.visitors` when its membership, its next check or its recorded cohort values
+    changed: the caller stores, publishes and checkpoints those like a batch's.
+    """
+    result = BatchResult()
+    processed_at = _ts(wall_now)
+    known = defs.cohort_thresholds(cohorts)
+    changes: Changes | None = None
+    if reason == "cohort":  # the segments reading a moved cohort (by the name conditions read)
+        groups = frozenset(defs.cohorts[name].group for name in moved if name in defs.cohorts)
+        changes = Changes(frozenset(), frozenset(), groups)
+    for visitor_id, partition in visitors:
+        stored = profiles(visitor_id, partition)
+        if stored is None:
+            continue
+        profile = stored if isinstance(stored, Profile) else load(stored)
+        now = max(min(clocks.get(partition, wall_now), wall_now), profile.evaluated_at)
+        next_before = profile.next_check_at
+        evaluation, entered, exited = _evaluate_membership(
+            profile, defs, now, processed_at, reason, None, result.changes, changes, known
+        )
+        recorded = _record_cohort_values(profile, defs, evaluation, changes, partition, result.cohort_deltas)
+        profile.next_check_at = next_check_at(profile, defs, now)
+        if entered or exited or recorded or profile.next_check_at != next_before:
+            result.visitors[visitor_id] = VisitorEffect(profile, partition, entered, exited)
+    return result
+
+
+def _evaluate_membership(
+    profile: Profile,
+    defs: Definitions,
+    now: float,
+    processed_at: datetime,
+    reason: ChangeReason,
+    trigger_event_id: str | None,
+    changes: list[SegmentChange],
+    changed: Changes | None = None,
+    known: Mapping[str, float] | None = None,
+) -> tuple[Evaluation, list[str], list[str]]:
+    """Evaluate the profile's segments as of `now` and diff them with its stored membership: one
+    `SegmentChange` per entry and exit (with the values that decided it) appended to `changes`, and
+    the profile moved to the new membership (`segments`, `segment_since`; `now` becomes its
+    `evaluated_at` unless that is later). `changed`: what the visitor's events changed, so only the
+    segments they can affect are evaluated (None: all); `known`: the cohort thresholds
+    (`Definitions.cohort_thresholds`). Returns the evaluation, entered and exited."""
+    evaluation = evaluate(profile, defs, now, explain=False, changes=changed, known=known)
+    profile.evaluated_at = max(profile.evaluated_at, now)
+    profile.definitions_sha = defs.source_sha
+    entered, exited = diff(profile.segments, evaluation.members)
+    # The values behind a transition, computed only for the segments that changed.
+    deciding = evaluation.explain(defs, entered + exited) if entered or exited else {}
+    visitor_id = profile.visitor_id
+    for segment, transition in [(s, Transition.entered) for s in entered] + [
+        (s, Transition.exited) for s in exited
+    ]:
+        changes.append(
+            SegmentChange(
+                change_id=change_id(visitor_id, segment, transition.value, now, defs.version),
+                visitor_id=visitor_id,
+                segment=segment,
+                transition=transition,
+                event_time=_ts(now),
+                processed_at=processed_at,
+                definition_version=defs.version,
+                reason=reason,
+                trigger_event_id=trigger_event_id,
+                attributes=_jsonable(deciding.get(segment, {})),
+            )
+        )
+        if transition is Transition.entered:
+            profile.segment_since[segment] = now
+        else:
+            profile.segment_since.pop(segment, None)
+    profile.segments = sorted(evaluation.members)
+    return evaluation, entered, exited
+
+
+def _record_cohort_values(
+    profile: Profile,
+    defs: Definitions,
+    evaluation: Evaluation,
+    changed: Changes | None,
+    partition: int,
+    deltas: CohortDeltas,
+) -> bool:
+    """Record the profile's value of each cohort of `defs` in `profile.cohort_values` — its
+    attribute's value when > 0 (the population), else none — and append each move to
+    `deltas[partition]`; whether any moved. A value is computed again when the evaluation was
+    complete or the visitor's events can change the cohort's attribute (else it is what it was).
+    Values of cohorts `defs` no longer has move out."""
+    recorded = profile.cohort_values
+    if not defs.cohorts and not recorded:
+        return False
+    values = evaluation.values
+    moves: list[tuple[str, float | None, float | None]] = []
+    for name, cohort in defs.cohorts.items():
+        if (
+            not evaluation.complete
+            and changed is not None
+            and cohort.codes is not None
+            and cohort.codes.isdisjoint(changed.codes)
+        ):
+            continue
+        new = _population_value(values.get(cohort.value_var) if values is not None else None)
+        old = recorded.get(name)
+        if new != old:
+            moves.append((name, old, new))
+    moves += [(name, value, None) for name, value in recorded.items() if name not in defs.cohorts]
+    if not moves:
+        return False
+    by_cohort = deltas.setdefault(partition, {})
+    for name, old, new in moves:
+        if new is None:
+            del recorded[name]
+        else:
+            recorded[name] = new
+        by_cohort.setdefault(name, []).append((profile.visitor_id, old, new))
+    return True
+
+
+def _population_value(value: Any) -> float | None:
+    """A cohort attribute's value as the population counts it: a finite number > 0, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if 0.0 < number < math.inf else None
 
 
 def _jsonable(values: Mapping[str, Any]) -> dict[str, str | int | float | bool | None]:

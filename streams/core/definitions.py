@@ -1,13 +1,14 @@
 """Definitions as data: the YAML loader/validator and what it builds (segments, attributes, triggers, params).
 
 The definitions file (``segments/default.yaml`` is the shipped one, and its comments are the
-user-facing reference) has six top-level keys:
+user-facing reference) has these top-level keys:
 
 ``version``     string, required; stamped as ``definition_version`` on every segment change.
 ``description`` free text.
 ``params``      named constants readable by name in every expression (``product_x: "P-1001"``);
                 `params_override` of the loader replaces values (same type, known names only).
-``attributes``  windowed aggregates over the day buckets, declared once::
+``attributes``  windowed aggregates, declared once. Sums over the day buckets (``metric``/``ratio``;
+                windows sliding, calendar or lifetime: `streams.core.windows`)::
 
                     purchases_30d:    {metric: purchases, window: 30d}
                     spend_365d_tv:    {metric: spend, dimension: tv, window: 365d}  # or metric: spend@tv
@@ -15,6 +16,42 @@ user-facing reference) has six top-level keys:
                     visit_days_30d:   {metric: sessions, agg: days, window: 30d}    # days with ≥ 1
                     promo_share_90d:  {ratio: [promo_purchases, purchases], window: 90d}
 
+                and aggregates over the events themselves (``event``: a type, a list, or ``any``;
+                `streams.core.aggregates` defines rows, fields and results exactly; sliding or
+                calendar windows of at most 365d, over the profile's retained timeline)::
+
+                    big_orders_30d:   {event: purchase, where: "value >= 100", window: 30d}  # count
+                    max_order_365d:   {event: purchase, agg: max, field: value, window: 365d}
+                    products_7d:      {event: product_view, agg: distinct, field: product_id, window: 7d}
+                    sessions_30d:     {event: any, agg: distinct, field: session, window: 30d}
+                    top_category_90d: {event: [product_view, category_view], agg: top, field: category,
+                                       window: 90d}
+                    sale_share_30d:   {event: page_view, agg: share, where: 'path.startsWith("/sale/")',
+                                       window: 30d}
+                    spend_by_product: {event: purchase, agg: sum, field: value, by: product, window: 365d}
+
+                ``agg``: count (default), sum, min, max, avg, distinct, first, last, top, share;
+                ``field``: value, category, product_id, quantity, path, coupon, discount, name,
+                session, day, hour, weekday; ``where``: a CEL condition over those fields (params
+                readable); ``by``: category or product (a map).
+
+``cohorts``     thresholds relative to everyone else: a quantile of a numeric attribute (of one key
+                of a map attribute) over the population of profiles whose value is > 0, shared by
+                every partition and worker (`streams.cohorts`)::
+
+                    electronics_spend_p95: {attribute: spend_365d, key: electronics, quantile: 0.95}
+                    orders_p90:            {attribute: purchases_365d, quantile: 0.90}
+                    spend_p95:  {attribute: spend_365d, key: [electronics, clothing], quantile: 0.95}
+
+                A condition reads a cohort as a double, like an attribute; one with a list of keys
+                is a map, one threshold per key (``spend_p95["clothing"]``, ``spend_p95[category]``
+                in a ``for_each``). "Top 5 % of electronics spenders" is ``spend_365d["electronics"]
+                > 0 && spend_365d["electronics"] >= electronics_spend_p95``: the population is the
+                spenders, not every visitor. Until a threshold is known (no data yet) it reads
+                +infinity: nobody is "top". A threshold is within the sketch's relative accuracy
+                (`settings.cohort_alpha`, 1 %: `streams.core.sketch`) of the exact quantile; when
+                it moves, the population's profiles are re-evaluated (reason ``cohort``), so
+                entries and exits follow.
 ``segments``    a list; each item has ``id``, ``description``, ``when`` (a CEL condition over
                 facts, attributes and params), optionally ``recheck`` (``{after: <profile time>,
                 delay: 30m}`` or a list of them: when a condition can flip with no new event) and
@@ -36,6 +73,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import hashlib
 import json
 import math
@@ -53,8 +91,10 @@ from yaml.reader import ReaderError
 
 from schemas.events import EventType
 from schemas.messages import MessageKind
+from streams.core.aggregates import AGGS, BY_AGGS, BY_FIELDS, FIELDS, NUMBER_AGGS, Aggregate, Filter
 from streams.core.attributes import (
     FACTS,
+    LOCAL_TIME_FACTS,
     NULLABLE_FACTS,
     RECHECK_ANCHORS,
     RELATIVE_FACTS,
@@ -65,21 +105,28 @@ from streams.core.attributes import (
     WindowGroup,
     base_name,
     compile_expr,
+    dimension_var,
     display_name,
     parse_duration,
     parse_metric_ref,
-    parse_window,
+    rewrite_segment_refs,
     sliding_fact_anchors,
     split_dimension_var,
+    split_segment_ref,
     window_groups,
 )
+from streams.core.dependencies import DependencyIndex
+from streams.core.fastcel import condition_guards
 from streams.core.profile import DIMENSIONED_METRICS
+from streams.core.timeline import CODES, TYPES
+from streams.core.windows import DEFAULT_ZONE, Window, parse_window, zone_of
 
 __all__ = [
     "CHANNELS",
     "CONSENT_CHANNELS",
     "TRIGGER_CONTEXT",
     "Channel",
+    "CohortDef",
     "DefinitionError",
     "Definitions",
     "Recheck",
@@ -87,6 +134,7 @@ __all__ = [
     "TriggerRule",
     "load_definitions",
     "parse_definitions",
+    "read_definitions_text",
 ]
 
 Channel = Literal["onsite", "ads", "email", "crm"]
@@ -152,15 +200,47 @@ class SegmentDef:
     bindings: Mapping[str, Any] = field(default_factory=dict)
     """`for_each` constants of this expansion (e.g. ``{"category": "clothing", "threshold": 600}``)."""
     reads: tuple[str, ...] = ()
-    """Facts, attributes and attribute dimensions the condition reads (what a change reports)."""
+    """Facts, attributes, attribute dimensions and cohorts the condition reads (what a change reports)."""
     line: int | None = None
     template: str | None = None
     """The `for_each` id template this segment was expanded from."""
     read_labels: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     """(runtime variable, reported name) per entry of `reads`."""
+    segment_refs: frozenset[str] = frozenset()
+    """Segments the condition reads with ``segment("x")`` (evaluated before this one)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "read_labels", tuple((name, display_name(name)) for name in self.reads))
+
+
+@dataclass(frozen=True, slots=True)
+class CohortDef:
+    """A threshold: the `quantile` of `attribute` (its `key`, for a map attribute) over the profiles
+    whose value is > 0 (module docstring, ``cohorts``). A map cohort (``key: [a, b]``) is one
+    `CohortDef` per key."""
+
+    name: str
+    """``orders_p90``, or ``spend_p95[electronics]`` for a key of a map cohort: what the sketches,
+    the cohorts topic and `Profile.cohort_values` are keyed by."""
+    group: str
+    """The name conditions read (``spend_p95``, as ``spend_p95["electronics"]`` for a map cohort)."""
+    attribute: str
+    key: str | None
+    quantile: float
+    var: str
+    """The runtime variable conditions read the threshold as (`dimension_var` for a map cohort)."""
+    value_var: str
+    """The runtime variable of a profile's value (`dimension_var` of a map attribute's key)."""
+    codes: frozenset[int] | None
+    """Event codes whose events can change the value (None: any event)."""
+    description: str = ""
+    line: int | None = None
+
+    @property
+    def of(self) -> str:
+        """What it is a quantile of: ``spend_365d[electronics]`` or ``purchases_365d``. Sketches of
+        another ``of`` under the same name (a changed definition) are not merged with these."""
+        return self.attribute if self.key is None else f"{self.attribute}[{self.key}]"
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,6 +255,8 @@ class Definitions:
     source_sha: str
     path: str = "<string>"
     description: str = ""
+    zone: str = DEFAULT_ZONE
+    """IANA time zone of calendar windows and local-time facts (``timezone:``)."""
     # Prepared once, used per visitor:
     plan: ValuePlan = field(default_factory=lambda: ValuePlan.build((), {}), repr=False)
     """Every fact and attribute any segment or trigger reads."""
@@ -194,6 +276,17 @@ class Definitions:
     trigger_nullable: frozenset[str] = frozenset()
     trigger_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict, repr=False)
     trigger_function_names: frozenset[str] = frozenset()
+    dependencies: DependencyIndex | None = field(default=None, repr=False)
+    """Which segments an event can change (`streams.core.dependencies`); its `order` is the
+    evaluation order (a segment after the segments it reads)."""
+    local_time_segments: frozenset[str] = frozenset()
+    """Segments reading `local_hour`/`local_weekday`: members are rechecked at every full hour."""
+    cohorts: Mapping[str, CohortDef] = field(default_factory=dict)
+    """Cohort thresholds by `CohortDef.name` (``cohorts:``)."""
+
+    @functools.cached_property
+    def segment_ids(self) -> frozenset[str]:
+        return frozenset(seg.id for seg in self.segments)
 
     def segment(self, segment_id: str) -> SegmentDef:
         for seg in self.segments:
@@ -201,11 +294,24 @@ class Definitions:
                 return seg
         raise KeyError(segment_id)
 
+    def cohort_thresholds(self, thresholds: Mapping[str, float] | None) -> dict[str, float] | None:
+        """What conditions read for each cohort (by `CohortDef.var`): its threshold in `thresholds`
+        (by `CohortDef.name`), +infinity where it is not known yet; None without cohorts."""
+        if not self.cohorts:
+            return None
+        known = thresholds or {}
+        return {cohort.var: float(known.get(name, math.inf)) for name, cohort in self.cohorts.items()}
+
 
 # -- loading ----------------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("version", "description", "params", "attributes", "segments", "triggers")
-_ATTRIBUTE_KEYS = ("metric", "dimension", "by", "agg", "ratio", "window", "description")
+_TOP_KEYS = (
+    "version", "description", "timezone", "params", "attributes", "cohorts", "segments", "triggers"
+)  # fmt: skip
+_COHORT_KEYS = ("attribute", "key", "quantile", "description")
+_ATTRIBUTE_KEYS = (
+    "metric", "dimension", "by", "agg", "ratio", "event", "field", "where", "window", "description"
+)  # fmt: skip
 _SEGMENT_KEYS = ("id", "description", "when", "recheck", "for_each")
 _RECHECK_KEYS = ("after", "delay")
 _TRIGGER_KEYS = ("id", "description", "on", "when", "send", "cap")
@@ -224,11 +330,15 @@ _PARAM_TYPES: tuple[tuple[type, ...], ...] = ((bool,), (int, float), (str,), (li
 
 def load_definitions(path: Path, params_override: Mapping[str, Any] | None = None) -> Definitions:
     """Read and validate a definitions file; raises `DefinitionError` (path:line:column: reason)."""
+    return parse_definitions(read_definitions_text(path), str(path), params_override)
+
+
+def read_definitions_text(path: Path) -> str:
+    """A definitions file's text; an unreadable file raises `DefinitionError` (path: reason)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DefinitionError(f"cannot read the file: {exc}", None, str(path)) from None
-    return parse_definitions(text, str(path), params_override)
 
 
 def parse_definitions(
@@ -255,8 +365,10 @@ class _YamlReader:
         self.text, self.path = text, path
         self.constructor = SafeConstructor()
         self.maps: frozenset[str] = frozenset()
-        """Names of map attributes (`by: category`), set once attributes are read: CEL compiles
-        ``name[key]`` of these as map reads."""
+        """Names of map attributes (`by: category`) and map cohorts, set once they are read: CEL
+        compiles ``name[key]`` of these as map reads."""
+        self.cohort_keys: dict[str, frozenset[str]] = {}
+        """The keys of each map cohort (an expression may read no other)."""
 
     def fail(self, message: str, at: Node | tuple[int, int] | None) -> NoReturn:
         """Refuse the file at `at`: a node (where it starts), a (line, column) place, or None for what
@@ -365,7 +477,15 @@ class _YamlReader:
         index = sum(len(text) + 1 for text in value.split("\n")[: line - 1]) + column - 1
         return self.value_place(node, min(index, len(value.rstrip())))
 
-    def expression(self, node: Node, where: str, known: Iterable[str], constants: Mapping[str, Any]) -> Expr:
+    def expression(
+        self,
+        node: Node,
+        where: str,
+        known: Iterable[str],
+        constants: Mapping[str, Any],
+        segment_refs: bool = False,
+    ) -> Expr:
+        """Compile a CEL field; `segment_refs`: ``segment("x")`` may be read (segment conditions)."""
         if not isinstance(node, ScalarNode):
             self.fail(f"{where} must be a CEL expression (a string)", node)
         source = str(node.value)
@@ -373,6 +493,8 @@ class _YamlReader:
             self.fail(f"{where} is empty", node)
         try:
             expr = compile_expr(source, constants, self.maps)
+            if segment_refs and "segment" in source and (rewritten := rewrite_segment_refs(source)) != source:
+                expr = compile_expr(rewritten, constants, self.maps)
         except CelSyntaxError as exc:
             self.fail(
                 f"{where}: CEL syntax error at {exc.line}:{exc.column}: {exc.reason}",
@@ -380,14 +502,69 @@ class _YamlReader:
             )
         known_set = set(known) | set(constants)
         for name in sorted({base_name(v) for v in expr.variables}):
+            if split_segment_ref(name) is not None:
+                continue  # checked once every segment id is known (`_SegmentLoader.check_refs`)
             if name not in known_set:
                 self.fail(
                     f"{where}: unknown identifier '{name}'{_suggest(name, known_set)}",
                     self.name_place(node, _identifier_re(name)),
                 )
+        for var in sorted(expr.variables):
+            split = split_dimension_var(var)
+            keys = self.cohort_keys.get(split[0]) if split is not None else None
+            if split is not None and keys is not None and split[1] not in keys:
+                self.fail(
+                    f"{where}: cohort '{split[0]}' has no key '{split[1]}' (keys: {', '.join(sorted(keys))})",
+                    self.name_place(node, _identifier_re(split[0])),
+                )
         for name in sorted(expr.unknown_functions):
-            self.fail(f"{where}: unknown function '{name}'", self.name_place(node, _call_re(name)))
+            hint = ': write segment("segment_id") with the id in quotes' if name == "segment" else ""
+            self.fail(f"{where}: unknown function '{name}'{hint}", self.name_place(node, _call_re(name)))
         return expr
+
+
+def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str]:
+    """A cycle in `graph` (node → nodes it depends on) as [a, b, …, a], or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in graph:
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def evaluation_order(segments: Iterable[SegmentDef]) -> tuple[int, ...]:
+    """Indices of `segments` with every segment after the ones it reads (file order otherwise)."""
+    items = list(segments)
+    index = {seg.id: i for i, seg in enumerate(items)}
+    done: set[int] = set()
+    order: list[int] = []
+
+    def place(i: int) -> None:
+        if i in done:
+            return
+        done.add(i)
+        for ref in sorted(items[i].segment_refs):
+            if ref in index:
+                place(index[ref])
+        order.append(i)
+
+    for i in range(len(items)):
+        place(i)
+    return tuple(order)
 
 
 def _start(node: Node) -> tuple[int, int]:
@@ -432,7 +609,7 @@ def _value_offsets(raw: str, value: str, style: str | None) -> list[int] | None:
 
 
 def _load(text: str, path: str, params_override: Mapping[str, Any] | None) -> Definitions:
-    """Read the top-level keys in dependency order: params, attributes, segments, triggers."""
+    """Read the top-level keys in dependency order: params, attributes, cohorts, segments, triggers."""
     reader = _YamlReader(text, path)
     override = dict(params_override or {})
     top = reader.mapping(reader.compose(), "top level", _TOP_KEYS)
@@ -443,11 +620,24 @@ def _load(text: str, path: str, params_override: Mapping[str, Any] | None) -> De
     if not version.strip():
         reader.fail("version is empty", top["version"][1])
     description = reader.string(top["description"][1], "description") if "description" in top else ""
+    zone = DEFAULT_ZONE
+    if "timezone" in top:
+        zone = reader.string(top["timezone"][1], "timezone")
+        try:
+            zone_of(zone)
+        except ValueError as exc:
+            reader.fail(str(exc), top["timezone"][1])
     params = _load_params(reader, top["params"][1] if "params" in top else None, override)
     attributes = _load_attributes(reader, top["attributes"][1] if "attributes" in top else None, params)
-    reader.maps = frozenset(name for name, attr in attributes.items() if attr.kind == "by")
-    segments = _SegmentLoader(reader, attributes, params).load(top["segments"][1])
-    triggers = _TriggerLoader(reader, segments, attributes, params).load(
+    reader.maps = frozenset(name for name, attr in attributes.items() if attr.is_map)
+    cohorts = _load_cohorts(reader, top["cohorts"][1] if "cohorts" in top else None, attributes, params)
+    for cohort in cohorts.values():
+        if cohort.var != cohort.group:  # a map cohort: read as name["key"]
+            keys = reader.cohort_keys.get(cohort.group, frozenset())
+            reader.cohort_keys[cohort.group] = keys | {cohort.key or ""}
+    reader.maps |= frozenset(reader.cohort_keys)
+    segments = _SegmentLoader(reader, attributes, params, cohorts).load(top["segments"][1])
+    triggers = _TriggerLoader(reader, segments, attributes, params, cohorts).load(
         top["triggers"][1] if "triggers" in top else None
     )
     return _prepare(
@@ -459,6 +649,8 @@ def _load(text: str, path: str, params_override: Mapping[str, Any] | None) -> De
         triggers,
         path=path,
         source_sha=_source_sha(text, override),
+        zone=zone,
+        cohorts=cohorts,
     )
 
 
@@ -529,10 +721,16 @@ def _load_attributes(
             window = parse_window(reader.value(spec["window"][1]))
         except ValueError as exc:
             reader.fail(f"{where}: {exc}", spec["window"][1])
-        if ("metric" in spec) == ("ratio" in spec):
-            reader.fail(f"{where}: give either 'metric' or 'ratio: [numerator, denominator]'", spec_node)
+        if sum(kind in spec for kind in ("metric", "ratio", "event")) != 1:
+            reader.fail(
+                f"{where}: give one of 'metric' (day-bucket sums), 'ratio: [numerator, denominator]' "
+                "or 'event' (aggregates over the events themselves)",
+                spec_node,
+            )
         line = key_node.start_mark.line + 1
-        if "ratio" in spec:
+        if "event" in spec:
+            out[name] = _event_attribute(reader, name, spec, window, where, line, params)
+        elif "ratio" in spec:
             out[name] = _ratio_attribute(reader, name, spec, window, where, line)
         else:
             out[name] = _metric_attribute(reader, name, spec, window, where, line)
@@ -540,9 +738,14 @@ def _load_attributes(
 
 
 def _ratio_attribute(
-    reader: _YamlReader, name: str, spec: Mapping[str, tuple[Node, Node]], window: int, where: str, line: int
+    reader: _YamlReader,
+    name: str,
+    spec: Mapping[str, tuple[Node, Node]],
+    window: Window,
+    where: str,
+    line: int,
 ) -> AttributeDef:
-    for extra in ("dimension", "by", "agg"):
+    for extra in ("dimension", "by", "agg", "field", "where"):
         if extra in spec:
             reader.fail(f"{where}: '{extra}' does not go with 'ratio'", spec[extra][0])
     parts = reader.sequence(spec["ratio"][1], f"{where}: ratio")
@@ -553,8 +756,16 @@ def _ratio_attribute(
 
 
 def _metric_attribute(
-    reader: _YamlReader, name: str, spec: Mapping[str, tuple[Node, Node]], window: int, where: str, line: int
+    reader: _YamlReader,
+    name: str,
+    spec: Mapping[str, tuple[Node, Node]],
+    window: Window,
+    where: str,
+    line: int,
 ) -> AttributeDef:
+    for extra in ("field", "where"):
+        if extra in spec:
+            reader.fail(f"{where}: '{extra}' goes with 'event', not 'metric'", spec[extra][0])
     key = _metric(reader, spec["metric"][1], where)
     if "dimension" in spec:
         if "@" in key:
@@ -569,6 +780,8 @@ def _metric_attribute(
     agg = reader.string(spec["agg"][1], f"{where}: agg") if "agg" in spec else "sum"
     if agg not in ("sum", "days"):
         reader.fail(f"{where}: agg must be sum or days, not '{agg}'", spec["agg"][1])
+    if agg == "days" and window.kind == "lifetime":
+        reader.fail(f"{where}: agg: days needs a window (day buckets are kept 400 days)", spec["window"][1])
     if "by" in spec:
         by = reader.string(spec["by"][1], f"{where}: by")
         if by not in _BY_DIMENSIONS:
@@ -589,6 +802,265 @@ def _metric(reader: _YamlReader, node: Node, where: str) -> str:
         reader.fail(f"{where}: {exc}", node)
 
 
+def _event_attribute(
+    reader: _YamlReader,
+    name: str,
+    spec: Mapping[str, tuple[Node, Node]],
+    window: Window,
+    where: str,
+    line: int,
+    params: Mapping[str, Any],
+) -> AttributeDef:
+    """A kind ``timeline`` attribute: `agg` over the window's events of the types `event` names,
+    accepted by `where`, optionally grouped `by` (`streams.core.aggregates`)."""
+    if "dimension" in spec:
+        reader.fail(
+            f"{where}: 'dimension' goes with 'metric' (filter events with where)", spec["dimension"][0]
+        )
+    if window.kind == "lifetime":
+        reader.fail(
+            f"{where}: timeline attributes cover at most 365d; use a metric sum for lifetime",
+            spec["window"][1],
+        )
+    codes = _event_codes(reader, spec["event"][1], where)
+    agg_node = spec["agg"][1] if "agg" in spec else spec["event"][1]
+    written = reader.string(agg_node, f"{where}: agg") if "agg" in spec else "count"
+    if written not in AGGS:
+        hint = " (days with an event: agg: distinct, field: day)" if written == "days" else ""
+        reader.fail(f"{where}: agg must be one of {', '.join(AGGS)}, not '{written}'{hint}", agg_node)
+    agg = AGGS[AGGS.index(written)]
+    field_name = _event_field(reader, spec, agg, codes, where, agg_node)
+    by = _event_by(reader, spec, agg, codes, where)
+    condition = _event_where(reader, spec["where"][1], codes, where, params) if "where" in spec else None
+    if agg == "share" and condition is None:
+        reader.fail(f"{where}: agg: share needs a where (the share of the events it accepts)", agg_node)
+    aggregate = Aggregate(agg, codes, field_name, condition, by)
+    return AttributeDef(name, "timeline", window, aggregate.describe(), line=line, aggregate=aggregate)
+
+
+def _event_codes(reader: _YamlReader, node: Node, where: str) -> frozenset[int] | None:
+    """``event:`` — one type, a list of them, or ``any`` (None)."""
+    items = node.value if isinstance(node, SequenceNode) else [node]
+    if not items:
+        reader.fail(f"{where}: event: name at least one event type (or any)", node)
+    codes: set[int] = set()
+    for item in items:
+        event = reader.string(item, f"{where}: event")
+        if event == "any":
+            if len(items) > 1:
+                reader.fail(f"{where}: event: 'any' stands alone (it means every type)", item)
+            return None
+        if event not in CODES:
+            reader.fail(f"{where}: unknown event type '{event}'{_suggest(event, CODES)}", item)
+        codes.add(CODES[event])
+    return frozenset(codes)
+
+
+def _lacking(field_name: str, codes: frozenset[int] | None) -> str | None:
+    """The first event type among `codes` (None: every type) that does not carry `field_name`."""
+    carriers = FIELDS[field_name].codes
+    if carriers is None:
+        return None
+    for code in sorted(codes if codes is not None else TYPES):
+        if code not in carriers:
+            return TYPES[code]
+    return None
+
+
+def _check_carried(
+    reader: _YamlReader, field_name: str, codes: frozenset[int] | None, where: str, node: Node
+) -> None:
+    lacking = _lacking(field_name, codes)
+    if lacking is not None:
+        hint = "; with event: any only session, day, hour, weekday: list the types" if codes is None else ""
+        reader.fail(f"{where}: {lacking} events have no '{field_name}'{hint}", node)
+
+
+def _event_field(
+    reader: _YamlReader,
+    spec: Mapping[str, tuple[Node, Node]],
+    agg: str,
+    codes: frozenset[int] | None,
+    where: str,
+    agg_node: Node,
+) -> str | None:
+    """``field:`` — none for count and share, a field every named event type carries otherwise."""
+    if agg in ("count", "share"):
+        if "field" in spec:
+            reader.fail(
+                f"{where}: agg: {agg} counts events and takes no field (filter with where)", spec["field"][0]
+            )
+        return None
+    if "field" not in spec:
+        reader.fail(f"{where}: agg: {agg} needs a field (e.g. field: value)", agg_node)
+    node = spec["field"][1]
+    field_name = reader.string(node, f"{where}: field")
+    if field_name not in FIELDS:
+        reader.fail(
+            f"{where}: unknown field '{field_name}'{_suggest(field_name, FIELDS)}; "
+            f"known: {', '.join(FIELDS)}",
+            node,
+        )
+    _check_carried(reader, field_name, codes, where, node)
+    if field_name == "session" and agg != "distinct":
+        reader.fail(f"{where}: field session is a session number: only agg: distinct reads it", node)
+    if agg in NUMBER_AGGS and FIELDS[field_name].type not in ("int", "double"):
+        numbers = ", ".join(n for n, f in FIELDS.items() if f.type in ("int", "double") and n != "session")
+        reader.fail(f"{where}: agg: {agg} needs a number field ({numbers}), not '{field_name}'", node)
+    return field_name
+
+
+def _event_by(
+    reader: _YamlReader,
+    spec: Mapping[str, tuple[Node, Node]],
+    agg: str,
+    codes: frozenset[int] | None,
+    where: str,
+) -> str | None:
+    """``by: category | product`` — the field that groups, or None."""
+    if "by" not in spec:
+        return None
+    node = spec["by"][1]
+    by = reader.string(node, f"{where}: by")
+    if by == "brand":
+        reader.fail(
+            f"{where}: by: brand needs a 'brand' field, which the events do not carry "
+            f"(by: {' or '.join(BY_FIELDS)})",
+            node,
+        )
+    if by not in BY_FIELDS:
+        reader.fail(f"{where}: by must be {' or '.join(BY_FIELDS)}, not '{by}'", node)
+    if agg not in BY_AGGS:
+        reader.fail(f"{where}: by goes with agg: {', '.join(sorted(BY_AGGS))}, not {agg}", node)
+    _check_carried(reader, BY_FIELDS[by], codes, where, node)
+    return BY_FIELDS[by]
+
+
+def _event_where(
+    reader: _YamlReader, node: Node, codes: frozenset[int] | None, where: str, params: Mapping[str, Any]
+) -> Filter:
+    """``where:`` — a CEL condition over the row's fields (params inlined; a field shadows a param)."""
+    constants = {name: value for name, value in params.items() if name not in FIELDS}
+    expr = reader.expression(node, f"{where}: where", FIELDS, constants)
+    if "distance_km" in expr.functions:
+        reader.fail(
+            f"{where}: where reads event fields only; distance_km is for conditions",
+            reader.name_place(node, _call_re("distance_km")),
+        )
+    for name in sorted(expr.variables):
+        place = reader.name_place(node, _identifier_re(name))
+        if name == "session":
+            reader.fail(f"{where}: where: session numbers only count (agg: distinct, field: session)", place)
+        carriers = FIELDS[name].codes
+        if carriers is not None and codes is not None and not carriers & codes:
+            types = ", ".join(TYPES[code] for code in sorted(codes))
+            reader.fail(f"{where}: where: {types} events have no '{name}'", place)
+    return Filter(
+        expr.source, tuple(sorted(expr.variables)), expr.program, expr.fast, dict(expr.stdlib_functions)
+    )
+
+
+# -- cohorts ----------------------------------------------------------------------------------------------
+
+
+def _load_cohorts(
+    reader: _YamlReader,
+    node: Node | None,
+    attributes: Mapping[str, AttributeDef],
+    params: Mapping[str, Any],
+) -> dict[str, CohortDef]:
+    """``cohorts:`` — name → ``{attribute, key (map attributes only: one, or a list), quantile in
+    (0, 1)}``; by `CohortDef.name`, a map cohort once per key."""
+    out: dict[str, CohortDef] = {}
+    if node is None or (isinstance(node, ScalarNode) and node.value in ("", "~", "null")):
+        return out
+    for name, (key_node, spec_node) in reader.mapping(node, "cohorts").items():
+        where = f"cohort '{name}'"
+        _check_name(reader, name, "cohort", key_node)
+        for other, what in ((params, "param"), (attributes, "attribute")):
+            if name in other:
+                reader.fail(f"{where}: clashes with the {what} of that name", key_node)
+        spec = reader.mapping(spec_node, where, _COHORT_KEYS)
+        for required in ("attribute", "quantile"):
+            if required not in spec:
+                example = "{attribute: spend_365d, key: electronics, quantile: 0.95}"
+                reader.fail(f"{where}: missing '{required}' (e.g. {example})", spec_node)
+        attribute, attr = _cohort_attribute(reader, spec["attribute"][1], attributes, where)
+        keys = _cohort_keys(reader, spec, attr, where, spec_node)
+        quantile_node = spec["quantile"][1]
+        quantile = reader.value(quantile_node)
+        if isinstance(quantile, bool) or not isinstance(quantile, int | float) or not 0.0 < quantile < 1.0:
+            reader.fail(
+                f"{where}: quantile must be a number between 0 and 1, exclusive (0.95: the top 5 %), "
+                f"not {quantile!r}",
+                quantile_node,
+            )
+        description = (
+            reader.string(spec["description"][1], f"{where}: description") if "description" in spec else ""
+        )
+        keyed = isinstance(spec["key"][1], SequenceNode) if "key" in spec else False
+        for key in keys:
+            cohort = CohortDef(
+                name=f"{name}[{key}]" if keyed else name,
+                group=name,
+                attribute=attribute,
+                key=key,
+                quantile=float(quantile),
+                var=dimension_var(name, key) if keyed and key is not None else name,
+                value_var=attribute if key is None else dimension_var(attribute, key),
+                codes=attr.event_codes(),
+                description=description,
+                line=key_node.start_mark.line + 1,
+            )
+            out[cohort.name] = cohort
+    return out
+
+
+def _cohort_attribute(
+    reader: _YamlReader, node: Node, attributes: Mapping[str, AttributeDef], where: str
+) -> tuple[str, AttributeDef]:
+    """A cohort's ``attribute``: declared, and numeric."""
+    attribute = reader.string(node, f"{where}: attribute")
+    attr = attributes.get(attribute)
+    if attr is None:
+        reader.fail(f"{where}: unknown attribute '{attribute}'{_suggest(attribute, attributes)}", node)
+    if attr.aggregate is not None and attr.aggregate.result not in ("int", "double"):
+        reader.fail(f"{where}: attribute '{attribute}' gives a {attr.aggregate.result}, not a number", node)
+    return attribute, attr
+
+
+def _cohort_keys(
+    reader: _YamlReader,
+    spec: Mapping[str, tuple[Node, Node]],
+    attr: AttributeDef,
+    where: str,
+    spec_node: Node,
+) -> list[str | None]:
+    """A cohort's ``key``: one (a scalar cohort) or a list (a map cohort: one threshold per key) for
+    a map attribute; none for any other."""
+    if not attr.is_map:
+        if "key" in spec:
+            reader.fail(f"{where}: attribute '{attr.name}' is not a map: it takes no key", spec["key"][0])
+        return [None]
+    if "key" not in spec:
+        reader.fail(
+            f"{where}: attribute '{attr.name}' is a map: name its key (key: electronics) or keys "
+            "(key: [electronics, clothing])",
+            spec_node,
+        )
+    node = spec["key"][1]
+    items = reader.sequence(node, f"{where}: key") if isinstance(node, SequenceNode) else [node]
+    if not items:
+        reader.fail(f"{where}: key: name at least one", node)
+    keys: list[str | None] = []
+    for item in items:
+        key = reader.string(item, f"{where}: key")
+        if not key or key in keys:
+            reader.fail(f"{where}: key '{key}' is empty or given twice", item)
+        keys.append(key)
+    return keys
+
+
 # -- segments ---------------------------------------------------------------------------------------------
 
 
@@ -596,18 +1068,44 @@ class _SegmentLoader:
     """The ``segments`` list: one `SegmentDef` per item, or per `for_each` item of a template."""
 
     def __init__(
-        self, reader: _YamlReader, attributes: Mapping[str, AttributeDef], params: Mapping[str, Any]
+        self,
+        reader: _YamlReader,
+        attributes: Mapping[str, AttributeDef],
+        params: Mapping[str, Any],
+        cohorts: Mapping[str, CohortDef] | None = None,
     ) -> None:
         self.reader, self.attributes, self.params = reader, attributes, params
-        self.base_known = set(FACTS) | set(attributes)
+        self.base_known = set(FACTS) | set(attributes) | {c.group for c in (cohorts or {}).values()}
         self.first_line: dict[str, int] = {}
         """Line of each segment id read so far (duplicates are refused)."""
+        self.when_nodes: dict[str, Node] = {}
+        """Each segment id's `when` node (a reference check points into it)."""
 
     def load(self, node: Node) -> list[SegmentDef]:
         out: list[SegmentDef] = []
         for item in self.reader.sequence(node, "segments"):
             out.extend(self.item(item))
+        self.check_refs(out)
         return out
+
+    def check_refs(self, segments: list[SegmentDef]) -> None:
+        """Every ``segment("x")`` names a segment, and no segment depends on itself."""
+        ids = {seg.id for seg in segments}
+        for seg in segments:
+            for ref in sorted(seg.segment_refs):
+                if ref not in ids:
+                    node = self.when_nodes[seg.id]
+                    self.reader.fail(
+                        f"segment '{seg.id}': unknown segment '{ref}'{_suggest(ref, ids)}",
+                        self.reader.name_place(node, re.compile(r"segment\(\s*[\"']" + re.escape(ref))),
+                    )
+        cycle = find_cycle({seg.id: seg.segment_refs for seg in segments})
+        if cycle:
+            first = next(seg for seg in segments if seg.id == cycle[0])
+            self.reader.fail(
+                f"segment '{first.id}': segments depend on each other in a cycle: {' → '.join(cycle)}",
+                self.when_nodes[first.id],
+            )
 
     def item(self, item: Node) -> list[SegmentDef]:
         reader = self.reader
@@ -653,7 +1151,9 @@ class _SegmentLoader:
     ) -> SegmentDef:
         """The segment of one `for_each` binding (``{}`` for a segment without `for_each`)."""
         reader = self.reader
-        when = reader.expression(when_node, f"{where}: when", self.base_known, {**self.params, **binding})
+        when = reader.expression(
+            when_node, f"{where}: when", self.base_known, {**self.params, **binding}, segment_refs=True
+        )
         for fact, anchor in sorted(RELATIVE_FACTS.items()):
             if fact in when.variables and not any(r.after == anchor for r in rechecks):
                 reader.fail(
@@ -661,9 +1161,8 @@ class _SegmentLoader:
                     f"recheck: {{after: {anchor}, delay: …}} (when it can next flip)",
                     reader.name_place(when_node, _identifier_re(fact)),
                 )
-        reads = tuple(
-            sorted(v for v in when.variables if base_name(v) in FACTS or base_name(v) in self.attributes)
-        )
+        reads = tuple(sorted(v for v in when.variables if base_name(v) in self.base_known))
+        refs = frozenset(r for v in when.variables if (r := split_segment_ref(v)) is not None)
         try:
             seg_id = raw_id.format_map(binding) if binding else raw_id
             seg_description = description.format_map(binding) if binding else description
@@ -674,6 +1173,7 @@ class _SegmentLoader:
         if seg_id in self.first_line:
             reader.fail(f"duplicate segment id '{seg_id}' (first at line {self.first_line[seg_id]})", id_node)
         self.first_line[seg_id] = id_node.start_mark.line + 1
+        self.when_nodes[seg_id] = when_node
         return SegmentDef(
             id=seg_id,
             description=seg_description,
@@ -683,6 +1183,7 @@ class _SegmentLoader:
             reads=reads,
             line=item.start_mark.line + 1,
             template=raw_id if binding else None,
+            segment_refs=refs,
         )
 
     def recheck(self, node: Node, where: str) -> tuple[Recheck, ...]:
@@ -761,10 +1262,13 @@ class _TriggerLoader:
         segments: list[SegmentDef],
         attributes: Mapping[str, AttributeDef],
         params: Mapping[str, Any],
+        cohorts: Mapping[str, CohortDef] | None = None,
     ) -> None:
         self.reader, self.params = reader, params
         self.segment_ids = [seg.id for seg in segments]
-        self.known = set(FACTS) | set(attributes) | set(TRIGGER_CONTEXT)
+        self.known = (
+            set(FACTS) | set(attributes) | set(TRIGGER_CONTEXT) | {c.group for c in (cohorts or {}).values()}
+        )
         self.seen: dict[str, int] = {}
         """Line of each trigger id read so far (duplicates are refused)."""
 
@@ -918,7 +1422,8 @@ def _add_named_dimensions(attributes: dict[str, AttributeDef], exprs: list[Expr]
             if split_var is not None:
                 named.setdefault(split_var[0], set()).add(split_var[1])
     for name, dims in named.items():
-        attributes[name] = attributes[name].with_dimensions(dims)
+        if name in attributes:  # not a map cohort
+            attributes[name] = attributes[name].with_dimensions(dims)
 
 
 def _reads_and_functions(
@@ -943,7 +1448,13 @@ def _prepare(
     *,
     path: str,
     source_sha: str,
+    zone: str = DEFAULT_ZONE,
+    cohorts: Mapping[str, CohortDef] | None = None,
 ) -> Definitions:
+    cohorts = cohorts or {}
+    # A cohort's attribute is computed at every evaluation (the profile's recorded value), and its
+    # window's exits are timers like those of the attributes segments read.
+    cohort_attributes = frozenset(cohort.attribute for cohort in cohorts.values())
     trigger_exprs = [
         e for rule in triggers for e in ([rule.when] if rule.when else []) + list(rule.compute.values())
     ]
@@ -951,7 +1462,7 @@ def _prepare(
     seg_vars, seg_functions, seg_custom = _reads_and_functions([seg.when for seg in segments], attributes)
     trig_vars, trig_functions, trig_custom = _reads_and_functions(trigger_exprs, attributes)
     rechecks = tuple(dict.fromkeys(r for seg in segments for r in seg.rechecks))
-    window_attributes = tuple(attributes[n] for n in sorted(seg_vars) if n in attributes)
+    window_attributes = tuple(attributes[n] for n in sorted(seg_vars | cohort_attributes) if n in attributes)
     sliding = frozenset(seg_vars & {"session_active", "viewed_products_30m", "purchased_products_24h"})
     return Definitions(
         version=version,
@@ -962,7 +1473,8 @@ def _prepare(
         source_sha=source_sha,
         path=path,
         description=description,
-        plan=ValuePlan.build(seg_vars | trig_vars, attributes),
+        zone=zone,
+        plan=ValuePlan.build(seg_vars | trig_vars | cohort_attributes, attributes, zone),
         segment_vars=seg_vars,
         segment_nullable=seg_vars & NULLABLE_FACTS,
         segment_functions=MappingProxyType(seg_functions),
@@ -974,9 +1486,21 @@ def _prepare(
         time_anchors=tuple(
             dict.fromkeys([*sliding_fact_anchors(sliding), *((r.after, r.delay_s) for r in rechecks)])
         ),
-        trigger_plan=ValuePlan.build(trig_vars, attributes),
+        trigger_plan=ValuePlan.build(trig_vars, attributes, zone),
         trigger_vars=trig_vars,
         trigger_nullable=trig_vars & NULLABLE_FACTS,
         trigger_functions=MappingProxyType(trig_functions),
         trigger_function_names=trig_custom,
+        dependencies=DependencyIndex(
+            [seg.when.variables for seg in segments],
+            [seg.id for seg in segments],
+            attributes,
+            evaluation_order(segments),
+            [condition_guards(seg.when.source) for seg in segments],
+            cohorts=frozenset(cohort.group for cohort in cohorts.values()),
+        ),
+        local_time_segments=frozenset(
+            seg.id for seg in segments if seg.when.variables & LOCAL_TIME_FACTS
+        ),
+        cohorts=MappingProxyType(dict(cohorts)),
     )

@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Declined", "FastCondition", "compile_fast"]
+__all__ = ["Declined", "FastCondition", "compile_fast", "condition_guards", "equality_guards"]
 
 Resolver = Callable[[str], Any]
 Functions = Mapping[str, Callable[..., Any]]
@@ -412,3 +412,42 @@ def compile_fast(source: str, functions: frozenset[str] = frozenset()) -> FastCo
     except (_Unsupported, ValueError, RecursionError):
         return None
     return node if is_bool else _truthful(node)
+
+
+def equality_guards(source: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """The top-level conjuncts of `source` that pin a name to string literals: ``name == "CH"`` or
+    ``name in ["BY", "BW"]`` as (name, literals). When the name holds a string outside the literals,
+    the whole condition is false (CEL's ``&&`` is false once any side is false, whatever the others
+    hold); `streams.core.dependencies` uses this to skip conditions without running them."""
+    return tuple((g[1], g[2]) for g in condition_guards(source) if g[0] == "one_of")
+
+
+def condition_guards(source: str) -> tuple[tuple[Any, ...], ...]:
+    """Necessary conditions read off the top-level conjuncts of `source`:
+    ``("one_of", name, literals)`` for ``name == "x"`` / ``name in ["x", "y"]`` (the name must hold
+    one of the strings) and ``("at_least", name, bound, strict)`` for ``name >= 3`` / ``name > 3`` /
+    ``3 <= name`` (the name must hold a number at or above the bound). When a name holds a value of
+    the guard's type that fails it, the whole condition is false: CEL's ``&&`` is false once any
+    side is false, whatever the others hold."""
+    try:
+        tree = _Parser(_tokens(source), frozenset()).parse()
+    except (_Unsupported, ValueError, RecursionError):
+        return ()
+    conjuncts = tree[1] if tree[0] == "and" else [tree]
+    out: list[tuple[Any, ...]] = []
+    for part in conjuncts:
+        if part[0] == "in_literals" and part[1][0] == "name":
+            out.append(("one_of", part[1][1], part[2]))
+        if part[0] != "cmp":
+            continue
+        op, left, right = part[1], part[2], part[3]
+        if left[0] == "const":
+            op, left, right = _SWAPPED[op], right, left
+        if left[0] != "name" or right[0] != "const":
+            continue
+        literal = right[1]
+        if op == "==" and type(literal) is str:
+            out.append(("one_of", left[1], frozenset({literal})))
+        elif op in (">=", ">") and type(literal) in (int, float):
+            out.append(("at_least", left[1], literal, op == ">"))
+    return tuple(out)

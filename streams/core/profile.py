@@ -34,9 +34,10 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+from bisect import bisect_left, bisect_right
 from dataclasses import MISSING, dataclass, field, fields
 from functools import cache
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import lz4.block
@@ -45,18 +46,15 @@ import orjson
 from schemas.enriched import EnrichedEvent
 from schemas.events import (
     AddToCart,
-    CartView,
     CategoryView,
-    Checkout,
-    CouponApplied,
     ExitIntent,
     Identify,
     PageView,
     ProductView,
     Purchase,
     RemoveFromCart,
-    Search,
 )
+from streams.core.timeline import TIMELINE_MAX, contributions, entry_of
 
 DAY_S = 86_400
 RETENTION_DAYS = 400
@@ -156,6 +154,19 @@ class Profile:
     # Fields from here on were added after format 1; new fields go at the end (see `_BODY_LENGTHS`).
     evaluated_at: float = 0.0
     """Moment (event time) of the latest segment evaluation: an event older than it arrived late."""
+    timeline: list[list[Any]] = field(default_factory=list)
+    """The latest events as entries, sorted by time (`streams.core.timeline`): exact windows."""
+    timeline_from_day: int = 0
+    """Every event of this UTC day and later is in `timeline` (older days: buckets only)."""
+    totals: dict[str, float] = field(default_factory=dict)
+    """Lifetime sum of every metric key (buckets expire; lifetime attributes read this)."""
+    definitions_sha: str = ""
+    """`Definitions.source_sha` of the latest evaluation: under other definitions every segment is
+    evaluated again (`streams.core.segments`)."""
+    cohort_values: dict[str, float] = field(default_factory=dict)
+    """Cohort name → this profile's value in the cohort's population (its attribute's value, when
+    > 0) as of the latest evaluation: what the partition's quantile sketch counts for it
+    (`streams.core.sketch.PartitionCohorts`)."""
 
     # -- (de)serialisation -----------------------------------------------------------------------
 
@@ -219,11 +230,11 @@ class Profile:
         }
 
 
-FORMAT_NUMBER = 2
+FORMAT_NUMBER = 4
 FORMAT_TAG = b"TP" + bytes([FORMAT_NUMBER]) + b"\xff"
 """First bytes of a serialised profile: "TP", the format number, and 0xFF (as a little-endian uint32
 that is beyond LZ4's block limit, so never the size prefix of a legacy profile)."""
-_BODY_LENGTHS = {1: 38}
+_BODY_LENGTHS = {1: 38, 2: 39, 3: 43}
 """Body fields of each older format: formats differ only by fields appended at the end."""
 _OLDER_TAGS = frozenset(b"TP" + bytes([number]) + b"\xff" for number in _BODY_LENGTHS)
 _HEADER = struct.Struct("<4sddH")
@@ -272,14 +283,6 @@ def profile_clock_fields(raw: bytes) -> tuple[float, float | None]:
     return last_seen, None if math.isnan(next_check_at) else next_check_at
 
 
-def _bump(bucket: dict[str, float], metric: str, amount: float = 1, dimension: str | None = None) -> None:
-    # Counts stay ints (serialised as "3", not "3.0"); money stays float.
-    bucket[metric] = bucket.get(metric, 0) + amount
-    if dimension is not None:
-        key = f"{metric}@{dimension}"
-        bucket[key] = bucket.get(key, 0) + amount
-
-
 def _push_recent(items: list[tuple[str, float]], product_id: str, at: float) -> None:
     items.append((product_id, at))
     if len(items) > RECENT_ITEMS:
@@ -302,18 +305,15 @@ def apply(profile: Profile, enriched: EnrichedEvent, at: float | None = None) ->
     Duplicate detection (event id, source offset) is the caller's job (`streams.core.batch`):
     `apply` counts whatever it is given.
 
-    Longer than the house limit on purpose: it runs once per event on the hot path, where splitting
-    it into per-section helpers adds calls and repeated look-ups to every event; its sections
-    (day bucket, session, device and place, traffic, the event type's own fields) read top-down.
+    The event becomes a timeline entry (`streams.core.timeline.entry_of`); what it counts
+    (`contributions`) goes into its day bucket and the lifetime totals, and the entry into the
+    timeline. Longer than the house limit on purpose: it runs once per event on the hot path, where
+    splitting it into per-section helpers adds calls and repeated look-ups to every event; its
+    sections (session, device and place, traffic, counts, the event type's own state) read top-down.
     """
     event = enriched.event
     if at is None:
         at = event.event_time.timestamp()
-    day = int(at // DAY_S)
-    bucket = profile.days.get(day)
-    new_day = bucket is None
-    if bucket is None:
-        bucket = profile.days[day] = {}
 
     if profile.first_seen == 0.0 or at < profile.first_seen:
         profile.first_seen = at
@@ -327,7 +327,6 @@ def apply(profile: Profile, enriched: EnrichedEvent, at: float | None = None) ->
         profile.session_landing_path = event.context.page_path
         profile.session_source = enriched.traffic.source
         profile.session_source_name = enriched.traffic.name
-        _bump(bucket, "sessions")
     profile.last_seen = max(profile.last_seen, at)
     if event.user_id:
         profile.user_id = event.user_id
@@ -351,34 +350,40 @@ def apply(profile: Profile, enriched: EnrichedEvent, at: float | None = None) ->
     if event.context.page_path is not None:
         profile.last_page_path = event.context.page_path
 
-    _bump(bucket, "events")
+    entry = entry_of(event, at, new_session)
+    day = int(at // DAY_S)
+    bucket = profile.days.get(day)
+    new_day = bucket is None
+    if bucket is None:
+        bucket = profile.days[day] = {}
+    totals = profile.totals
+    for key, amount in contributions(entry):
+        # Counts stay ints (serialised as "3", not "3.0"); money stays float.
+        bucket[key] = bucket.get(key, 0) + amount
+        totals[key] = totals.get(key, 0) + amount
+    timeline = profile.timeline
+    if day >= profile.timeline_from_day:
+        if not timeline or timeline[-1][0] <= at:
+            timeline.append(entry)
+        else:  # out of order: keep the timeline sorted by time
+            timeline.insert(bisect_right(timeline, at, key=itemgetter(0)), entry)
+        if len(timeline) > TIMELINE_MAX:
+            _trim_timeline(profile)
+
     if isinstance(event, PageView):
-        _bump(bucket, "page_views")
-        page_type = event.properties.page_type
-        profile.last_page_type = page_type
-        if page_type == "home" or event.context.page_path == "/":
-            _bump(bucket, "home_views")
+        profile.last_page_type = event.properties.page_type
     elif isinstance(event, CategoryView):
-        _bump(bucket, "category_views", dimension=event.properties.category)
         profile.last_page_type = "category"
     elif isinstance(event, ProductView):
-        viewed = event.properties
-        _bump(bucket, "product_views", dimension=viewed.category)
-        _push_recent(profile.recent_views, viewed.product_id, at)
+        _push_recent(profile.recent_views, event.properties.product_id, at)
         profile.last_page_type = "product"
-    elif isinstance(event, Search):
-        _bump(bucket, "searches")
-    elif isinstance(event, CartView):
-        _bump(bucket, "cart_views")
     elif isinstance(event, AddToCart):
         added = event.properties
-        _bump(bucket, "add_to_carts", dimension=added.category)
         profile.cart[added.product_id] = profile.cart.get(added.product_id, 0) + added.quantity
         profile.cart_value += added.price * added.quantity
         profile.last_add_to_cart_at = at
     elif isinstance(event, RemoveFromCart):
         removed = event.properties
-        _bump(bucket, "remove_from_carts")
         left = profile.cart.get(removed.product_id, 0) - removed.quantity
         if left > 0:
             profile.cart[removed.product_id] = left
@@ -386,33 +391,13 @@ def apply(profile: Profile, enriched: EnrichedEvent, at: float | None = None) ->
             profile.cart.pop(removed.product_id, None)
         if not profile.cart:
             profile.cart_value = 0.0
-    elif isinstance(event, Checkout):
-        _bump(bucket, "checkouts")
     elif isinstance(event, Purchase):
-        order = event.properties
-        used_coupon = order.coupon is not None or any(item.coupon for item in order.items)
-        discounted = any(item.discount > 0 for item in order.items)
-        _bump(bucket, "purchases")
-        _bump(bucket, "spend", order.value)
-        if used_coupon:
-            _bump(bucket, "coupon_purchases")
-        if discounted:
-            _bump(bucket, "discount_purchases")
-        if used_coupon or discounted:
-            _bump(bucket, "promo_purchases")
-        for item in order.items:
-            category = item.category or "uncategorised"
-            bucket_key = f"spend@{category}"
-            bucket[bucket_key] = bucket.get(bucket_key, 0.0) + item.price * item.quantity
-            _bump(bucket, "items_bought", item.quantity, dimension=category)
+        for item in event.properties.items:
             _push_recent(profile.recent_purchases, item.product_id, at)
         profile.cart.clear()
         profile.cart_value = 0.0
         profile.last_purchase_at = at
-    elif isinstance(event, CouponApplied):
-        _bump(bucket, "coupon_uses")
     elif isinstance(event, ExitIntent):
-        _bump(bucket, "exit_intents")
         profile.last_exit_intent_at = at
     elif isinstance(event, Identify):
         known = event.properties
@@ -427,8 +412,20 @@ def apply(profile: Profile, enriched: EnrichedEvent, at: float | None = None) ->
     return profile
 
 
+def _trim_timeline(profile: Profile) -> None:
+    """Drop the oldest whole days until at most `TIMELINE_MAX` entries are left."""
+    timeline = profile.timeline
+    last_dropped_day = int(timeline[len(timeline) - TIMELINE_MAX - 1][0] // DAY_S)
+    del timeline[: bisect_left(timeline, (last_dropped_day + 1) * DAY_S, key=itemgetter(0))]
+    profile.timeline_from_day = last_dropped_day + 1
+
+
 def _expire(profile: Profile, today: int) -> None:
     oldest = today - RETENTION_DAYS
     if len(profile.days) > 1 and min(profile.days) < oldest:
         for stale in [d for d in profile.days if d < oldest]:
             del profile.days[stale]
+        timeline = profile.timeline
+        if timeline and timeline[0][0] < oldest * DAY_S:
+            del timeline[: bisect_left(timeline, oldest * DAY_S, key=itemgetter(0))]
+        profile.timeline_from_day = max(profile.timeline_from_day, oldest)

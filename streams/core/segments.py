@@ -18,19 +18,26 @@ selective tests first (``country == "CH" && …``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import bisect
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import cel
 
 from schemas.changes import AttributeValue
 from streams.core.attributes import RECHECK_ANCHORS, LazyValues, cel_functions, groups_exit_at, scalarize
 from streams.core.definitions import Definitions, SegmentDef
+from streams.core.dependencies import Changes
 from streams.core.profile import Profile
+from streams.core.windows import next_full_hour
 
 __all__ = [
+    "PREVIEW_SAMPLE",
     "Evaluation",
+    "Preview",
+    "SegmentPreview",
     "diff",
     "evaluate",
     "next_check_at",
@@ -52,6 +59,8 @@ class Evaluation:
     """Segments whose condition failed at run time (counted as not a member), with the reason."""
     values: LazyValues | None = field(default=None, repr=False, compare=False)
     """The values the conditions were evaluated on (for `explain` after the fact)."""
+    complete: bool = True
+    """Every segment was evaluated (not only those the visitor's changes can affect)."""
 
     def explain(self, defs: Definitions, segment_ids: Iterable[str]) -> dict[str, dict[str, AttributeValue]]:
         """The values each of `segment_ids`' conditions read, as `deciding` holds them: from
@@ -88,16 +97,60 @@ def _context(
     return env
 
 
-def _evaluate(profile: Profile, defs: Definitions, now: float, explain: bool) -> Evaluation:
-    values = LazyValues(profile, defs.plan, now)
+GUARDS_FROM = 24
+"""Segments to evaluate from which the guards (`DependencyIndex.ruled_out`) are consulted first."""
+
+
+def _to_evaluate(profile: Profile, defs: Definitions, now: float, changes: Changes | None) -> Sequence[int]:
+    """Indices of the segments to evaluate, in evaluation order: all of them, or only those the
+    changes can affect when time alone has changed nothing since the profile's last evaluation
+    under these definitions (see `streams.core.dependencies`)."""
+    index = defs.dependencies
+    if index is None:
+        return range(len(defs.segments))
+    pending = profile.next_check_at
+    if (
+        changes is None
+        or profile.definitions_sha != defs.source_sha
+        or (pending is not None and now >= pending)
+    ):
+        return index.order
+    return index.affected(changes)
+
+
+def _evaluate(
+    profile: Profile,
+    defs: Definitions,
+    now: float,
+    explain: bool,
+    changes: Changes | None = None,
+    known: Mapping[str, Any] | None = None,
+) -> Evaluation:
+    if known is None and defs.cohorts:
+        known = defs.cohort_thresholds(None)  # no threshold known: each reads +infinity
+    values = LazyValues(profile, defs.plan, now, known)
     functions = defs.segment_functions
     if defs.segment_function_names:
         functions = {**functions, **cel_functions(profile, defs.segment_function_names)}
     resolve = values.get
     env: cel.Context | None = None  # built when a condition needs CEL (most run in Python)
-    members: set[str] = set()
+    segments = defs.segments
+    chosen = _to_evaluate(profile, defs, now, changes)
+    members = values.members  # the stored membership; each evaluated segment replaces its own
+    if len(chosen) == len(segments):
+        members.clear()
+    else:
+        members.intersection_update(defs.segment_ids)
+        members.difference_update(segments[i].id for i in chosen)
     errors: dict[str, str] = {}
-    for seg in defs.segments:
+    index = defs.dependencies
+    # Guards pay off over many conditions; over a few, reading every guarded name costs more.
+    use_guards = index is not None and index.has_guards and len(chosen) >= GUARDS_FROM
+    ruled_out = index.ruled_out(resolve) if use_guards and index is not None else ()
+    for i in chosen:
+        if i in ruled_out:
+            continue
+        seg = segments[i]
         fast = seg.when.fast
         if fast is not None:
             try:
@@ -117,13 +170,15 @@ def _evaluate(profile: Profile, defs: Definitions, now: float, explain: bool) ->
             members.add(seg.id)
         elif result is not False:
             errors[seg.id] = f"condition gave {result!r}, not true/false"
+    members = set(members)
     deciding: dict[str, dict[str, AttributeValue]] = {}
     if explain:
         previous = profile.segments
         for seg in defs.segments:
             if seg.id in members or seg.id in previous:
                 deciding[seg.id] = _read_values(seg, values)
-    return Evaluation(frozenset(members), deciding, values.cache, errors, values)
+    complete = len(chosen) == len(segments)
+    return Evaluation(frozenset(members), deciding, values.cache, errors, values, complete)
 
 
 def _read_values(seg: SegmentDef, values: LazyValues) -> dict[str, AttributeValue]:
@@ -134,14 +189,27 @@ def _read_values(seg: SegmentDef, values: LazyValues) -> dict[str, AttributeValu
     return read
 
 
-def evaluate(profile: Profile, defs: Definitions, now: float, *, explain: bool = True) -> Evaluation:
+def evaluate(
+    profile: Profile,
+    defs: Definitions,
+    now: float,
+    *,
+    explain: bool = True,
+    changes: Changes | None = None,
+    known: Mapping[str, Any] | None = None,
+) -> Evaluation:
     """Which segments the profile is in at `now`. Pure: the profile is not changed.
+
+    `changes`: what the visitor's new events changed (`streams.core.dependencies`); segments they
+    cannot affect keep their stored membership. None evaluates every segment. `known`: values
+    conditions read as given, not computed: the cohort thresholds (`Definitions.cohort_thresholds`;
+    None: no threshold is known, each reads +infinity).
 
     A condition that fails at run time (e.g. ``age >= 18`` with an unknown age and no `has_age`
     guard) counts as false and is reported in `Evaluation.errors`. With `explain=False`,
     `deciding` stays empty; `Evaluation.explain` computes it for the segments that need it.
     """
-    return _evaluate(profile, defs, now, explain=explain)
+    return _evaluate(profile, defs, now, explain=explain, changes=changes, known=known)
 
 
 def diff(previous: Iterable[str], current: frozenset[str]) -> tuple[list[str], list[str]]:
@@ -157,9 +225,14 @@ def next_check_at(profile: Profile, defs: Definitions, now: float) -> float | No
     self-sliding facts segments read (``session_active``: last_seen + 30 min; each
     ``viewed_products_30m`` view + 30 min; each ``purchased_products_24h`` purchase + 24 h); and
     for windowed attributes, the moment the oldest in-window non-zero bucket slides out of each
-    window a segment reads (``(day + W) * 86400``). `None` when nothing is pending.
+    window a segment reads (``(day + W) * 86400``); for a member of a segment reading the local
+    hour or weekday, the next full hour in the definitions' zone. `None` when nothing is pending.
     """
-    best: float | None = groups_exit_at(profile, defs.window_groups, now)
+    best: float | None = groups_exit_at(profile, defs.window_groups, now, defs.zone)
+    if defs.local_time_segments and not defs.local_time_segments.isdisjoint(profile.segments):
+        hour = next_full_hour(now, defs.zone)
+        if best is None or hour < best:
+            best = hour
     for anchor, delay in defs.time_anchors:
         for t in RECHECK_ANCHORS[anchor](profile):
             t += delay
@@ -168,10 +241,111 @@ def next_check_at(profile: Profile, defs: Definitions, now: float) -> float | No
     return best
 
 
-def preview(profiles: Iterable[Profile], defs: Definitions, now: float) -> dict[str, int]:
-    """Segment sizes under `defs` (e.g. a changed file, before it goes live): id → members."""
-    counts = dict.fromkeys((seg.id for seg in defs.segments), 0)
+PREVIEW_SAMPLE = 5
+"""Visitor ids a preview names per segment and direction (the smallest ids, so it is stable)."""
+
+
+@dataclass(slots=True)
+class SegmentPreview:
+    """One segment before and after a definitions change, over the previewed profiles."""
+
+    status: Literal["kept", "added", "removed"]
+    """Whether the segment is in both definitions, only the new ones, or only the current ones."""
+    members_now: int = 0
+    members_after: int = 0
+    entering: int = 0
+    leaving: int = 0
+    entering_sample: list[str] = field(default_factory=list)
+    leaving_sample: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Preview:
+    """What applying `version` would do to the previewed profiles, per segment (`preview`)."""
+
+    version: str
+    current_version: str | None
+    profiles: int = 0
+    segments: dict[str, SegmentPreview] = field(default_factory=dict)
+    """The new definitions' segments in their order, then those only the current ones have."""
+
+    def sizes(self) -> dict[str, int]:
+        """Members of each segment of the new definitions."""
+        return {sid: seg.members_after for sid, seg in self.segments.items() if seg.status != "removed"}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "current_version": self.current_version,
+            "profiles": self.profiles,
+            "segments": {sid: dataclasses.asdict(seg) for sid, seg in self.segments.items()},
+        }
+
+
+def _empty_preview(defs: Definitions, current: Definitions | None) -> Preview:
+    result = Preview(defs.version, current.version if current is not None else None)
+    segments = result.segments
+    for seg in defs.segments:
+        segments[seg.id] = SegmentPreview("added" if current is not None else "kept")
+    if current is not None:
+        for seg in current.segments:
+            if seg.id in segments:
+                segments[seg.id].status = "kept"
+            else:
+                segments[seg.id] = SegmentPreview("removed")
+    return result
+
+
+def _sample_add(sample: list[str], visitor_id: str, size: int) -> None:
+    if len(sample) < size or (sample and visitor_id < sample[-1]):
+        bisect.insort(sample, visitor_id)
+        del sample[size:]
+
+
+def preview(
+    profiles: Iterable[Profile],
+    defs: Definitions,
+    now: float,
+    *,
+    current: Definitions | None = None,
+    sample: int = PREVIEW_SAMPLE,
+    into: Preview | None = None,
+    cohorts: Mapping[str, float] | None = None,
+) -> Preview:
+    """What `defs` (e.g. a changed file, before it goes live) would make of `profiles`: per segment
+    the members now and after, how many enter and leave, and a sample of their ids. Pure.
+
+    Each profile is evaluated as of `now`. "Now" is `current`'s evaluation at that same moment, so
+    the counts show what the definitions change and not what time changed; without `current` it is
+    the membership stored in the profile. `into` (a preview of the same definitions) is added to and
+    returned: profiles can be previewed a chunk at a time, each chunk as of its own moment (a
+    partition's clock). `cohorts`: the cohort thresholds known (unknown ones read +infinity).
+    """
+    result = into if into is not None else _empty_preview(defs, current)
+    segments = result.segments
+    known_after = defs.cohort_thresholds(cohorts)
+    known_before = current.cohort_thresholds(cohorts) if current is not None else None
     for profile in profiles:
-        for segment_id in _evaluate(profile, defs, now, explain=False).members:
-            counts[segment_id] += 1
-    return counts
+        after = _evaluate(profile, defs, now, explain=False, known=known_after).members
+        before = (
+            _evaluate(profile, current, now, explain=False, known=known_before).members
+            if current is not None
+            else frozenset(profile.segments)
+        )
+        result.profiles += 1
+        visitor_id = profile.visitor_id
+        for segment_id in before:
+            counted = segments.get(segment_id)
+            if counted is None:  # stored membership of a segment neither definition has
+                counted = segments[segment_id] = SegmentPreview("removed")
+            counted.members_now += 1
+            if segment_id not in after:
+                counted.leaving += 1
+                _sample_add(counted.leaving_sample, visitor_id, sample)
+        for segment_id in after:
+            counted = segments[segment_id]
+            counted.members_after += 1
+            if segment_id not in before:
+                counted.entering += 1
+                _sample_add(counted.entering_sample, visitor_id, sample)
+    return result

@@ -6,8 +6,8 @@
   its web API, committed offsets, stop by PID), `wait_on_worker`, `ChildProcess` for other children;
 - `kafka`: topics read to their Fetch high watermark, a group's committed offsets;
 - `replay`: `replay_events` / `replay_records`, the profiles the pure core folds from a stream;
-- `fakes`: in-memory fakes of the analytics sink, the serving store, the producer and the consumer,
-  recording their calls in one `CallLog`.
+- `fakes`: in-memory fakes of the analytics sink, the serving store, the producer and the consumer
+  (and a producer appending to that consumer's topics), recording their calls in one `CallLog`.
 """
 
 from streams.testing.fakes import (
@@ -17,6 +17,7 @@ from streams.testing.fakes import (
     FakeConsumer,
     FakeProducer,
     FakeServingStore,
+    FakeTopicProducer,
     changelog_records,
 )
 from streams.testing.kafka import fetch_to_highwater, group_committed, read_topic
@@ -49,6 +50,7 @@ __all__ = [
     "FakeConsumer",
     "FakeProducer",
     "FakeServingStore",
+    "FakeTopicProducer",
     "ProcessExited",
     "WaitTimeout",
     "WorkerConfig",

@@ -12,7 +12,8 @@ raise, to show what happens, and what does not, after a failed step::
 
 The names recorded: `analytics.write`, `serving.write`, `producer.ack` (a topic send's ack awaited),
 `changelog.write`, `consumer.commit`, and the changelog consumer's `consumer.assign`,
-`consumer.seek_to_beginning`, `consumer.getmany`, `consumer.stop`.
+`consumer.seek_to_beginning`, `consumer.getmany`, `consumer.stop`; a `FakeTopicProducer`'s
+`producer.send_and_wait` (records appended to a `FakeConsumer`'s topics).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from schemas.enriched import Device, Geo
 from sinks.clickhouse import AnalyticsBatch
 from sinks.redis_serving import VisitorUpdate
 from streams.core.batch import SourceRecord
+from streams.core.enrich import Enricher
 
 
 class CallLog:
@@ -240,6 +243,30 @@ class FakeConsumer:
         self.stopped = True
 
 
+class FakeTopicProducer:
+    """A producer appending to the in-memory topics a `FakeConsumer` reads: what it sends, the
+    consumer fetches next (`send_and_wait`, as aiokafka's; records get the next offset)."""
+
+    def __init__(self, consumer: FakeConsumer, calls: CallLog | None = None) -> None:
+        self.consumer = consumer
+        self.calls = calls if calls is not None else consumer.calls
+        self.stopped = False
+
+    async def send_and_wait(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int | None = None
+    ) -> SourceRecord:
+        self.calls.record("producer.send_and_wait")
+        tp = TopicPartition(topic, partition or 0)
+        log = self.consumer.topics.setdefault(tp, [])
+        assert isinstance(log, list), "the consumer's topic must be a list to be appended to"
+        record = SourceRecord(partition=tp.partition, offset=len(log), key=key, value=value)
+        log.append(record)
+        return record
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
 def changelog_records(partition: int, entries: Sequence[tuple[str, bytes | None]]) -> list[SourceRecord]:
     """A changelog partition's records, offsets from 0: (visitor id, serialised profile or None for
     a tombstone)."""
@@ -256,5 +283,31 @@ __all__ = [
     "FakeConsumer",
     "FakeProducer",
     "FakeServingStore",
+    "FakeTopicProducer",
     "changelog_records",
 ]
+
+
+class FixedUa:
+    """A user-agent parser that sees the same device in every user agent."""
+
+    def __init__(self, device: Device | None = None) -> None:
+        self.device = device or Device(category="mobile", os="Android", browser="Chrome")
+
+    def parse(self, ua: str) -> Device:
+        return self.device
+
+
+class FixedGeo:
+    """A geo lookup that places every IP in the same city."""
+
+    def __init__(self, geo: Geo | None = None) -> None:
+        self.geo = geo or Geo(country="CH", city="Zurich", source="ip")
+
+    def lookup(self, ip: str) -> Geo | None:
+        return self.geo
+
+
+def fixed_enricher() -> Enricher:
+    """An `Enricher` with no databases: every event from an Android phone in Zurich."""
+    return Enricher(FixedUa(), FixedGeo())

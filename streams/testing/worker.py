@@ -156,8 +156,9 @@ class WorkerConfig:
 
     Names left empty are derived from `run_id` (fresh per config) and `prefix`: topics
     `<prefix>events-<run>`, `….dlq`, `<prefix>segment-changes-<run>`, `<prefix>messages-<run>`,
-    `<prefix>profiles-changelog-<run>`, group `<prefix>tessera-<run>`. Workers that share a config
-    (or a copy by `dataclasses.replace`) share a consumer group; give each its own `data_dir`.
+    `<prefix>profiles-changelog-<run>`, `<prefix>definitions-<run>`, `<prefix>cohorts-<run>`, group
+    `<prefix>tessera-<run>`. Workers that share a config (or a copy by `dataclasses.replace`) share a
+    consumer group, a definitions and a cohorts topic; give each its own `data_dir`.
     """
 
     kafka: str
@@ -171,6 +172,8 @@ class WorkerConfig:
     changes_topic: str = ""
     messages_topic: str = ""
     changelog_topic: str = ""
+    definitions_topic: str = ""
+    cohorts_topic: str = ""
     group_id: str = ""
     redis_prefix: str = ""
     clickhouse_dsn: str | None = None
@@ -189,6 +192,8 @@ class WorkerConfig:
         self.changes_topic = self.changes_topic or f"{prefix}segment-changes-{run}"
         self.messages_topic = self.messages_topic or f"{prefix}messages-{run}"
         self.changelog_topic = self.changelog_topic or f"{prefix}profiles-changelog-{run}"
+        self.definitions_topic = self.definitions_topic or f"{prefix}definitions-{run}"
+        self.cohorts_topic = self.cohorts_topic or f"{prefix}cohorts-{run}"
         self.group_id = self.group_id or f"{prefix}tessera-{run}"
         # Letters and digits only: `t<run>`, or the prefix without its dash.
         self.redis_prefix = self.redis_prefix or f"{prefix.rstrip('-') or 't'}{run}"
@@ -206,6 +211,8 @@ class WorkerConfig:
             changes_topic=settings.changes_topic,
             messages_topic=settings.messages_topic,
             changelog_topic=settings.changelog_topic,
+            definitions_topic=settings.definitions_topic,
+            cohorts_topic=settings.cohorts_topic,
             group_id=settings.group_id,
             redis_prefix=settings.redis_prefix,
             clickhouse_dsn=clickhouse_dsn,
@@ -227,6 +234,8 @@ class WorkerConfig:
             "TESSERA_CHANGES_TOPIC": self.changes_topic,
             "TESSERA_MESSAGES_TOPIC": self.messages_topic,
             "TESSERA_CHANGELOG_TOPIC": self.changelog_topic,
+            "TESSERA_DEFINITIONS_TOPIC": self.definitions_topic,
+            "TESSERA_COHORTS_TOPIC": self.cohorts_topic,
             "TESSERA_GROUP_ID": self.group_id,
             "TESSERA_REDIS_PREFIX": self.redis_prefix,
             "TESSERA_PARTITIONS": str(self.partitions),
@@ -315,15 +324,22 @@ class WorkerProcess(ChildProcess):
 
         return wait_on_worker(alive_and_holds, timeout, interval, message)
 
-    def get(self, path: str, timeout: float = 30.0) -> Any:
-        """GET `path` of the worker's web API; its JSON answer."""
-        with urllib.request.urlopen(self.web + path, timeout=timeout) as response:
+    def get(self, path: str, timeout: float = 30.0, headers: Mapping[str, str] | None = None) -> Any:
+        """GET `path` of the worker's web API (with `headers`); its JSON answer."""
+        request = urllib.request.Request(self.web + path, headers=dict(headers or {}))
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 
-    def post(self, path: str, body: bytes, timeout: float = 30.0) -> tuple[int, Any]:
-        """POST a JSON `body` to `path`; (HTTP status, JSON answer), error statuses included."""
+    def post(
+        self, path: str, body: bytes, timeout: float = 30.0, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """POST a JSON `body` to `path` (with `headers` besides the content type); (HTTP status, JSON
+        answer), error statuses included."""
         request = urllib.request.Request(
-            self.web + path, data=body, method="POST", headers={"Content-Type": "application/json"}
+            self.web + path,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", **(headers or {})},
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:

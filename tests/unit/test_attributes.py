@@ -20,12 +20,12 @@ from streams.core.attributes import (
     inline_constants,
     parse_duration,
     parse_metric_ref,
-    parse_window,
     scalarize,
     sliding_fact_times,
     window_exit_at,
 )
 from streams.core.profile import DAY_S, Profile
+from streams.core.windows import Window, parse_window
 
 TODAY = 20_000
 NOW = TODAY * DAY_S + 12 * 3600.0
@@ -39,8 +39,14 @@ def facts(profile: Profile, now: float = NOW) -> dict[str, object]:
 
 
 def test_parse_window() -> None:
-    assert parse_window("1d") == 1 and parse_window("365d") == 365
-    for bad in ("0d", "366d", "30", "1w", "d", "30D", 30, None):
+    assert parse_window("1d") == Window("1d", "sliding", 86_400.0)
+    assert parse_window("365d").seconds == 365 * 86_400
+    assert parse_window("15m").seconds == 900 and parse_window("2h").seconds == 7200
+    assert parse_window("8760h").seconds == 365 * 86_400
+    assert parse_window("today") == Window("today", "calendar", unit="day")
+    assert parse_window("this_week").unit == "week" and parse_window("this_month").unit == "month"
+    assert parse_window("lifetime").kind == "lifetime"
+    for bad in ("0d", "366d", "8761h", "30", "1w", "d", "30D", "0m", "yesterday", 30, None):
         with pytest.raises(ValueError, match="bad window"):
             parse_window(bad)
 
@@ -125,12 +131,12 @@ def test_cart_and_session_facts() -> None:
 
 
 ATTRS = {
-    "p30": AttributeDef("p30", "sum", 30, "purchases"),
-    "s7": AttributeDef("s7", "sum", 7, "spend"),
-    "tv7": AttributeDef("tv7", "sum", 7, "spend@tv"),
-    "by7": AttributeDef("by7", "by", 7, "spend", dimensions=frozenset({"garden"})),
-    "d7": AttributeDef("d7", "days", 7, "sessions"),
-    "r7": AttributeDef("r7", "ratio", 7, "coupon_purchases", "purchases"),
+    "p30": AttributeDef("p30", "sum", parse_window("30d"), "purchases"),
+    "s7": AttributeDef("s7", "sum", parse_window("7d"), "spend"),
+    "tv7": AttributeDef("tv7", "sum", parse_window("7d"), "spend@tv"),
+    "by7": AttributeDef("by7", "by", parse_window("7d"), "spend", dimensions=frozenset({"garden"})),
+    "d7": AttributeDef("d7", "days", parse_window("7d"), "sessions"),
+    "r7": AttributeDef("r7", "ratio", parse_window("7d"), "coupon_purchases", "purchases"),
 }
 
 

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 import streams.core.batch
+from schemas.changes import SegmentChange
 from schemas.deadletter import DeadLetterReason
 from schemas.enriched import Device, EnrichedEvent, Geo
 from schemas.events import Event
@@ -107,6 +108,20 @@ def test_replayed_offsets_are_skipped_exactly(defs: Definitions) -> None:
     assert sum(bucket.get("purchases", 0) for bucket in profile.days.values()) == 4
 
 
+def fire_timers(
+    defs: Definitions, store: dict[str, bytes], until: datetime, visitor: str = "v1"
+) -> list[SegmentChange]:
+    """Fire the visitor's timers one by one in due order up to `until`, as the engine would once its
+    partition's clock passes them; every change they made."""
+    changes: list[SegmentChange] = []
+    for _ in range(20):
+        due_at = Profile.from_bytes(store[visitor]).next_check_at
+        if due_at is None or due_at > until.timestamp():
+            return changes
+        changes += run(defs, [], store, until, due={visitor: (0, due_at)}).changes
+    raise AssertionError(f"more than 20 timers of {visitor} due by {until}")
+
+
 def test_cart_abandonment_fires_from_the_timer_at_the_due_time(defs: Definitions) -> None:
     store: dict[str, bytes] = {}
     add = event("e1", "add_to_cart", T0, product_id="P-1", price=5.0)
@@ -114,16 +129,70 @@ def test_cart_abandonment_fires_from_the_timer_at_the_due_time(defs: Definitions
     assert "cart_abandoners" not in first.visitors["v1"].entered
     due_at = Profile.from_bytes(store["v1"]).next_check_at
     assert due_at is not None and due_at <= (T0 + timedelta(minutes=30)).timestamp()
-    # Walk the timer forward until it decides (earlier rechecks may exist, e.g. session end).
-    for _ in range(5):
-        result = run(defs, [], store, T0 + timedelta(hours=2), due={"v1": (0, due_at)})
-        entered = [c for c in result.changes if c.segment == "cart_abandoners"]
-        if entered:
-            break
-        due_at = Profile.from_bytes(store["v1"]).next_check_at
-        assert due_at is not None
-    assert entered[0].reason == "timer"
-    assert entered[0].event_time == T0 + timedelta(minutes=30)
+    due = T0 + timedelta(minutes=30)
+    assert cart_changes(fire_timers(defs, store, T0 + timedelta(hours=2)))[0] == ("entered", "timer", due)
+
+
+def cart_changes(changes: list[SegmentChange]) -> list[tuple[str, str, datetime]]:
+    """(transition, reason, event time) of each `cart_abandoners` change."""
+    return [(c.transition.value, c.reason, c.event_time) for c in changes if c.segment == "cart_abandoners"]
+
+
+ADD = event("e1", "add_to_cart", T0, product_id="P-1", price=5.0)
+LATE_PURCHASE = event("e2", "purchase", T0 + timedelta(minutes=29, seconds=59), order_id="o1", value=5.0)
+"""Stamped a second before the cart's abandonment falls due, arriving after the timer fired."""
+
+
+def test_a_late_purchase_corrects_the_timers_entry(defs: Definitions) -> None:
+    store: dict[str, bytes] = {}
+    first = run(defs, records(ADD), store, T0)
+    assert {c.reason for c in first.changes} == {"event"}
+    due = T0 + timedelta(minutes=30)
+    assert cart_changes(fire_timers(defs, store, due)) == [("entered", "timer", due)]
+    assert Profile.from_bytes(store["v1"]).evaluated_at == due.timestamp()
+
+    late = run(defs, records(LATE_PURCHASE, start=1), store, due + timedelta(seconds=5))
+    # Evaluated as of 10:30 (not 10:29:59, which would undo the timer's decision by turning the
+    # visitor's clock back), with the purchase folded in: the cart is empty.
+    assert cart_changes(late.changes) == [("exited", "correction", due)]
+    assert {c.reason for c in late.changes} == {"correction"}  # every change of the late batch
+    assert {c.trigger_event_id for c in late.changes} == {"e2"}
+    profile = Profile.from_bytes(store["v1"])
+    assert "cart_abandoners" not in profile.segments
+    assert profile.evaluated_at == due.timestamp()  # a late event never moves it back
+    assert profile.next_check_at is None or profile.next_check_at > due.timestamp()
+
+
+def test_an_event_after_the_timers_entry_exits_by_event(defs: Definitions) -> None:
+    store: dict[str, bytes] = {}
+    run(defs, records(ADD), store, T0)
+    fire_timers(defs, store, T0 + timedelta(minutes=30))
+    at = T0 + timedelta(minutes=31)
+    purchase = event("e2", "purchase", at, order_id="o1", value=5.0)
+    later = run(defs, records(purchase, start=1), store, at)
+    assert cart_changes(later.changes) == [("exited", "event", at)]
+    assert Profile.from_bytes(store["v1"]).evaluated_at == at.timestamp()
+
+
+def test_late_events_end_in_the_membership_of_a_replay_in_event_time_order(defs: Definitions) -> None:
+    """Live: the add, the timer at 10:30, then the purchase stamped 10:29:59. Replay: the add and
+    the purchase in event-time order, the timers after both, or none at all."""
+    due = T0 + timedelta(minutes=30)
+    live: dict[str, bytes] = {}
+    run(defs, records(ADD), live, T0)
+    fire_timers(defs, live, due)
+    run(defs, records(LATE_PURCHASE, start=1), live, due + timedelta(seconds=5))
+
+    replayed: dict[str, bytes] = {}
+    run(defs, records(ADD, LATE_PURCHASE), replayed, due + timedelta(seconds=5))
+    assert Profile.from_bytes(replayed["v1"]).segments == Profile.from_bytes(live["v1"]).segments
+
+    later = T0 + timedelta(days=2)
+    fire_timers(defs, live, later)
+    fire_timers(defs, replayed, later)
+    live_profile, replayed_profile = Profile.from_bytes(live["v1"]), Profile.from_bytes(replayed["v1"])
+    assert replayed_profile.segments == live_profile.segments
+    assert replayed_profile.evaluated_at == live_profile.evaluated_at
 
 
 def test_no_personalisation_consent_keeps_no_profile(defs: Definitions) -> None:

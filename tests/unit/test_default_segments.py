@@ -311,3 +311,62 @@ def test_cafe_radius_4km(defs: Definitions) -> None:
     far = {"country": "DE", "city": "Berlin", "lat": 52.5200, "lon": 13.4050}  # Mitte, ~5 km
     assert "cafe_radius_4km" not in members(defs, visitor(**far))
     assert "cafe_radius_4km" not in members(defs, visitor(lat=None, lon=None))
+
+
+# -- the four kinds of segmentation and the brief's macro-segments -----------------------------------
+
+
+def test_demographic_and_geographic_segments(defs: Definitions) -> None:
+    assert "age_18_29" in members(defs, visitor(age=24))
+    assert "age_18_29" not in members(defs, visitor(age=30)) | members(defs, visitor())
+    assert "age_50_plus" in members(defs, visitor(age=50))
+    assert "dach_visitors" in members(defs, visitor(country="AT"))
+    assert "dach_visitors" not in members(defs, visitor())
+
+
+def test_interest_groups_count_product_and_category_pages_per_category(defs: Definitions) -> None:
+    view_times = [NOW - (i + 1) * DAY_S for i in range(3)]
+    page_times = [NOW - 3600.0 * (i + 1) for i in range(2)]
+    views: list[list[Any]] = [[t, 2, 0, f"P-{i}", "sports", 20.0] for i, t in enumerate(view_times)]
+    pages: list[list[Any]] = [[t, 1, 0, "sports"] for t in page_times]
+    timeline = sorted(views + pages)
+    days = merge(*(days_ago(int((NOW - t) // DAY_S)) for t in view_times + page_times))
+    fan = visitor(timeline=timeline, days=days)
+    assert {"interest_sports"} <= members(defs, fan)
+    assert "interest_electronics" not in members(defs, fan)
+    assert "interest_sports" not in members(defs, visitor(timeline=timeline[1:]))
+
+
+def test_purchase_history_segments(defs: Definitions) -> None:
+    a_year_ago = visitor(days=days_ago(330, purchases=1))
+    assert {"seasonal_buyers", "lapsed_customers"} <= members(defs, a_year_ago)
+    half_a_year = visitor(days=days_ago(180, purchases=1))
+    assert "lapsed_customers" in members(defs, half_a_year)
+    assert "seasonal_buyers" not in members(defs, half_a_year)
+    recent = visitor(days=merge(days_ago(330, purchases=1), days_ago(10, purchases=1)))
+    assert not {"seasonal_buyers", "lapsed_customers"} & members(defs, recent)
+
+
+def test_big_ticket_buyers_read_the_order_value(defs: Definitions) -> None:
+    order = [NOW - 5 * DAY_S, 8, 0, 260.0, [["P-1", "electronics", 260.0, 1]]]
+    assert "big_ticket_buyers" in members(defs, visitor(timeline=[order]))
+    small = [NOW - 5 * DAY_S, 8, 0, 240.0, [["P-1", "electronics", 240.0, 1]]]
+    assert "big_ticket_buyers" not in members(defs, visitor(timeline=[small]))
+
+
+def test_weekday_morning_visitors_in_berlin_time(defs: Definitions) -> None:
+    # Day 20000 is Friday 2024-10-04; 08:00 UTC is 10:00 in Berlin (summer time).
+    morning = TODAY * DAY_S + 8 * 3600.0
+    active = visitor(last_seen=morning - 5 * MIN)
+    assert "weekday_morning_visitors" in members(defs, active, morning)
+    assert "weekday_morning_visitors" not in members(defs, visitor(last_seen=NOW - 5 * MIN))  # 14:00
+    saturday = morning + DAY_S
+    assert "weekday_morning_visitors" not in members(defs, visitor(last_seen=saturday - MIN), saturday)
+
+
+def test_high_potential_prospects(defs: Definitions) -> None:
+    browsing = days_ago(1, product_views=5)
+    prospect = visitor(days=browsing, cart={"P-1": 1}, cart_value=120.0)
+    assert "high_potential_prospects" in members(defs, prospect)
+    buyer = visitor(days=merge(browsing, days_ago(100, purchases=1)), cart={"P-1": 1}, cart_value=120.0)
+    assert "high_potential_prospects" not in members(defs, buyer)

@@ -60,6 +60,15 @@ def full_profile() -> Profile:
         consent_marketing=False,
         trigger_last_sent={"welcome": 1795206273.892},
         evaluated_at=1795206526.066,
+        timeline=[
+            [1795206273.892, 0, 3, "/"],
+            [1795206300.5, 2, 0, "P-1001", "electronics", 499.0],
+            [1795206526.066, 8, 4, 99.5, [["P-7", "clothing", 99.5, 1]]],
+        ],
+        timeline_from_day=20770,
+        totals={"events": 3, "purchases": 1, "spend": 99.5, "spend@clothing": 99.5},
+        definitions_sha="5d41402abc4b2a76",
+        cohort_values={"electronics_spend_p95": 2319.9, "orders_p90": 4.0},
     )
 
 
@@ -129,18 +138,30 @@ def test_serialised_form_is_smaller_than_legacy() -> None:
     assert len(profile.to_bytes()) < len(legacy_bytes(profile))
 
 
-def format_1_bytes(profile: Profile) -> bytes:
-    """Format 1: the same header and body, without the fields appended since (`evaluated_at`)."""
+def older_format_bytes(profile: Profile, number: int, body_fields: int) -> bytes:
+    """An older format: the same header and body, without the fields appended since."""
     raw = profile.to_bytes()
     ids_end = len(FORMAT_TAG) + 8 + 8 + 2 + 8 * len(profile.recent_event_ids)
-    body = orjson.loads(lz4.block.decompress(raw[ids_end:]))[:38]
-    return b"TP\x01\xff" + raw[len(FORMAT_TAG) : ids_end] + lz4.block.compress(orjson.dumps(body))
+    body = orjson.loads(lz4.block.decompress(raw[ids_end:]))[:body_fields]
+    tag = b"TP" + bytes([number]) + b"\xff"
+    return tag + raw[len(FORMAT_TAG) : ids_end] + lz4.block.compress(orjson.dumps(body))
 
 
-def test_format_1_profiles_decode_with_defaults_for_new_fields() -> None:
+@pytest.mark.parametrize(
+    ("number", "added"),
+    [
+        (1, ["evaluated_at", "timeline", "timeline_from_day", "totals", "definitions_sha", "cohort_values"]),
+        (2, ["timeline", "timeline_from_day", "totals", "definitions_sha", "cohort_values"]),
+        (3, ["cohort_values"]),
+    ],
+)
+def test_older_formats_decode_with_defaults_for_new_fields(number: int, added: list[str]) -> None:
     profile = full_profile()
-    back = Profile.from_bytes(format_1_bytes(profile))
-    assert back.evaluated_at == 0.0
-    back.evaluated_at = profile.evaluated_at
+    raw = older_format_bytes(profile, number, len(fields(Profile)) - 3 - len(added))
+    back = Profile.from_bytes(raw)
+    default = Profile(visitor_id="")
+    for name in added:
+        assert getattr(back, name) == getattr(default, name)
+        setattr(back, name, getattr(profile, name))
     assert_same(back, profile)
-    assert profile_clock_fields(format_1_bytes(profile)) == (profile.last_seen, profile.next_check_at)
+    assert profile_clock_fields(raw) == (profile.last_seen, profile.next_check_at)

@@ -436,7 +436,7 @@ def test_preview_counts_every_segment() -> None:
         profile(visitor_id="2", days={TODAY - 3: {"purchases": 1.0}}),
         profile(visitor_id="3"),
     ]
-    assert preview(profiles, defs, NOW) == {"buyer_30d": 2, "buyer_today": 1, "no_purchase_30d": 1}
+    assert preview(profiles, defs, NOW).sizes() == {"buyer_30d": 2, "buyer_today": 1, "no_purchase_30d": 1}
 
 
 def test_distance_km_and_location_guard() -> None:

@@ -1,0 +1,151 @@
+"""What changed between two definitions, as readable lines (`tessera segments diff`). Pure.
+
+Sections in file order: version, timezone, params, attributes, cohorts, segments, triggers. A segment whose
+condition is written the same but reads a changed param, attribute or cohort is reported as changed,
+with what it reads that changed: its members can change as much as if its condition had been
+rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from streams.core.attributes import AttributeDef, base_name
+from streams.core.definitions import CohortDef, Definitions, SegmentDef, TriggerRule
+
+__all__ = ["diff_definitions"]
+
+T = TypeVar("T")
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _attribute(attr: AttributeDef) -> str:
+    what = f"{attr.kind} of {attr.key}" + (f" / {attr.denominator}" if attr.denominator else "")
+    return f"{what} over {attr.window.text}"
+
+
+def _cohort(cohort: CohortDef) -> str:
+    return f"quantile {cohort.quantile:g} of {cohort.of}"
+
+
+def _segment_fields(seg: SegmentDef) -> dict[str, str]:
+    return {
+        "when": seg.when.written or seg.when.source,
+        "recheck": ", ".join(f"{r.after} + {r.delay_s:g}s" for r in seg.rechecks) or "-",
+        "description": seg.description,
+    }
+
+
+def _trigger_fields(rule: TriggerRule) -> dict[str, str]:
+    return {
+        "on": f"{rule.on} {', '.join(sorted(rule.targets))}",
+        "when": (rule.when.written or rule.when.source) if rule.when is not None else "-",
+        "send": f"{rule.kind} via {rule.channel}",
+        "payload": _value(dict(rule.payload)),
+        "compute": _value({name: e.written or e.source for name, e in rule.compute.items()}),
+        "cap": "-" if rule.cap_s is None else f"{rule.cap_s:g}s",
+        "ttl": "-" if rule.ttl_s is None else f"{rule.ttl_s:g}s",
+        "description": rule.description,
+    }
+
+
+def _section(
+    title: str,
+    old: Mapping[str, T],
+    new: Mapping[str, T],
+    describe: Callable[[T], str],
+    changes: Callable[[str, T, T], list[str]],
+) -> list[str]:
+    """Lines for the names only `new` has, only `old` has, and in both with `changes`."""
+    lines: list[str] = []
+    for name in new:
+        if name not in old:
+            lines.append(f"  + {name}: {describe(new[name])}")
+    for name in old:
+        if name not in new:
+            lines.append(f"  - {name}: {describe(old[name])}")
+    for name in new:
+        if name in old:
+            found = changes(name, old[name], new[name])
+            if found:
+                lines.append(f"  ~ {name}:")
+                lines += [f"      {line}" for line in found]
+    return [f"{title}:", *lines] if lines else []
+
+
+def _field_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    return [f"{key}: {old[key]} → {new[key]}" for key in new if old.get(key) != new[key]]
+
+
+def diff_definitions(old: Definitions, new: Definitions) -> list[str]:
+    """What `new` changes against `old`, one line each (``+`` added, ``-`` removed, ``~`` changed);
+    empty when they define the same."""
+    lines: list[str] = []
+    if old.version != new.version:
+        lines.append(f"version: {_value(old.version)} → {_value(new.version)}")
+    if old.zone != new.zone:
+        lines.append(f"timezone: {old.zone} → {new.zone}")
+    lines += _section(
+        "params",
+        old.params,
+        new.params,
+        _value,
+        lambda _n, a, b: [] if a == b else [f"{_value(a)} → {_value(b)}"],
+    )
+    changed_attributes = {
+        name
+        for name, attr in new.attributes.items()
+        if name in old.attributes and _attribute(old.attributes[name]) != _attribute(attr)
+    }
+    lines += _section(
+        "attributes",
+        old.attributes,
+        new.attributes,
+        _attribute,
+        lambda _n, a, b: [] if _attribute(a) == _attribute(b) else [f"{_attribute(a)} → {_attribute(b)}"],
+    )
+    changed_cohorts = {
+        cohort.group
+        for name, cohort in new.cohorts.items()
+        if name in old.cohorts and _cohort(old.cohorts[name]) != _cohort(cohort)
+    }
+    lines += _section(
+        "cohorts",
+        old.cohorts,
+        new.cohorts,
+        _cohort,
+        lambda _n, a, b: [] if _cohort(a) == _cohort(b) else [f"{_cohort(a)} → {_cohort(b)}"],
+    )
+
+    def segment_changes(_name: str, a: SegmentDef, b: SegmentDef) -> list[str]:
+        found = _field_changes(_segment_fields(a), _segment_fields(b))
+        reads = sorted({base_name(v) for v in b.when.variables} & changed_attributes)
+        if reads:
+            found.append(f"reads changed attributes: {', '.join(reads)}")
+        cohorts = sorted({base_name(v) for v in b.when.variables} & changed_cohorts)
+        if cohorts:
+            found.append(f"reads changed cohorts: {', '.join(cohorts)}")
+        if a.when.written == b.when.written and a.when.source != b.when.source:
+            found.append(f"condition as run: {a.when.source} → {b.when.source} (params or constants)")
+        return found
+
+    lines += _section(
+        "segments",
+        {seg.id: seg for seg in old.segments},
+        {seg.id: seg for seg in new.segments},
+        lambda seg: f"when {_segment_fields(seg)['when']}",
+        segment_changes,
+    )
+    lines += _section(
+        "triggers",
+        {rule.id: rule for rule in old.triggers},
+        {rule.id: rule for rule in new.triggers},
+        lambda rule: f"on {_trigger_fields(rule)['on']}, send {_trigger_fields(rule)['send']}",
+        lambda _n, a, b: _field_changes(_trigger_fields(a), _trigger_fields(b)),
+    )
+    return lines

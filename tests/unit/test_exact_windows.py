@@ -1,0 +1,381 @@
+"""Exact windows against a brute-force reference that recomputes every attribute from the raw events.
+
+Random event sequences (out of order, client retries, gaps of months) go through the batch core;
+random definitions (sliding windows from a minute to 365 days, lifetime; sums, per-category maps,
+ratios, active days) decide the segments. Membership is checked at random instants and at the exact
+second of every time-driven change: the due-queue clock (`next_check_at`) must name every moment
+the reference changes, and the evaluation must agree with the reference just before and at it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.core.batch import IngestLimits, SourceRecord, process_batch
+from streams.core.definitions import Definitions, parse_definitions
+from streams.core.profile import DAY_S, Profile
+from streams.core.segments import evaluate, next_check_at
+from streams.testing.fakes import fixed_enricher
+
+BASE = 1_790_000_000.0  # 2026-09-21
+WINDOWS: dict[str, float] = {"1m": 60, "15m": 900, "1h": 3600, "6h": 21_600, "1d": DAY_S, "7d": 7 * DAY_S}
+WINDOWS |= {"30d": 30 * DAY_S, "90d": 90 * DAY_S, "365d": 365 * DAY_S, "lifetime": math.inf}
+CATEGORIES = ("tv", "books", "garden")
+ENRICHER = fixed_enricher()
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    event_id: str
+    kind: str  # purchase, add_to_cart, page_view, product_view
+    at: float
+    category: str
+    value: int
+    coupon: bool
+
+    def payload(self) -> dict[str, Any]:
+        if self.kind == "purchase":
+            item = {"product_id": "P1", "category": self.category, "price": self.value, "quantity": 1}
+            props: dict[str, Any] = {"order_id": self.event_id, "value": self.value, "items": [item]}
+            if self.coupon:
+                props["coupon"] = "SAVE10"
+        elif self.kind == "add_to_cart":
+            props = {"product_id": "P1", "category": self.category, "price": self.value}
+        elif self.kind == "product_view":
+            props = {"product_id": "P1", "category": self.category}
+        else:
+            props = {}
+        return {
+            "event_id": self.event_id,
+            "visitor_id": "v1",
+            "event_time": datetime.fromtimestamp(self.at, UTC).isoformat(),
+            "type": self.kind,
+            "context": {"ip": "178.197.224.1", "user_agent": "x", "page_path": "/"},
+            "properties": props,
+        }
+
+
+def as_parsed(at: float) -> float:
+    """`at` as the worker reads it back from the event's ISO time (microseconds, float rounding)."""
+    return datetime.fromisoformat(datetime.fromtimestamp(at, UTC).isoformat()).timestamp()
+
+
+# -- the reference: every attribute from the raw events --------------------------------------------
+
+
+def counted(event: RawEvent, metric: str) -> float:
+    """What `event` counts for `metric` (``purchases``, ``spend@tv``), from its raw fields."""
+    name, _, category = metric.partition("@")
+    if category and category != event.category:
+        return 0
+    if name == "purchases":
+        return 1 if event.kind == "purchase" else 0
+    if name == "coupon_purchases":
+        return 1 if event.kind == "purchase" and event.coupon else 0
+    if name == "spend":
+        return event.value if event.kind == "purchase" else 0
+    if name == "add_to_carts":
+        return 1 if event.kind == "add_to_cart" else 0
+    if name == "page_views":
+        return 1 if event.kind == "page_view" else 0
+    if name == "product_views":
+        return 1 if event.kind == "product_view" else 0
+    if name == "events":
+        return 1
+    raise AssertionError(metric)
+
+
+@dataclass(frozen=True)
+class Attr:
+    name: str
+    kind: str  # sum, days, ratio, by
+    metric: str
+    window: str
+    denominator: str = ""
+
+    def yaml(self) -> str:
+        if self.kind == "ratio":
+            return f"  {self.name}: {{ratio: [{self.metric}, {self.denominator}], window: {self.window}}}"
+        extra = {"sum": "", "days": ", agg: days", "by": ", by: category"}[self.kind]
+        return f"  {self.name}: {{metric: {self.metric}{extra}, window: {self.window}}}"
+
+    def reference(self, events: list[RawEvent], now: float) -> Any:
+        inside = [e for e in events if e.at > now - WINDOWS[self.window]]
+        if self.kind == "sum":
+            return sum(counted(e, self.metric) for e in inside)
+        if self.kind == "days":
+            return len({int(e.at // DAY_S) for e in inside if counted(e, self.metric)})
+        if self.kind == "ratio":
+            den = sum(counted(e, self.denominator) for e in inside)
+            return sum(counted(e, self.metric) for e in inside) / den if den > 0 else 0.0
+        return {c: sum(counted(e, f"{self.metric}@{c}") for e in inside) for c in CATEGORIES}
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: str
+    attr: Attr
+    threshold: float
+    category: str = ""
+
+    def condition(self) -> str:
+        read = f'{self.attr.name}["{self.category}"]' if self.attr.kind == "by" else self.attr.name
+        return f"{read} >= {self.threshold!r}"
+
+    def reference(self, events: list[RawEvent], now: float) -> bool:
+        value = self.attr.reference(events, now)
+        if self.attr.kind == "by":
+            value = value[self.category]
+        return bool(value >= self.threshold - 1e-9)
+
+
+def definitions(segments: list[Segment]) -> Definitions:
+    attrs = {s.attr.name: s.attr for s in segments}
+    lines = ['version: "prop"', "attributes:", *(a.yaml() for a in attrs.values()), "segments:"]
+    for s in segments:
+        lines += [f"  - id: {s.id}", "    description: generated", f"    when: '{s.condition()}'"]
+    return parse_definitions("\n".join(lines) + "\n", "prop.yaml")
+
+
+def members_by_reference(segments: list[Segment], events: list[RawEvent], now: float) -> frozenset[str]:
+    return frozenset(s.id for s in segments if s.reference(events, now))
+
+
+# -- strategies ---------------------------------------------------------------------------------------
+
+METRICS = ("purchases", "coupon_purchases", "spend", "add_to_carts", "page_views", "events")
+
+
+@st.composite
+def segments_strategy(draw: st.DrawFn) -> list[Segment]:
+    out = []
+    for i in range(draw(st.integers(1, 4))):
+        window = draw(st.sampled_from(sorted(WINDOWS)))
+        kind = draw(st.sampled_from(["sum", "sum", "days", "ratio", "by"]))
+        if kind == "days" and window == "lifetime":
+            kind = "sum"
+        if kind == "by":
+            attr = Attr(
+                f"a{i}", "by", draw(st.sampled_from(["spend", "add_to_carts", "product_views"])), window
+            )
+            out.append(
+                Segment(f"s{i}", attr, draw(st.integers(1, 3)) * 1.0, draw(st.sampled_from(CATEGORIES)))
+            )
+            continue
+        if kind == "ratio":
+            attr = Attr(f"a{i}", "ratio", "coupon_purchases", window, "purchases")
+            out.append(Segment(f"s{i}", attr, 0.5))
+            continue
+        metric = draw(st.sampled_from(METRICS))
+        threshold = draw(st.integers(1, 4)) * (100.0 if metric == "spend" else 1.0)
+        out.append(Segment(f"s{i}", Attr(f"a{i}", kind, metric, window), threshold))
+    return out
+
+
+GAPS = [1, 7, 59, 61, 600, 3599, 3601, DAY_S - 1, DAY_S + 1, 20 * DAY_S, 95 * DAY_S]
+"""Seconds between bursts: across every window edge, up to gaps of months."""
+
+
+@st.composite
+def events_strategy(draw: st.DrawFn) -> list[RawEvent]:
+    """Events in bursts separated by gaps of seconds to months, then shuffled a little and with
+    some client retries (the same event again, a few records later)."""
+    events: list[RawEvent] = []
+    at = BASE
+    for i in range(draw(st.integers(0, 40))):
+        at += draw(
+            st.sampled_from([1, 7, 59, 61, 600, 3599, 3601, DAY_S - 1, DAY_S + 1, 20 * DAY_S, 95 * DAY_S])
+        )
+        at += draw(st.integers(0, 999)) / 1000
+        at = as_parsed(at)
+        kind = draw(st.sampled_from(["purchase", "purchase", "add_to_cart", "page_view", "product_view"]))
+        events.append(
+            RawEvent(
+                f"e{i}",
+                kind,
+                at,
+                draw(st.sampled_from(CATEGORIES)),
+                draw(st.integers(1, 300)),
+                draw(st.booleans()),
+            )
+        )
+    arrival = list(events)
+    for _ in range(draw(st.integers(0, 6)) if arrival else 0):  # out of order: swap neighbours
+        i = draw(st.integers(0, len(arrival) - 1))
+        j = min(len(arrival) - 1, i + draw(st.integers(1, 3)))
+        arrival[i], arrival[j] = arrival[j], arrival[i]
+    for _ in range(draw(st.integers(0, 3)) if arrival else 0):  # client retries
+        i = draw(st.integers(0, len(arrival) - 1))
+        arrival.insert(min(len(arrival), i + draw(st.integers(1, 5))), arrival[i])
+    return arrival
+
+
+def fold(arrival: list[RawEvent], defs: Definitions) -> Profile:
+    store: dict[str, bytes] = {}
+    records = [SourceRecord(0, n, b"v1", orjson.dumps(e.payload())) for n, e in enumerate(arrival)]
+    wall = max((e.at for e in arrival), default=BASE) + 1
+    result = process_batch(
+        records,
+        lambda visitor_id, partition: store.get(visitor_id),
+        {},
+        {},
+        defs=defs,
+        enricher=ENRICHER,
+        limits=IngestLimits(),
+        wall_now=wall,
+        topic="events",
+    )
+    assert not result.dead_letters
+    effect = result.visitors.get("v1")
+    return effect.profile if effect is not None else Profile(visitor_id="v1")
+
+
+def unique(arrival: list[RawEvent]) -> list[RawEvent]:
+    return list({e.event_id: e for e in arrival}.values())
+
+
+PROPERTY_SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,  # the same examples on every run: CI is deterministic
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+# -- the properties -------------------------------------------------------------------------------------
+
+
+@PROPERTY_SETTINGS
+@given(segments=segments_strategy(), arrival=events_strategy(), probes=st.lists(st.floats(0, 1), max_size=8))
+def test_membership_at_random_instants_matches_the_reference(
+    segments: list[Segment], arrival: list[RawEvent], probes: list[float]
+) -> None:
+    defs = definitions(segments)
+    profile = fold(arrival, defs)
+    events = unique(arrival)
+    last = max((e.at for e in events), default=BASE)
+    for fraction in probes:  # from the newest event up to 400 days later
+        now = last + fraction * 400 * DAY_S
+        assert evaluate(profile, defs, now).members == members_by_reference(segments, events, now), now
+
+
+@PROPERTY_SETTINGS
+@given(segments=segments_strategy(), arrival=events_strategy())
+def test_every_time_driven_change_happens_at_its_exact_second(
+    segments: list[Segment], arrival: list[RawEvent]
+) -> None:
+    defs = definitions(segments)
+    profile = fold(arrival, defs)
+    events = unique(arrival)
+    now = max((e.at for e in events), default=BASE)
+    # Where the reference changes with no new event: an event leaving a window.
+    moments = sorted(
+        {e.at + WINDOWS[s.attr.window] for e in events for s in segments if s.attr.window != "lifetime"}
+    )
+    changes = [
+        t
+        for t in moments
+        if t > now
+        and members_by_reference(segments, events, t) != members_by_reference(segments, events, t - 0.001)
+    ]
+    checks: list[float] = []
+    while (due := next_check_at(profile, defs, now)) is not None:
+        assert due > now
+        assert len(checks) < 2_000
+        checks.append(due)
+        assert evaluate(profile, defs, due).members == members_by_reference(segments, events, due)
+        before = due - 0.001
+        assert evaluate(profile, defs, before).members == members_by_reference(segments, events, before)
+        now = due
+    missed = [t for t in changes if not any(abs(t - c) < 1e-6 for c in checks)]
+    assert not missed
+
+
+def test_the_issue_example_three_purchases_in_30_days() -> None:
+    """Purchases 29 days 23 hours, 10 days and 1 day ago count; the visitor leaves at the second the
+    oldest turns 30 days old, not at a UTC midnight."""
+    attr = Attr("purchases_30d", "sum", "purchases", "30d")
+    segment = Segment("frequent_buyers", attr, 3.0)
+    defs = definitions([segment])
+    now = BASE + 400 * DAY_S + 12_345.5
+    ages = [29 * DAY_S + 23 * 3600, 10 * DAY_S, DAY_S]
+    events = [
+        RawEvent(f"p{i}", "purchase", as_parsed(now - age), "tv", 10, False) for i, age in enumerate(ages)
+    ]
+    profile = fold(events, defs)
+    assert evaluate(profile, defs, now).members == {"frequent_buyers"}
+    leaves = events[0].at + 30 * DAY_S
+    assert next_check_at(profile, defs, now) == leaves
+    assert evaluate(profile, defs, leaves - 0.001).members == {"frequent_buyers"}
+    assert evaluate(profile, defs, leaves).members == frozenset()
+
+
+def test_calendar_window_today_in_berlin_and_lifetime() -> None:
+    lines = [
+        'version: "cal"',
+        "timezone: Europe/Berlin",
+        "attributes:",
+        "  views_today: {metric: page_views, window: today}",
+        "  views_ever: {metric: page_views, window: lifetime}",
+        "segments:",
+        "  - {id: viewer_today, description: d, when: views_today >= 1}",
+        "  - {id: viewer_ever, description: d, when: views_ever >= 2}",
+    ]
+    defs = parse_definitions("\n".join(lines) + "\n", "cal.yaml")
+    # 2026-11-20 23:30 UTC is 2026-11-21 00:30 in Berlin: a new local day has begun.
+    late = datetime(2026, 11, 20, 23, 30, tzinfo=UTC).timestamp()
+    early = datetime(2026, 11, 20, 22, 30, tzinfo=UTC).timestamp()
+    profile = fold([RawEvent("a", "page_view", early, "tv", 1, False)], defs)
+    assert evaluate(profile, defs, early).members == {"viewer_today"}
+    assert evaluate(profile, defs, late).members == frozenset()
+    assert next_check_at(profile, defs, early) == datetime(2026, 11, 20, 23, 0, tzinfo=UTC).timestamp()
+    profile = fold(
+        [RawEvent("a", "page_view", early, "tv", 1, False), RawEvent("b", "page_view", late, "tv", 1, False)],
+        defs,
+    )
+    assert evaluate(profile, defs, late + 400 * DAY_S).members == {"viewer_ever"}
+
+
+def test_calendar_weeks_and_months_start_in_the_zone() -> None:
+    from streams.core.windows import calendar_next, calendar_start
+
+    def utc(year: int, month: int, day: int, hour: int, minute: int) -> float:
+        return datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()
+
+    berlin = "Europe/Berlin"
+    # Wednesday 2026-11-25 10:00 Berlin (09:00 UTC): the week began Monday 23rd 00:00 Berlin.
+    now = utc(2026, 11, 25, 9, 0)
+    assert calendar_start(now, "week", berlin) == utc(2026, 11, 22, 23, 0)
+    assert calendar_start(now, "month", berlin) == utc(2026, 10, 31, 23, 0)
+    assert calendar_next(now, "month", berlin) == utc(2026, 11, 30, 23, 0)
+    # Around the switch to summer time (29 March 2026): local midnights move from 23:00 to 22:00 UTC.
+    assert calendar_next(utc(2026, 3, 28, 12, 0), "day", berlin) == utc(2026, 3, 28, 23, 0)
+    assert calendar_next(utc(2026, 3, 29, 12, 0), "day", berlin) == utc(2026, 3, 29, 22, 0)
+
+
+def test_local_hour_and_weekday_and_the_hourly_recheck_of_members() -> None:
+    lines = [
+        'version: "hours"',
+        "timezone: Europe/Zurich",
+        "segments:",
+        "  - id: weekday_mornings",
+        "    description: d",
+        "    when: local_weekday <= 5 && local_hour >= 7 && local_hour < 13",
+    ]
+    defs = parse_definitions("\n".join(lines) + "\n", "hours.yaml")
+    # Friday 2026-11-27 12:30 in Zurich is 11:30 UTC.
+    at = datetime(2026, 11, 27, 11, 30, tzinfo=UTC).timestamp()
+    profile = fold([RawEvent("a", "page_view", at, "tv", 1, False)], defs)
+    assert profile.segments == ["weekday_mornings"]
+    one_pm = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()
+    assert next_check_at(profile, defs, at) == one_pm
+    assert evaluate(profile, defs, one_pm).members == frozenset()
+    saturday = datetime(2026, 11, 28, 9, 0, tzinfo=UTC).timestamp()
+    assert evaluate(profile, defs, saturday).members == frozenset()
