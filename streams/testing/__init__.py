@@ -5,7 +5,8 @@
 - `worker`: `WorkerConfig` and `WorkerProcess`, a `tessera worker` subprocess (spawn, /healthz ready,
   its web API, committed offsets, stop by PID), `wait_on_worker`, `ChildProcess` for other children;
 - `kafka`: topics read to their Fetch high watermark, a group's committed offsets;
-- `replay`: `replay_events` / `replay_records`, the profiles the pure core folds from a stream;
+- `replay`: `replay_events` / `replay_records` / `replay_batches`, the profiles the pure core folds
+  from a stream;
 - `fakes`: in-memory fakes of the analytics sink, the serving store, the producer and the consumer
   (and a producer appending to that consumer's topics), recording their calls in one `CallLog`.
 """
@@ -21,7 +22,7 @@ from streams.testing.fakes import (
     changelog_records,
 )
 from streams.testing.kafka import fetch_to_highwater, group_committed, read_topic
-from streams.testing.replay import replay_events, replay_records
+from streams.testing.replay import event_records, replay_batches, replay_events, replay_records
 from streams.testing.wait import (
     DEFAULT_INTERVAL_S,
     DEFAULT_TIMEOUT_S,
@@ -57,9 +58,11 @@ __all__ = [
     "WorkerProcess",
     "async_wait_until",
     "changelog_records",
+    "event_records",
     "fetch_to_highwater",
     "group_committed",
     "read_topic",
+    "replay_batches",
     "replay_events",
     "replay_records",
     "unique_name",

@@ -12,28 +12,35 @@ how records are batched does not change what the core decides.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from streams.core.batch import IngestLimits, Record, SourceRecord, process_batch
 from streams.core.definitions import Definitions
-from streams.core.enrich import default_enricher
+from streams.core.enrich import Enricher, default_enricher
 from streams.core.profile import Profile
 
 BATCH_SIZE = 5000
 """Records per `process_batch` call (the worker's default `batch_max_records`)."""
 
 
-def replay_records(records: Sequence[Record], defs: Definitions, *, wall_now: float) -> dict[str, Profile]:
-    """Every visitor's profile once `records` (each visitor's in offset order) are folded under
-    `defs` by the pure core, with no timers and `wall_now` as the wall clock."""
+def replay_batches(
+    batches: Iterable[Sequence[Record]],
+    defs: Definitions,
+    *,
+    wall_now: float,
+    enricher: Enricher | None = None,
+) -> Iterator[dict[str, Profile]]:
+    """Fold each of `batches` with one `process_batch` call, each reading the profiles the earlier
+    ones stored (serialised, as the changelog holds them); yields after each batch the profiles it
+    touched. No timers; `wall_now` is the wall clock; `enricher` defaults to the production one."""
     store: dict[str, bytes] = {}
-    enricher = default_enricher(None)
-    for start in range(0, len(records), BATCH_SIZE):
+    enricher = enricher or default_enricher(None)
+    for batch in batches:
         result = process_batch(
-            records[start : start + BATCH_SIZE],
+            batch,
             lambda visitor_id, _partition: store.get(visitor_id),
             {},
             {},
@@ -43,21 +50,43 @@ def replay_records(records: Sequence[Record], defs: Definitions, *, wall_now: fl
             wall_now=wall_now,
             topic="replay",
         )
+        touched: dict[str, Profile] = {}
         for visitor_id, effect in result.visitors.items():
             store[visitor_id] = effect.profile.to_bytes()
-    return {visitor_id: Profile.from_bytes(raw) for visitor_id, raw in store.items()}
+            touched[visitor_id] = Profile.from_bytes(store[visitor_id])
+        yield touched
+
+
+def replay_records(
+    records: Sequence[Record], defs: Definitions, *, wall_now: float, enricher: Enricher | None = None
+) -> dict[str, Profile]:
+    """Every visitor's profile once `records` (each visitor's in offset order) are folded under
+    `defs` by the pure core, `BATCH_SIZE` at a time (`replay_batches`)."""
+    profiles: dict[str, Profile] = {}
+    chunks = (records[start : start + BATCH_SIZE] for start in range(0, len(records), BATCH_SIZE))
+    for touched in replay_batches(chunks, defs, wall_now=wall_now, enricher=enricher):
+        profiles.update(touched)
+    return profiles
+
+
+def event_records(events: Iterable[Mapping[str, Any]], start: int = 0) -> list[SourceRecord]:
+    """JSON-ready event dicts as records of partition 0 from offset `start`, keyed by visitor."""
+    return [
+        SourceRecord(0, offset, str(event["visitor_id"]).encode(), orjson.dumps(event))
+        for offset, event in enumerate(events, start)
+    ]
 
 
 def replay_events(
-    events: Iterable[Mapping[str, Any]], defs: Definitions, *, wall_now: float
+    events: Iterable[Mapping[str, Any]],
+    defs: Definitions,
+    *,
+    wall_now: float,
+    enricher: Enricher | None = None,
 ) -> dict[str, Profile]:
     """`replay_records` of `events` (JSON-ready dicts) as one partition's records, keyed by visitor,
     in the order given."""
-    records = [
-        SourceRecord(0, offset, event["visitor_id"].encode(), orjson.dumps(event))
-        for offset, event in enumerate(events)
-    ]
-    return replay_records(records, defs, wall_now=wall_now)
+    return replay_records(event_records(events), defs, wall_now=wall_now, enricher=enricher)
 
 
 __all__ = ["BATCH_SIZE", "replay_events", "replay_records"]

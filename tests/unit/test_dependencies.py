@@ -7,13 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import cel
-import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.core.attributes import LazyValues, cel_functions
-from streams.core.batch import IngestLimits, SourceRecord, process_batch
 from streams.core.definitions import DefinitionError, Definitions, load_definitions, parse_definitions
 from streams.core.dependencies import Changes
 from streams.core.profile import Profile
@@ -22,6 +20,7 @@ from streams.core.timeline import CODES
 from streams.settings import DEFAULT_SEGMENTS_FILE
 from streams.testing.fakes import fixed_enricher
 from streams.testing.generated import generated_definitions
+from streams.testing.replay import event_records, replay_batches
 from tests.unit.test_exact_windows import PROPERTY_SETTINGS
 
 BASE = datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp()
@@ -69,29 +68,12 @@ def payload(n: int, kind: str, at: float, country: str, pick: int = 0) -> dict[s
 
 def run_batches(defs: Definitions, batches: list[list[dict[str, Any]]]) -> list[Profile]:
     """Each list of events as one batch; the profile after each."""
-    store: dict[str, bytes] = {}
-    offset, out = 0, []
+    records, offset = [], 0
     for events in batches:
-        records = []
-        for event in events:
-            records.append(SourceRecord(0, offset, b"v1", orjson.dumps(event)))
-            offset += 1
-        wall = max(datetime.fromisoformat(str(e["event_time"])).timestamp() for e in events) + 1
-        result = process_batch(
-            records,
-            lambda visitor_id, partition: store.get(visitor_id),
-            {},
-            {},
-            defs=defs,
-            enricher=ENRICHER,
-            limits=IngestLimits(),
-            wall_now=wall,
-            topic="events",
-        )
-        effect = result.visitors["v1"]
-        store["v1"] = effect.profile.to_bytes()
-        out.append(Profile.from_bytes(store["v1"]))
-    return out
+        records.append(event_records(events, offset))
+        offset += len(events)
+    wall = BASE + 3 * 365 * 86_400.0  # after every event: each batch is evaluated at its newest
+    return [touched["v1"] for touched in replay_batches(records, defs, wall_now=wall, enricher=ENRICHER)]
 
 
 KINDS = ["page_view", "product_view", "add_to_cart", "purchase", "cart_view", "exit_intent", "category_view"]

@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.core.batch import IngestLimits, SourceRecord, process_batch
 from streams.core.definitions import Definitions, parse_definitions
 from streams.core.profile import DAY_S, Profile
 from streams.core.segments import evaluate, next_check_at
 from streams.testing.fakes import fixed_enricher
+from streams.testing.replay import event_records, replay_batches
 
 BASE = 1_790_000_000.0  # 2026-09-21
 WINDOWS: dict[str, float] = {"1m": 60, "15m": 900, "1h": 3600, "6h": 21_600, "1d": DAY_S, "7d": 7 * DAY_S}
@@ -218,23 +217,11 @@ def events_strategy(draw: st.DrawFn) -> list[RawEvent]:
 
 
 def fold(arrival: list[RawEvent], defs: Definitions) -> Profile:
-    store: dict[str, bytes] = {}
-    records = [SourceRecord(0, n, b"v1", orjson.dumps(e.payload())) for n, e in enumerate(arrival)]
+    """The visitor's profile after the pure core folds `arrival` in one batch."""
     wall = max((e.at for e in arrival), default=BASE) + 1
-    result = process_batch(
-        records,
-        lambda visitor_id, partition: store.get(visitor_id),
-        {},
-        {},
-        defs=defs,
-        enricher=ENRICHER,
-        limits=IngestLimits(),
-        wall_now=wall,
-        topic="events",
-    )
-    assert not result.dead_letters
-    effect = result.visitors.get("v1")
-    return effect.profile if effect is not None else Profile(visitor_id="v1")
+    records = event_records(e.payload() for e in arrival)
+    touched = next(replay_batches([records], defs, wall_now=wall, enricher=ENRICHER))
+    return touched.get("v1", Profile(visitor_id="v1"))
 
 
 def unique(arrival: list[RawEvent]) -> list[RawEvent]:
