@@ -520,7 +520,8 @@ def reevaluate(
     Two occasions, told by `reason`: ``definition_change``, the switch to new definitions `defs`
     (every segment is evaluated); ``cohort``, the thresholds of the cohorts in `moved` (by
     `CohortDef.name`) moved: the segments reading them are evaluated. Both run with the thresholds
-    `cohorts` as `process_batch` takes them. The changes carry `reason` and `defs.version`. No
+    `cohorts` as `process_batch` takes them; a visitor whose timer is due is left to it. The changes
+    carry `reason` and `defs.version`. No
     trigger rule runs (a mass re-evaluation must not message visitors) and no analytics row is made.
     `profiles` is read like `process_batch`'s (a `Profile` it returns is changed in place). A visitor
     is in `BatchResult.visitors` when its membership, its next check or its recorded cohort values
@@ -540,6 +541,10 @@ def reevaluate(
         profile = stored if isinstance(stored, Profile) else load(stored)
         now = max(min(clocks.get(partition, wall_now), wall_now), profile.evaluated_at)
         next_before = profile.next_check_at
+        if reason == "cohort" and next_before is not None and now >= next_before:
+            # Its timer is due: that evaluation (every segment, the new thresholds) comes next and
+            # keeps time-driven changes at their own second, with their own reason.
+            continue
         evaluation, entered, exited = _evaluate_membership(
             profile, defs, now, processed_at, reason, None, result.changes, changes, known
         )

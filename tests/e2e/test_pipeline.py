@@ -102,7 +102,11 @@ def test_personas_reach_their_segments(embedded_stack: Any, tmp_path: Path) -> N
             and last_entry[v]["reason"] == "timer"
             and datetime.fromisoformat(last_entry[v]["event_time"]) > datetime.fromisoformat(last_event_at[v])
         ]
-        sample = [(last_entry.get(v), last_event_at[v]) for v in abandoners[:3]]
+        sample = [
+            (last_entry[v]["reason"], last_entry[v]["event_time"], last_event_at[v]) if v in last_entry else v
+            for v in abandoners
+            if v not in by_timer
+        ][:5]
         assert abandoners and len(by_timer) == len(abandoners), sample
 
         # The DLQ holds every malformed record, with its typed reason.

@@ -394,6 +394,27 @@ def test_a_threshold_move_re_evaluates_the_population_with_reason_cohort() -> No
     ]
 
 
+def test_a_threshold_move_leaves_a_visitor_whose_timer_is_due_to_the_timer() -> None:
+    """Its timer's evaluation (every segment, the new thresholds) keeps a time-driven change at its
+    own second and reason; a cohort re-evaluation at a later clock would take it first."""
+    parts = Partitions()
+    parts.run([purchase(i, f"v{i}", "electronics", 100.0 * (i + 1), BASE + i) for i in range(10)])
+    profile = parts.get("v9", 1)
+    assert profile is not None and profile.next_check_at is not None
+    due = profile.next_check_at
+    result = reevaluate(
+        [("v9", 1)],
+        parts.get,
+        DEFS,
+        {0: due, 1: due},
+        wall_now=due + 1,
+        reason="cohort",
+        cohorts={ELECTRONICS: 1.0},
+        moved=frozenset({ELECTRONICS}),
+    )
+    assert result.changes == [] and result.visitors == {}
+
+
 def test_only_the_segments_reading_a_moved_cohort_are_re_evaluated() -> None:
     """`Changes.cohorts` selects the segments reading the cohort; an event of the visitor's does not
     select them unless it changes the attribute they also read."""
