@@ -1,15 +1,16 @@
 """The rolling behaviour profile of one visitor and `apply(profile, event)`.
 
-Time-windowed aggregates live inside the profile as event-time day buckets: `days` maps an epoch
-day (UTC) to a flat dict of metric → value. A metric is a plain name (`purchases`) or a name and a
-dimension joined with `@` (`spend@electronics`). Windows ("purchases in the last 30 days") are sums
-over the buckets in range, computed by `streams.core.attributes`. Buckets older than
-`RETENTION_DAYS` are dropped on every apply, so a profile's size is bounded.
+A profile keeps its events twice (`streams.core.timeline`): as event-time day buckets — `days` maps
+an epoch day (UTC) to a flat dict of metric → value, a metric being a plain name (`purchases`) or a
+name and a dimension joined with `@` (`spend@electronics`) — and as the timeline, its latest
+`TIMELINE_MAX` events as short entries, whole days only, for windows exact to the second
+(`streams.core.windows`); `totals` holds lifetime sums. Buckets and timeline entries older than
+`RETENTION_DAYS` are dropped when a new day's bucket starts, so a profile's size is bounded.
 
 Profiles are stored serialised (`Profile.to_bytes`) and decoded per batch, so `apply` mutates the
 profile it is handed and returns it: the caller owns that copy.
 
-Serialised form (format 1), all little-endian::
+Serialised form (format 1 and later), all little-endian::
 
     header      4 s  FORMAT_TAG (b"TP", format number, 0xFF)
                 8 d  last_seen
@@ -25,8 +26,9 @@ against ~20 as JSON text, and LZ4 could not shrink them. The tag's last byte mak
 bytes, read as the legacy format's uint32 size prefix, larger than any LZ4 block: profiles written
 before format 1 (`lz4(orjson(dataclass))`) are told apart and still decoded.
 
-Adding, removing or reordering a `Profile` field changes `_BODY_FIELDS`: bump the format number and
-keep a decoder for the previous one (profiles live on in the changelog).
+New fields go at the end of `Profile`: bump `FORMAT_NUMBER` and record the previous format's body
+length in `_BODY_LENGTHS`; its profiles (they live on in the changelog) decode with the new fields'
+defaults. Removing or reordering a field needs a decoder of its own.
 """
 
 from __future__ import annotations
