@@ -561,6 +561,9 @@ class WindowGroup:
     events: frozenset[int] | None = frozenset()
     """Event codes the kind ``timeline`` attributes over the window read: an entry of one of them
     leaving the window can change them. None: any event; empty: no such attribute."""
+    counted_codes: frozenset[int] | None = None
+    """Event codes whose entries can count in `keys`/`prefixes` (None: any): `exit_at` skips the
+    others without working out what they count."""
 
 
 def window_groups(attributes: Iterable[AttributeDef]) -> tuple[WindowGroup, ...]:
@@ -577,10 +580,27 @@ def window_groups(attributes: Iterable[AttributeDef]) -> tuple[WindowGroup, ...]
         else:
             keys[attr.window].update(attr.keys())
     return tuple(
-        WindowGroup(w, frozenset(keys[w]), tuple(sorted(prefixes.get(w, ()))), events.get(w, frozenset()))
+        WindowGroup(
+            w,
+            frozenset(keys[w]),
+            tuple(sorted(prefixes.get(w, ()))),
+            events.get(w, frozenset()),
+            _counted_codes([*keys[w], *prefixes.get(w, ())]),
+        )
         for w in sorted(keys, key=lambda w: w.text)
         if w.kind != "lifetime"
     )
+
+
+def _counted_codes(keys: Iterable[str]) -> frozenset[int] | None:
+    """Event codes that can count in any of `keys` (metric keys or ``metric@`` prefixes)."""
+    out: set[int] = set()
+    for key in keys:
+        codes = metric_codes(key.partition("@")[0])
+        if codes is None:
+            return None
+        out |= codes
+    return frozenset(out)
 
 
 def window_exit_at(
@@ -619,6 +639,7 @@ def groups_exit_at(
                 ordered,
                 profile.timeline,
                 profile.timeline_from_day,
+                group.counted_codes,
             )
             if leaves is not None and leaves > now and (best is None or leaves < best):
                 best = leaves

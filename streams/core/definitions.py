@@ -265,7 +265,12 @@ class Definitions:
     segment_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict, repr=False)
     segment_function_names: frozenset[str] = frozenset()
     window_attributes: tuple[AttributeDef, ...] = ()
+    """Windowed attributes whose events leaving a window can change a membership for any visitor."""
     window_groups: tuple[WindowGroup, ...] = ()
+    member_window_attributes: Mapping[str, tuple[AttributeDef, ...]] = field(default_factory=dict)
+    """Segment id → the windowed attributes its condition reads only as a top-level ``a >= k`` of a
+    count or sum: events leaving their windows can take a member out, never a visitor in, so their
+    exits are timers only for members (`member_window_groups`)."""
     sliding_facts: frozenset[str] = frozenset()
     rechecks: tuple[Recheck, ...] = ()
     time_anchors: tuple[tuple[str, float], ...] = ()
@@ -283,6 +288,11 @@ class Definitions:
     """Segments reading `local_hour`/`local_weekday`: members are rechecked at every full hour."""
     cohorts: Mapping[str, CohortDef] = field(default_factory=dict)
     """Cohort thresholds by `CohortDef.name` (``cohorts:``)."""
+
+    def member_window_groups(self, members: Iterable[str]) -> tuple[WindowGroup, ...]:
+        """The window groups of `member_window_attributes` for a visitor in `members`."""
+        relevant = frozenset(m for m in members if m in self.member_window_attributes)
+        return _member_groups(self, relevant) if relevant else ()
 
     @functools.cached_property
     def segment_ids(self) -> frozenset[str]:
@@ -1438,6 +1448,41 @@ def _reads_and_functions(
     return frozenset(n for n in names if n in FACTS or n in attributes), functions, custom
 
 
+@functools.lru_cache(maxsize=4096)
+def _member_groups(defs: Definitions, members: frozenset[str]) -> tuple[WindowGroup, ...]:
+    attrs = {a.name: a for m in members for a in defs.member_window_attributes[m]}
+    return window_groups(attrs[n] for n in sorted(attrs))
+
+
+def _window_reads(
+    segments: Iterable[SegmentDef], attributes: Mapping[str, AttributeDef], extra: Iterable[str]
+) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    """(attributes whose window exits are timers for every visitor, segment id → attributes whose
+    exits are timers only for its members). An attribute a segment reads only as a top-level
+    ``a >= k`` / ``a > k`` of a count or sum (events only add to it) falls as events leave: that
+    can take a member out, never a visitor in."""
+    always: set[str] = {n for n in extra if n in attributes}
+    member_only: dict[str, set[str]] = {}
+    for seg in segments:
+        source = seg.when.source
+        at_least = {g[1] for g in condition_guards(source) if g[0] == "at_least"}
+        reads: dict[str, list[str]] = {}
+        for var in seg.when.variables:
+            if base_name(var) in attributes:
+                reads.setdefault(base_name(var), []).append(var)
+        for name, variables in reads.items():
+            attr = attributes[name]
+            grows = attr.aggregate is None and attr.kind in ("sum", "days", "by")
+            once = all(v in at_least and len(_identifier_re(v).findall(source)) == 1 for v in variables)
+            if grows and once:
+                member_only.setdefault(seg.id, set()).add(name)
+            else:
+                always.add(name)
+    return frozenset(always), {
+        sid: frozenset(names - always) for sid, names in member_only.items() if names - always
+    }
+
+
 def _prepare(
     version: str,
     description: str,
@@ -1462,7 +1507,8 @@ def _prepare(
     seg_vars, seg_functions, seg_custom = _reads_and_functions([seg.when for seg in segments], attributes)
     trig_vars, trig_functions, trig_custom = _reads_and_functions(trigger_exprs, attributes)
     rechecks = tuple(dict.fromkeys(r for seg in segments for r in seg.rechecks))
-    window_attributes = tuple(attributes[n] for n in sorted(seg_vars | cohort_attributes) if n in attributes)
+    always, member_only = _window_reads(segments, attributes, cohort_attributes)
+    window_attributes = tuple(attributes[n] for n in sorted(always))
     sliding = frozenset(seg_vars & {"session_active", "viewed_products_30m", "purchased_products_24h"})
     return Definitions(
         version=version,
@@ -1481,6 +1527,9 @@ def _prepare(
         segment_function_names=seg_custom,
         window_attributes=window_attributes,
         window_groups=window_groups(window_attributes),
+        member_window_attributes=MappingProxyType(
+            {sid: tuple(attributes[n] for n in sorted(names)) for sid, names in member_only.items()}
+        ),
         sliding_facts=sliding,
         rechecks=rechecks,
         time_anchors=tuple(

@@ -117,6 +117,12 @@ class _NumberGuards:
             out.update(self.above_segments[bisect_left(self.above, value) :])
 
 
+GUARD_MIN_SEGMENTS = 8
+"""A name becomes a guard when this many segments' conditions pin it: reading it for a guard costs
+what reading it in a condition costs, which pays off only over many conditions (a guard computes
+its name up front, where a condition's `&&` might never have reached it)."""
+
+
 def _guard_table(guards: Sequence[Iterable[tuple[Any, ...]]]) -> dict[str, _StringGuards | _NumberGuards]:
     """name → the guards on it (`streams.core.fastcel.condition_guards`) of every segment."""
     strings: dict[str, dict[str, set[int]]] = {}
@@ -134,10 +140,12 @@ def _guard_table(guards: Sequence[Iterable[tuple[Any, ...]]]) -> dict[str, _Stri
                 numbers.setdefault(name, []).append((float(bound), strict, i))
     table: dict[str, _StringGuards | _NumberGuards] = {}
     for name, segs in string_guarded.items():
+        if len(segs) < GUARD_MIN_SEGMENTS:
+            continue
         by_value = {v: frozenset(s) for v, s in strings.get(name, {}).items()}
         table[name] = _StringGuards(frozenset(segs), by_value)
     for name, bounds in numbers.items():
-        if name in table:
+        if len(bounds) < GUARD_MIN_SEGMENTS or name in string_guarded:
             continue  # a name compared both with strings and numbers: leave it to the conditions
         at_least = sorted((b, i) for b, strict, i in bounds if not strict)
         above = sorted((b, i) for b, strict, i in bounds if strict)

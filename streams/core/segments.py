@@ -228,7 +228,10 @@ def next_check_at(profile: Profile, defs: Definitions, now: float) -> float | No
     window a segment reads (``(day + W) * 86400``); for a member of a segment reading the local
     hour or weekday, the next full hour in the definitions' zone. `None` when nothing is pending.
     """
-    best: float | None = groups_exit_at(profile, defs.window_groups, now, defs.zone)
+    groups = defs.window_groups
+    if defs.member_window_attributes:
+        groups = groups + defs.member_window_groups(profile.segments)
+    best: float | None = groups_exit_at(profile, groups, now, defs.zone)
     if defs.local_time_segments and not defs.local_time_segments.isdisjoint(profile.segments):
         hour = next_full_hour(now, defs.zone)
         if best is None or hour < best:

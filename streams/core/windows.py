@@ -240,9 +240,11 @@ def exit_at(
     ascending_days: list[int],
     timeline: list[Entry],
     timeline_from_day: int,
+    codes: frozenset[int] | None = None,
 ) -> float | None:
     """The next moment after `now` at which an event counted in `keys` (or under `prefixes`) leaves
-    `window`; None when none is inside (or the window is lifetime)."""
+    `window`; None when none is inside (or the window is lifetime). `codes`: the event codes that
+    can count in them (None: any)."""
     if window.kind == "lifetime":
         return None
     cut = window.cut(now, zone)
@@ -259,7 +261,7 @@ def exit_at(
             leaves = day * DAY_S + window.seconds
         else:
             after = max(cut, day * DAY_S - 1e-9)
-            leaves_at = _first_counted(timeline, after, (day + 1) * DAY_S, keys, prefixes)
+            leaves_at = _first_counted(timeline, after, (day + 1) * DAY_S, keys, prefixes, codes)
             if leaves_at is None:
                 if day == first:
                     continue
@@ -272,13 +274,18 @@ def exit_at(
 
 
 def _first_counted(
-    timeline: list[Entry], after: float, before: float, keys: frozenset[str], prefixes: tuple[str, ...]
+    timeline: list[Entry],
+    after: float,
+    before: float,
+    keys: frozenset[str],
+    prefixes: tuple[str, ...],
+    codes: frozenset[int] | None = None,
 ) -> float | None:
     """Time of the first entry with ``after < t < before`` that counts in `keys`/`prefixes`."""
     for i in range(since(timeline, after), len(timeline)):
         entry = timeline[i]
         if entry[0] >= before:
             return None
-        if _counts(entry, keys, prefixes):
+        if (codes is None or entry[1] in codes) and _counts(entry, keys, prefixes):
             return float(entry[0])
     return None

@@ -325,16 +325,16 @@ def test_demographic_and_geographic_segments(defs: Definitions) -> None:
 
 
 def test_interest_groups_count_product_and_category_pages_per_category(defs: Definitions) -> None:
-    view_times = [NOW - (i + 1) * DAY_S for i in range(3)]
-    page_times = [NOW - 3600.0 * (i + 1) for i in range(2)]
-    views: list[list[Any]] = [[t, 2, 0, f"P-{i}", "sports", 20.0] for i, t in enumerate(view_times)]
-    pages: list[list[Any]] = [[t, 1, 0, "sports"] for t in page_times]
-    timeline = sorted(views + pages)
-    days = merge(*(days_ago(int((NOW - t) // DAY_S)) for t in view_times + page_times))
-    fan = visitor(timeline=timeline, days=days)
+    views = merge(*(days_ago(i + 1, product_views=1, product_views__sports=1) for i in range(3)))
+    pages = days_ago(0, category_views=2, category_views__sports=2)
+    fan = visitor(days=merge(views, pages))
     assert {"interest_sports"} <= members(defs, fan)
     assert "interest_electronics" not in members(defs, fan)
-    assert "interest_sports" not in members(defs, visitor(timeline=timeline[1:]))
+    two_views = merge(*(days_ago(i + 1, product_views__sports=1) for i in range(2)))
+    assert "interest_sports" not in members(defs, visitor(days=merge(two_views, pages)))
+    assert "interest_sports" in members(defs, visitor(days=merge(two_views, pages, pages)))
+    old = merge(*(days_ago(31 + i, product_views__sports=1) for i in range(3)), pages)
+    assert "interest_sports" not in members(defs, visitor(days=old))
 
 
 def test_purchase_history_segments(defs: Definitions) -> None:
