@@ -515,7 +515,7 @@ def reevaluate(
 ) -> BatchResult:
     """Evaluate stored profiles again with no event of theirs: each of `visitors` (visitor id,
     partition) as of its partition's clock in `clocks` (capped at `wall_now`; never before the
-    profile's latest evaluation).
+    profile's latest evaluation) — after a cohort move, as of the profile's latest evaluation.
 
     Two occasions, told by `reason`: ``definition_change``, the switch to new definitions `defs`
     (every segment is evaluated); ``cohort``, the thresholds of the cohorts in `moved` (by
@@ -541,10 +541,15 @@ def reevaluate(
         profile = stored if isinstance(stored, Profile) else load(stored)
         now = max(min(clocks.get(partition, wall_now), wall_now), profile.evaluated_at)
         next_before = profile.next_check_at
-        if reason == "cohort" and next_before is not None and now >= next_before:
-            # Its timer is due: that evaluation (every segment, the new thresholds) comes next and
-            # keeps time-driven changes at their own second, with their own reason.
-            continue
+        if reason == "cohort":
+            if next_before is not None and now >= next_before:
+                # Its timer is due: that evaluation (every segment, the new thresholds) comes next
+                # and keeps time-driven changes at their own second, with their own reason.
+                continue
+            # A threshold moved, not time: decide as of the visitor's own latest evaluation. The
+            # partition's clock may run far ahead of a visitor still being replayed, whose next
+            # events would then all arrive "late".
+            now = profile.evaluated_at or now
         evaluation, entered, exited = _evaluate_membership(
             profile, defs, now, processed_at, reason, None, result.changes, changes, known
         )

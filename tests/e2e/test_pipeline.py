@@ -56,7 +56,13 @@ async def visitor_segments(redis_url: str, prefix: str, visitors: list[str]) -> 
 def test_personas_reach_their_segments(embedded_stack: Any, tmp_path: Path) -> None:
     end = datetime.now(UTC) - timedelta(seconds=5)
     sim = simulate(600, seed=11, end=end, params=SimParams(duplicate_rate=0.02, malformed=3))
-    config = WorkerConfig(embedded_stack.kafka_bootstrap, embedded_stack.redis_url, tmp_path / "w1")
+    # History is produced after the worker is up. An idle partition's clock follows the wall clock at
+    # once (`TESSERA_IDLE_CLOCK_AFTER_S` 0), which would make all of this history late events
+    # (corrections); a few idle seconds first keep it a replay decided in event time.
+    idle = {"TESSERA_IDLE_CLOCK_AFTER_S": "5"}
+    config = WorkerConfig(
+        embedded_stack.kafka_bootstrap, embedded_stack.redis_url, tmp_path / "w1", extra_env=idle
+    )
     worker = WorkerProcess(config).start()
     try:
         records: list[tuple[bytes | None, bytes]] = [
