@@ -221,9 +221,7 @@ def process_batch(
     is what the same events in event-time order give as of that moment, as far as their fold does
     not depend on the order they arrived in.
     """
-    batch = _Batch(
-        profiles, load, defs, enricher, limits, wall_now, topic, unprocessable or {}, cohorts
-    )
+    batch = _Batch(profiles, load, defs, enricher, limits, wall_now, topic, unprocessable or {}, cohorts)
     batch.decode(records, clocks)
     batch.fold_events()
     batch.wake_due(due_visitors)
@@ -466,11 +464,17 @@ class _Batch:
         result, defs, profile = self.result, self.defs, effect.profile
         changes: Changes | None = None
         trimmed = profile.timeline_from_day != effect.from_day
-        if reason != "timer" and defs.dependencies is not None and not trimmed:
-            index = defs.dependencies
-            codes = frozenset(CODES[t] for t in self.seen_types.get(visitor_id, ()))
-            fields = index.changed_fields(effect.before, profile) if index.fields else frozenset()
-            changes = Changes(codes, fields)
+        if defs.dependencies is not None and not trimmed:
+            # Time changes what the timer plan names once `now` reaches the profile's next check.
+            pending = profile.next_check_at
+            time_passed = pending is not None and now >= pending
+            if reason == "timer":
+                changes = Changes(frozenset(), frozenset(), time=True)
+            else:
+                index = defs.dependencies
+                codes = frozenset(CODES[t] for t in self.seen_types.get(visitor_id, ()))
+                fields = index.changed_fields(effect.before, profile) if index.fields else frozenset()
+                changes = Changes(codes, fields, time=time_passed)
         evaluation, entered, exited = _evaluate_membership(
             profile,
             defs,
@@ -620,7 +624,8 @@ def _record_cohort_values(
     """Record the profile's value of each cohort of `defs` in `profile.cohort_values` — its
     attribute's value when > 0 (the population), else none — and append each move to
     `deltas[partition]`; whether any moved. A value is computed again when the evaluation was
-    complete or the visitor's events can change the cohort's attribute (else it is what it was).
+    complete, time passed the visitor's next check (`Changes.time`: windows slid), or the
+    visitor's events can change the cohort's attribute (else it is what it was).
     Values of cohorts `defs` no longer has move out."""
     recorded = profile.cohort_values
     if not defs.cohorts and not recorded:
@@ -631,6 +636,7 @@ def _record_cohort_values(
         if (
             not evaluation.complete
             and changed is not None
+            and not changed.time
             and cohort.codes is not None
             and cohort.codes.isdisjoint(changed.codes)
         ):

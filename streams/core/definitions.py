@@ -102,7 +102,6 @@ from streams.core.attributes import (
     CelSyntaxError,
     Expr,
     ValuePlan,
-    WindowGroup,
     base_name,
     compile_expr,
     dimension_var,
@@ -110,15 +109,14 @@ from streams.core.attributes import (
     parse_duration,
     parse_metric_ref,
     rewrite_segment_refs,
-    sliding_fact_anchors,
     split_dimension_var,
     split_segment_ref,
-    window_groups,
 )
 from streams.core.dependencies import DependencyIndex
 from streams.core.fastcel import condition_guards
 from streams.core.profile import DIMENSIONED_METRICS
 from streams.core.timeline import CODES, TYPES
+from streams.core.timer_plan import TimedSegment, TimerPlan, plan_for, timed_segment
 from streams.core.windows import DEFAULT_ZONE, Window, parse_window, zone_of
 
 __all__ = [
@@ -264,18 +262,13 @@ class Definitions:
     segment_nullable: frozenset[str] = frozenset()
     segment_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict, repr=False)
     segment_function_names: frozenset[str] = frozenset()
-    window_attributes: tuple[AttributeDef, ...] = ()
-    """Windowed attributes whose events leaving a window can change a membership for any visitor."""
-    window_groups: tuple[WindowGroup, ...] = ()
-    member_window_attributes: Mapping[str, tuple[AttributeDef, ...]] = field(default_factory=dict)
-    """Segment id → the windowed attributes its condition reads only as a top-level ``a >= k`` of a
-    count or sum: events leaving their windows can take a member out, never a visitor in, so their
-    exits are timers only for members (`member_window_groups`)."""
+    timed: Mapping[str, TimedSegment] = field(default_factory=dict)
+    """Segment id → its sources of time-driven change, split by whom they concern
+    (`streams.core.timer_plan`); segments time cannot change are not in it."""
+    timer_always: frozenset[str] = frozenset()
+    """Attributes whose window exits are timers for every visitor (the cohorts')."""
     sliding_facts: frozenset[str] = frozenset()
     rechecks: tuple[Recheck, ...] = ()
-    time_anchors: tuple[tuple[str, float], ...] = ()
-    """(anchor, delay) pairs of `sliding_facts` and `rechecks` together, duplicates dropped:
-    every candidate time `next_check_at` considers besides the windows."""
     trigger_plan: ValuePlan = field(default_factory=lambda: ValuePlan.build((), {}), repr=False)
     trigger_vars: frozenset[str] = frozenset()
     trigger_nullable: frozenset[str] = frozenset()
@@ -289,10 +282,15 @@ class Definitions:
     cohorts: Mapping[str, CohortDef] = field(default_factory=dict)
     """Cohort thresholds by `CohortDef.name` (``cohorts:``)."""
 
-    def member_window_groups(self, members: Iterable[str]) -> tuple[WindowGroup, ...]:
-        """The window groups of `member_window_attributes` for a visitor in `members`."""
-        relevant = frozenset(m for m in members if m in self.member_window_attributes)
-        return _member_groups(self, relevant) if relevant else ()
+    def timer_plan(self, members: Iterable[str]) -> TimerPlan:
+        """What `next_check_at` scans for a visitor in `members`, and what its timer evaluates
+        (`streams.core.timer_plan`)."""
+        return _timer_plan(self, frozenset(m for m in members if m in self._timed_ids))
+
+    @functools.cached_property
+    def _timed_ids(self) -> frozenset[str]:
+        """Segments whose membership decides a visitor's timer plan."""
+        return frozenset(self.timed) | self.local_time_segments
 
     @functools.cached_property
     def segment_ids(self) -> frozenset[str]:
@@ -1449,38 +1447,17 @@ def _reads_and_functions(
 
 
 @functools.lru_cache(maxsize=4096)
-def _member_groups(defs: Definitions, members: frozenset[str]) -> tuple[WindowGroup, ...]:
-    attrs = {a.name: a for m in members for a in defs.member_window_attributes[m]}
-    return window_groups(attrs[n] for n in sorted(attrs))
-
-
-def _window_reads(
-    segments: Iterable[SegmentDef], attributes: Mapping[str, AttributeDef], extra: Iterable[str]
-) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
-    """(attributes whose window exits are timers for every visitor, segment id → attributes whose
-    exits are timers only for its members). An attribute a segment reads only as a top-level
-    ``a >= k`` / ``a > k`` of a count or sum (events only add to it) falls as events leave: that
-    can take a member out, never a visitor in."""
-    always: set[str] = {n for n in extra if n in attributes}
-    member_only: dict[str, set[str]] = {}
-    for seg in segments:
-        source = seg.when.source
-        at_least = {g[1] for g in condition_guards(source) if g[0] == "at_least"}
-        reads: dict[str, list[str]] = {}
-        for var in seg.when.variables:
-            if base_name(var) in attributes:
-                reads.setdefault(base_name(var), []).append(var)
-        for name, variables in reads.items():
-            attr = attributes[name]
-            grows = attr.aggregate is None and attr.kind in ("sum", "days", "by")
-            once = all(v in at_least and len(_identifier_re(v).findall(source)) == 1 for v in variables)
-            if grows and once:
-                member_only.setdefault(seg.id, set()).add(name)
-            else:
-                always.add(name)
-    return frozenset(always), {
-        sid: frozenset(names - always) for sid, names in member_only.items() if names - always
-    }
+def _timer_plan(defs: Definitions, members: frozenset[str]) -> TimerPlan:
+    """`Definitions.timer_plan`, once per distinct membership of the timed segments."""
+    index = defs.dependencies
+    return plan_for(
+        members,
+        defs.timed,
+        defs.timer_always,
+        defs.attributes,
+        defs.local_time_segments,
+        index.with_readers if index is not None else lambda ids: frozenset(),
+    )
 
 
 def _prepare(
@@ -1507,8 +1484,16 @@ def _prepare(
     seg_vars, seg_functions, seg_custom = _reads_and_functions([seg.when for seg in segments], attributes)
     trig_vars, trig_functions, trig_custom = _reads_and_functions(trigger_exprs, attributes)
     rechecks = tuple(dict.fromkeys(r for seg in segments for r in seg.rechecks))
-    always, member_only = _window_reads(segments, attributes, cohort_attributes)
-    window_attributes = tuple(attributes[n] for n in sorted(always))
+    timed = {
+        seg.id: found
+        for seg in segments
+        if (
+            found := timed_segment(
+                seg.when.source, seg.when.variables, [(r.after, r.delay_s) for r in seg.rechecks], attributes
+            )
+        )
+        is not None
+    }
     sliding = frozenset(seg_vars & {"session_active", "viewed_products_30m", "purchased_products_24h"})
     return Definitions(
         version=version,
@@ -1525,16 +1510,10 @@ def _prepare(
         segment_nullable=seg_vars & NULLABLE_FACTS,
         segment_functions=MappingProxyType(seg_functions),
         segment_function_names=seg_custom,
-        window_attributes=window_attributes,
-        window_groups=window_groups(window_attributes),
-        member_window_attributes=MappingProxyType(
-            {sid: tuple(attributes[n] for n in sorted(names)) for sid, names in member_only.items()}
-        ),
+        timed=MappingProxyType(timed),
+        timer_always=frozenset(n for n in cohort_attributes if attributes[n].window.kind != "lifetime"),
         sliding_facts=sliding,
         rechecks=rechecks,
-        time_anchors=tuple(
-            dict.fromkeys([*sliding_fact_anchors(sliding), *((r.after, r.delay_s) for r in rechecks)])
-        ),
         trigger_plan=ValuePlan.build(trig_vars, attributes, zone),
         trigger_vars=trig_vars,
         trigger_nullable=trig_vars & NULLABLE_FACTS,
@@ -1548,8 +1527,6 @@ def _prepare(
             [condition_guards(seg.when.source) for seg in segments],
             cohorts=frozenset(cohort.group for cohort in cohorts.values()),
         ),
-        local_time_segments=frozenset(
-            seg.id for seg in segments if seg.when.variables & LOCAL_TIME_FACTS
-        ),
+        local_time_segments=frozenset(seg.id for seg in segments if seg.when.variables & LOCAL_TIME_FACTS),
         cohorts=MappingProxyType(dict(cohorts)),
     )

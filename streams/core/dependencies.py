@@ -164,14 +164,17 @@ class Changes:
     fields: frozenset[str]
     cohorts: frozenset[str] = frozenset()
     """Cohorts whose threshold moved (`streams.core.batch.reevaluate` with reason ``cohort``)."""
+    time: bool = False
+    """Time has passed a moment the visitor's timer plan names (its `next_check_at`): the
+    segments time can change for it are evaluated too (`TimerPlan.segments`)."""
 
 
 class DependencyIndex:
     """Segments by what can change them, prepared once per definitions."""
 
     __slots__ = (
-        "_by_code", "_by_cohort", "_by_field", "_guards", "_on_any", "_position", "_snapshot", "fields",
-        "order",
+        "_by_code", "_by_cohort", "_by_field", "_dependents", "_guards", "_index_of", "_on_any",
+        "_position", "_snapshot", "fields", "order",
     )  # fmt: skip
 
     def __init__(
@@ -238,6 +241,8 @@ class DependencyIndex:
         self._by_field = {name: closure(segs) for name, segs in by_field.items()}
         self._by_cohort = {name: closure(segs) for name, segs in by_cohort.items()}
         self._guards = _guard_table(guards)
+        self._dependents = dependents
+        self._index_of = index_of
         self.fields = tuple(sorted(self._by_field))
         """Profile fields some segment reads through a state fact (`snapshot` takes these)."""
         getter = attrgetter(*self.fields) if self.fields else None
@@ -267,9 +272,24 @@ class DependencyIndex:
     def has_guards(self) -> bool:
         return bool(self._guards)
 
-    def affected(self, changes: Changes) -> list[int]:
-        """Segments (indices) the changes can affect, in evaluation order."""
+    def with_readers(self, segment_ids: Iterable[str]) -> frozenset[int]:
+        """Indices of `segment_ids` and of every segment reading one of them, however indirectly."""
+        dependents = self._dependents
+        todo = [self._index_of[sid] for sid in segment_ids if sid in self._index_of]
+        out = set(todo)
+        while todo:
+            for dep in dependents.get(todo.pop(), ()):
+                if dep not in out:
+                    out.add(dep)
+                    todo.append(dep)
+        return frozenset(out)
+
+    def affected(self, changes: Changes, timed: Collection[int] = ()) -> list[int]:
+        """Segments (indices) the changes can affect, in evaluation order; with `Changes.time`,
+        `timed` too (the segments time can change for the visitor: `TimerPlan.segments`)."""
         hit: set[int] = set(self._on_any)
+        if changes.time:
+            hit.update(timed)
         for code in changes.codes:
             hit |= self._by_code.get(code, frozenset())
         for name in changes.fields:

@@ -29,7 +29,18 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Declined", "FastCondition", "compile_fast", "condition_guards", "equality_guards"]
+__all__ = [
+    "ENTER",
+    "EXIT",
+    "Bound",
+    "Declined",
+    "FastCondition",
+    "Motion",
+    "compile_fast",
+    "condition_guards",
+    "equality_guards",
+    "time_effects",
+]
 
 Resolver = Callable[[str], Any]
 Functions = Mapping[str, Callable[..., Any]]
@@ -451,3 +462,128 @@ def condition_guards(source: str) -> tuple[tuple[Any, ...], ...]:
         elif op in (">=", ">") and type(literal) in (int, float):
             out.append(("at_least", left[1], literal, op == ">"))
     return tuple(out)
+
+
+# -- how a condition moves with time ----------------------------------------------------------------
+
+Motion = str
+"""How a name's value moves as time passes with no new event: ``"down"`` (a number that only falls:
+a windowed count or sum), ``"up"`` (a number that only grows: minutes since something), ``"fades"``
+(a bool that only turns false: ``session_active``), ``"shrinks"`` (a list that only loses items:
+``viewed_products_30m``), ``"any"`` (moves, in no known direction)."""
+
+ENTER, EXIT = "enter", "exit"
+_BOTH = frozenset({ENTER, EXIT})
+
+
+Bound = tuple[bool, float]
+"""(inclusive, k): an atom over a moving number flips when the number falls below k (inclusive: to
+k or below) — ``x >= 3`` and ``x < 3`` flip below 3, ``x > 3`` and ``x <= 3`` at 3, ``x == 0`` at 0."""
+
+
+def time_effects(
+    source: str, moving: Mapping[str, Motion]
+) -> dict[str, list[tuple[frozenset[str], Bound | None]]] | None:
+    """For each name of `moving` that `source` reads, one item per atom reading it: whether its
+    moving alone can make the condition turn true (`ENTER`: a visitor outside enters), turn false
+    (`EXIT`: a member leaves), or both, and for a falling number compared with a constant, the
+    `Bound` at which the atom flips (else None). None when the text is outside the parsed subset
+    (treat every moving name as both, at any moment).
+
+    ``&&`` and ``||`` are monotone, so the condition changes in the direction of one of its atoms
+    (``!`` flips it). An atom over a moving name only turns false (``purchases_30d >= 3``,
+    ``session_active``, ``"P1" in viewed_products_30m``, ``first_seen_days_ago < 7``), only true
+    (``purchases_30d == 0``, ``minutes_since_add_to_cart >= 30``), or either (anything else, two
+    moving names in one atom). Counts and sums never go below zero: ``x == 0`` only turns true.
+    `streams.core.timer_plan` makes a timer only for the visitors it can concern: members of a
+    segment for its `EXIT` atoms, the others for its `ENTER` atoms."""
+    try:
+        tree = _Parser(_tokens(source), frozenset()).parse()
+    except (_Unsupported, ValueError, RecursionError):
+        return None
+    out: dict[str, list[tuple[frozenset[str], Bound | None]]] = {}
+
+    def moving_names(node: _Tree) -> list[str]:
+        kind = node[0]
+        if kind == "name":
+            return [node[1]] if node[1] in moving else []
+        if kind in ("and", "or"):
+            return [n for part in node[1] for n in moving_names(part)]
+        if kind == "not":
+            return moving_names(node[1])
+        if kind == "cmp":
+            return moving_names(node[2]) + moving_names(node[3])
+        if kind == "in":
+            return moving_names(node[1]) + moving_names(node[2])
+        if kind == "in_literals":
+            return moving_names(node[1])
+        return []
+
+    def walk(node: _Tree, flipped: bool) -> None:
+        kind = node[0]
+        if kind in ("and", "or"):
+            for part in node[1]:
+                walk(part, flipped)
+            return
+        if kind == "not":
+            walk(node[1], not flipped)
+            return
+        names = moving_names(node)
+        if not names:
+            return
+        turns = _atom_turns(node, moving) if len(names) == 1 else None
+        if turns is None:
+            for name in names:
+                out.setdefault(name, []).append((_BOTH, None))
+            return
+        # The condition turns the way the atom does, the other way under an odd number of `!`.
+        effect = frozenset({EXIT if (turns[0] == "false") != flipped else ENTER})
+        out.setdefault(names[0], []).append((effect, turns[1]))
+
+    walk(tree, False)
+    return out
+
+
+_FALLS = {">=": True, ">": True, "<": False, "<=": False}
+"""Comparison with a value on the right → whether it turns false as the left side falls."""
+_INCLUSIVE = {">=": False, "<": False, ">": True, "<=": True}
+"""Comparison → whether it flips when the left side falls *to* the right (``x > 3`` at 3)."""
+
+
+def _atom_turns(node: _Tree, moving: Mapping[str, Motion]) -> tuple[str, Bound | None] | None:
+    """(``"false"`` or ``"true"``: the only way the atom, reading exactly one moving name, can turn
+    as time passes; its `Bound` when it compares a falling number with a constant), or None:
+    either way, or not known."""
+    kind = node[0]
+    if kind == "name":
+        return ("false", None) if moving[node[1]] == "fades" else None
+    if kind == "in":
+        container = node[2]
+        if container[0] == "name" and moving.get(container[1]) == "shrinks":
+            return ("false", None)
+        return None
+    if kind != "cmp":
+        return None
+    op, left, right = node[1], node[2], node[3]
+    if not (left[0] == "name" and left[1] in moving):
+        op, left, right = _SWAPPED[op], right, left
+    if left[0] != "name" or right[0] not in ("const", "name"):
+        return None
+    motion = moving[left[1]]
+    if motion == "fades" and right[0] == "const" and type(right[1]) is bool and op in ("==", "!="):
+        return ("false", None) if right[1] == (op == "==") else ("true", None)
+    if motion not in ("down", "up"):
+        return None
+    number = right[0] == "const" and type(right[1]) in (int, float)
+    bound: Bound | None = None
+    if op in _FALLS:  # `x >= k` turns false as x falls, true as x grows
+        if motion == "down" and number:
+            bound = (_INCLUSIVE[op], float(right[1]))
+        return ("false" if _FALLS[op] == (motion == "down") else "true", bound)
+    if motion == "down" and op in ("==", "!=") and number and _is_zero(right[1]):
+        return ("true" if op == "==" else "false", (True, 0.0))
+    return None
+
+
+def _is_zero(value: Any) -> bool:
+    return type(value) in (int, float) and value == 0

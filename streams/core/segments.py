@@ -31,7 +31,7 @@ from streams.core.attributes import RECHECK_ANCHORS, LazyValues, cel_functions, 
 from streams.core.definitions import Definitions, SegmentDef
 from streams.core.dependencies import Changes
 from streams.core.profile import Profile
-from streams.core.windows import next_full_hour
+from streams.core.windows import drop_at, next_full_hour
 
 __all__ = [
     "PREVIEW_SAMPLE",
@@ -102,20 +102,19 @@ GUARDS_FROM = 24
 
 
 def _to_evaluate(profile: Profile, defs: Definitions, now: float, changes: Changes | None) -> Sequence[int]:
-    """Indices of the segments to evaluate, in evaluation order: all of them, or only those the
-    changes can affect when time alone has changed nothing since the profile's last evaluation
-    under these definitions (see `streams.core.dependencies`)."""
+    """Indices of the segments to evaluate, in evaluation order: all of them (no `changes`, or a
+    profile not yet evaluated under these definitions), else those the changes can affect, and
+    those time can change once `now` has reached the profile's `next_check_at` (see
+    `streams.core.dependencies`)."""
     index = defs.dependencies
     if index is None:
         return range(len(defs.segments))
-    pending = profile.next_check_at
-    if (
-        changes is None
-        or profile.definitions_sha != defs.source_sha
-        or (pending is not None and now >= pending)
-    ):
+    if changes is None or profile.definitions_sha != defs.source_sha:
         return index.order
-    return index.affected(changes)
+    pending = profile.next_check_at
+    if pending is not None and now >= pending and not changes.time:
+        changes = dataclasses.replace(changes, time=True)
+    return index.affected(changes, defs.timer_plan(profile.segments).segments if changes.time else ())
 
 
 def _evaluate(
@@ -221,22 +220,28 @@ def diff(previous: Iterable[str], current: frozenset[str]) -> tuple[list[str], l
 def next_check_at(profile: Profile, defs: Definitions, now: float) -> float | None:
     """The earliest moment after `now` at which a membership can change with no new event.
 
-    Candidates: every declared ``recheck`` (each time the anchor names, plus the delay); the
-    self-sliding facts segments read (``session_active``: last_seen + 30 min; each
-    ``viewed_products_30m`` view + 30 min; each ``purchased_products_24h`` purchase + 24 h); and
-    for windowed attributes, the moment the oldest in-window non-zero bucket slides out of each
-    window a segment reads (``(day + W) * 86400``); for a member of a segment reading the local
-    hour or weekday, the next full hour in the definitions' zone. `None` when nothing is pending.
+    Candidates, from the visitor's timer plan (`Definitions.timer_plan`: per segment, the sources
+    that can let it in while it is outside, or take it out while it is a member): declared
+    ``recheck``s (each time the anchor names, plus the delay); the self-sliding facts
+    (``session_active``: last_seen + 30 min; each ``viewed_products_30m`` view + 30 min; each
+    ``purchased_products_24h`` purchase + 24 h); the moment the next counted event leaves each
+    window; and for a member of a segment reading the local hour or weekday, the next full hour in
+    the definitions' zone. `None` when nothing is pending.
     """
-    groups = defs.window_groups
-    if defs.member_window_attributes:
-        groups = groups + defs.member_window_groups(profile.segments)
-    best: float | None = groups_exit_at(profile, groups, now, defs.zone)
+    plan = defs.timer_plan(profile.segments)
+    best: float | None = groups_exit_at(profile, plan.groups, now, defs.zone) if plan.groups else None
+    if plan.drops and profile.days:
+        days, ascending, zone = profile.days, sorted(profile.days), defs.zone
+        timeline, from_day = profile.timeline, profile.timeline_from_day
+        for window, key, inclusive, bound in plan.drops:
+            at = drop_at(window, key, bound, inclusive, now, zone, days, ascending, timeline, from_day)
+            if at is not None and at > now and (best is None or at < best):
+                best = at
     if defs.local_time_segments and not defs.local_time_segments.isdisjoint(profile.segments):
         hour = next_full_hour(now, defs.zone)
         if best is None or hour < best:
             best = hour
-    for anchor, delay in defs.time_anchors:
+    for anchor, delay in plan.anchors:
         for t in RECHECK_ANCHORS[anchor](profile):
             t += delay
             if t > now and (best is None or t < best):

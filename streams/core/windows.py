@@ -20,14 +20,14 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from streams.core.timeline import DAY_S, Entry, contributions, since
+from streams.core.timeline import DAY_S, Entry, contributions, metric_codes, since
 
 __all__ = [
     "CALENDAR_UNITS",
@@ -289,3 +289,113 @@ def _first_counted(
         if (codes is None or entry[1] in codes) and _counts(entry, keys, prefixes):
             return float(entry[0])
     return None
+
+
+def drop_at(
+    window: Window,
+    key: str,
+    bound: float,
+    inclusive: bool,
+    now: float,
+    zone: str,
+    buckets: Mapping[int, Mapping[str, float]],
+    ascending_days: list[int],
+    timeline: list[Entry],
+    timeline_from_day: int,
+) -> float | None:
+    """The first moment after `now` at which the window's total of `key` falls below `bound`
+    (``inclusive``: to `bound` or below), as its events leave; None when it is there already or
+    never gets there. A condition ``x >= 3`` can change only then, not at every event leaving.
+
+    The moment is never late. Sums of whole numbers are exact; any other sum is compared with a rounding
+    slack that errs early: within it of `bound` it counts as not there yet at `now`, and as there
+    during the walk (a timer that finds nothing changed sets the next one; a late one would delay
+    a change)."""
+    if window.kind == "lifetime":
+        return None
+
+    cut = window.cut(now, zone)
+    first = math.floor(cut / DAY_S)
+    days = ascending_days[bisect_left(ascending_days, first) :]
+    # The whole buckets from the first day on hold at least what is inside: already there by them,
+    # it is there (most visitors, most bounds: no entry is looked at).
+    upper = sum(buckets[day].get(key, 0) for day in days) + 1e-9 * max(1.0, abs(bound))
+    if upper <= bound if inclusive else upper < bound:
+        return None
+    codes = _key_codes(key)
+    # The days after the one the cut falls in are inside whole; that one counts its events after
+    # the cut, which leave first.
+    inside = [
+        (day, amount, day < timeline_from_day)
+        for day in days
+        if day > first and (amount := buckets[day].get(key))
+    ]
+    exact = float(bound).is_integer() and all(float(amount).is_integer() for _, amount, _ in inside)
+    slack = 0.0 if exact else 1e-9 * max(1.0, abs(bound))
+
+    def there(total: float, margin: float) -> bool:
+        return total <= bound + margin if inclusive else total < bound + margin
+
+    total = math.fsum(amount for _, amount, _ in inside)
+    if (
+        there(total, slack)
+        and first >= timeline_from_day
+        and days
+        and days[0] == first
+        and buckets[first].get(key)
+    ):
+        # Whether it gets there while the first day's events leave: look at them.
+        parts = list(_amounts(timeline, key, codes, cut, (first + 1) * DAY_S))
+        total += math.fsum(value for _, value in parts)
+        if not exact and any(not float(value).is_integer() for _, value in parts):
+            slack = 1e-9 * max(1.0, abs(bound))
+        if there(total, -slack):
+            return None
+        if window.kind == "calendar":
+            return calendar_next(now, window.unit, zone)
+        leaves = now
+        for t, value in parts:
+            total -= value
+            leaves = t + window.seconds
+            if there(total, slack):
+                return leaves
+        return leaves  # by whole days it is there once these have left
+    if there(total, -slack):
+        return None
+    if window.kind == "calendar":  # everything leaves at once when the next period starts
+        return calendar_next(now, window.unit, zone) if there(0.0, slack) else None
+    for day, amount, granular in inside:
+        if not there(total - amount, slack):  # the whole day leaves before the total gets there
+            total -= amount
+            continue
+        leaves = day * DAY_S + window.seconds  # day-granular, or a day with no entries (older profiles)
+        if granular:
+            return leaves
+        for t, value in _amounts(timeline, key, codes, day * DAY_S - 1e-9, (day + 1) * DAY_S):
+            total -= value
+            leaves = t + window.seconds
+            if there(total, slack):
+                return leaves
+        return leaves  # by whole days it is there once this day has left
+    return None
+
+
+@lru_cache(maxsize=1024)
+def _key_codes(key: str) -> frozenset[int] | None:
+    return metric_codes(key.partition("@")[0])
+
+
+def _amounts(
+    timeline: list[Entry], key: str, codes: frozenset[int] | None, after: float, before: float
+) -> Iterator[tuple[float, float]]:
+    """(time, amount) of each entry with ``after < t < before`` that counts in `key` (only entries
+    of `codes` can; None: any)."""
+    for i in range(since(timeline, after), len(timeline)):
+        entry = timeline[i]
+        if entry[0] >= before:
+            return
+        if codes is not None and entry[1] not in codes:
+            continue
+        for counted, value in contributions(entry):
+            if counted == key and value:
+                yield float(entry[0]), value

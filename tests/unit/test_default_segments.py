@@ -65,8 +65,11 @@ def merge(*parts: dict[int, dict[str, float]]) -> dict[int, dict[str, float]]:
 
 
 def members(defs: Definitions, profile: Profile, now: float = NOW) -> frozenset[str]:
+    """The segments `profile` is in at `now`, stored in it as the worker stores them (its timers
+    follow its membership: `next_check_at`)."""
     evaluation = evaluate(profile, defs, now)
     assert evaluation.errors == {}, evaluation.errors
+    profile.segments = sorted(evaluation.members)
     return evaluation.members
 
 
@@ -229,6 +232,7 @@ def test_ch_android_viewing_x(defs: Definitions) -> None:
 def test_ch_android_viewing_x_slides_out_30_minutes_after_the_view(defs: Definitions) -> None:
     viewed = NOW - 5 * MIN
     profile = swiss_android(recent_views=[("P-1001", viewed)], last_seen=viewed)
+    assert "ch_android_viewing_x" in members(defs, profile)
     assert next_check_at(profile, defs, NOW) == viewed + 30 * MIN
     assert "ch_android_viewing_x" not in members(defs, profile, viewed + 30 * MIN)
 
@@ -286,6 +290,7 @@ def test_munich_windows10_google_home(defs: Definitions) -> None:
 def test_munich_windows10_google_home_ends_with_the_session(defs: Definitions) -> None:
     seen = NOW - 5 * MIN
     profile = munich_windows(last_seen=seen)
+    assert "munich_windows10_google_home" in members(defs, profile)
     assert next_check_at(profile, defs, NOW) == seen + 30 * MIN
     assert "munich_windows10_google_home" not in members(defs, profile, seen + 30 * MIN)
 

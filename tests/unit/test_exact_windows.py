@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.core.definitions import Definitions, parse_definitions
+from streams.core.dependencies import Changes
 from streams.core.profile import DAY_S, Profile
 from streams.core.segments import evaluate, next_check_at
 from streams.testing.fakes import fixed_enricher
@@ -117,27 +118,71 @@ class Attr:
         return {c: sum(counted(e, f"{self.metric}@{c}") for e in inside) for c in CATEGORIES}
 
 
+SESSION_S = 30 * 60
+
+_COMPARE = {
+    ">=": lambda v, t: v >= t - 1e-9,
+    ">": lambda v, t: v > t + 1e-9,
+    "<": lambda v, t: v < t - 1e-9,
+    "<=": lambda v, t: v <= t + 1e-9,
+    "==": lambda v, t: abs(v - t) < 1e-9,
+    "!=": lambda v, t: abs(v - t) >= 1e-9,
+}
+
+
 @dataclass(frozen=True)
-class Segment:
-    id: str
-    attr: Attr
-    threshold: float
+class Atom:
+    """``attribute op threshold``, or ``session_active`` when `attr` is None."""
+
+    attr: Attr | None
+    op: str = ">="
+    threshold: float = 1.0
     category: str = ""
 
     def condition(self) -> str:
+        if self.attr is None:
+            return "session_active"
         read = f'{self.attr.name}["{self.category}"]' if self.attr.kind == "by" else self.attr.name
-        return f"{read} >= {self.threshold!r}"
+        return f"{read} {self.op} {self.threshold!r}"
 
     def reference(self, events: list[RawEvent], now: float) -> bool:
+        if self.attr is None:  # the newest event less than 30 minutes ago
+            return bool(events) and now - max(e.at for e in events) < SESSION_S
         value = self.attr.reference(events, now)
         if self.attr.kind == "by":
             value = value[self.category]
-        return bool(value >= self.threshold - 1e-9)
+        return bool(_COMPARE[self.op](value, self.threshold))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One to three atoms joined by ``&&`` or ``||``, the whole possibly negated: conditions that
+    time can only turn false, only turn true, or both (`streams.core.timer_plan`)."""
+
+    id: str
+    atoms: tuple[Atom, ...]
+    join: str = "&&"
+    negated: bool = False
+
+    def condition(self) -> str:
+        text = f" {self.join} ".join(f"({a.condition()})" for a in self.atoms)
+        return f"!({text})" if self.negated else text
+
+    def reference(self, events: list[RawEvent], now: float) -> bool:
+        values = [a.reference(events, now) for a in self.atoms]
+        held = all(values) if self.join == "&&" else any(values)
+        return held != self.negated
+
+    @property
+    def attrs(self) -> list[Attr]:
+        return [a.attr for a in self.atoms if a.attr is not None]
 
 
 def definitions(segments: list[Segment]) -> Definitions:
-    attrs = {s.attr.name: s.attr for s in segments}
+    attrs = {a.name: a for s in segments for a in s.attrs}
     lines = ['version: "prop"', "attributes:", *(a.yaml() for a in attrs.values()), "segments:"]
+    if not attrs:
+        lines[1] = "attributes: {}"
     for s in segments:
         lines += [f"  - id: {s.id}", "    description: generated", f"    when: '{s.condition()}'"]
     return parse_definitions("\n".join(lines) + "\n", "prop.yaml")
@@ -153,28 +198,37 @@ METRICS = ("purchases", "coupon_purchases", "spend", "add_to_carts", "page_views
 
 
 @st.composite
+def atom_strategy(draw: st.DrawFn, name: str) -> Atom:
+    if draw(st.integers(0, 9)) == 0:
+        return Atom(None)
+    window = draw(st.sampled_from(sorted(WINDOWS)))
+    kind = draw(st.sampled_from(["sum", "sum", "days", "ratio", "by"]))
+    if kind == "days" and window == "lifetime":
+        kind = "sum"
+    op = draw(st.sampled_from([">=", ">=", ">=", ">", "<", "<=", "==", "!="]))
+    if kind == "by":
+        attr = Attr(name, "by", draw(st.sampled_from(["spend", "add_to_carts", "product_views"])), window)
+        threshold = draw(st.integers(1, 3)) * 1.0
+        category = draw(st.sampled_from(CATEGORIES))
+    elif kind == "ratio":
+        attr, threshold, category = Attr(name, "ratio", "coupon_purchases", window, "purchases"), 0.5, ""
+    else:
+        metric = draw(st.sampled_from(METRICS))
+        attr = Attr(name, kind, metric, window)
+        threshold = draw(st.integers(1, 4)) * (100.0 if metric == "spend" else 1.0)
+        category = ""
+    if op in ("==", "!="):
+        threshold = 0.0  # `== 0`: only turns true as events leave (counts never go below zero)
+    return Atom(attr, op, threshold, category)
+
+
+@st.composite
 def segments_strategy(draw: st.DrawFn) -> list[Segment]:
     out = []
     for i in range(draw(st.integers(1, 4))):
-        window = draw(st.sampled_from(sorted(WINDOWS)))
-        kind = draw(st.sampled_from(["sum", "sum", "days", "ratio", "by"]))
-        if kind == "days" and window == "lifetime":
-            kind = "sum"
-        if kind == "by":
-            attr = Attr(
-                f"a{i}", "by", draw(st.sampled_from(["spend", "add_to_carts", "product_views"])), window
-            )
-            out.append(
-                Segment(f"s{i}", attr, draw(st.integers(1, 3)) * 1.0, draw(st.sampled_from(CATEGORIES)))
-            )
-            continue
-        if kind == "ratio":
-            attr = Attr(f"a{i}", "ratio", "coupon_purchases", window, "purchases")
-            out.append(Segment(f"s{i}", attr, 0.5))
-            continue
-        metric = draw(st.sampled_from(METRICS))
-        threshold = draw(st.integers(1, 4)) * (100.0 if metric == "spend" else 1.0)
-        out.append(Segment(f"s{i}", Attr(f"a{i}", kind, metric, window), threshold))
+        atoms = tuple(draw(atom_strategy(f"a{i}_{j}")) for j in range(draw(st.sampled_from([1, 1, 2, 3]))))
+        join = draw(st.sampled_from(["&&", "||"]))
+        out.append(Segment(f"s{i}", atoms, join, draw(st.integers(0, 4)) == 0))
     return out
 
 
@@ -262,16 +316,20 @@ def test_every_time_driven_change_happens_at_its_exact_second(
     profile = fold(arrival, defs)
     events = unique(arrival)
     now = max((e.at for e in events), default=BASE)
-    # Where the reference changes with no new event: an event leaving a window.
-    moments = sorted(
-        {e.at + WINDOWS[s.attr.window] for e in events for s in segments if s.attr.window != "lifetime"}
-    )
+    # Where the reference changes with no new event: an event leaving a window, the session ending.
+    moments = {e.at + WINDOWS[a.window] for e in events for s in segments for a in s.attrs}
+    moments.add(now + SESSION_S)
     changes = [
         t
-        for t in moments
-        if t > now
+        for t in sorted(moments)
+        if now < t < math.inf
         and members_by_reference(segments, events, t) != members_by_reference(segments, events, t - 0.001)
     ]
+    # As the worker evaluates on a timer: only the segments time can change (`Changes.time`); the
+    # others keep the membership stored in the profile, and its timers follow that membership.
+    profile.segments = sorted(evaluate(profile, defs, now).members)
+    profile.definitions_sha = defs.source_sha
+    on_timer = Changes(frozenset(), frozenset(), time=True)
     checks: list[float] = []
     while (due := next_check_at(profile, defs, now)) is not None:
         assert due > now
@@ -279,9 +337,10 @@ def test_every_time_driven_change_happens_at_its_exact_second(
         checks.append(due)
         before = due - 0.001
         assert evaluate(profile, defs, before).members == members_by_reference(segments, events, before)
-        members = evaluate(profile, defs, due).members
+        members = evaluate(profile, defs, due, changes=on_timer).members
         assert members == members_by_reference(segments, events, due)
-        profile.segments = sorted(members)  # as the worker stores it: its timers follow membership
+        profile.segments = sorted(members)
+        profile.next_check_at = due
         now = due
     missed = [t for t in changes if not any(abs(t - c) < 1e-6 for c in checks)]
     assert not missed
@@ -291,7 +350,7 @@ def test_the_issue_example_three_purchases_in_30_days() -> None:
     """Purchases 29 days 23 hours, 10 days and 1 day ago count; the visitor leaves at the second the
     oldest turns 30 days old, not at a UTC midnight."""
     attr = Attr("purchases_30d", "sum", "purchases", "30d")
-    segment = Segment("frequent_buyers", attr, 3.0)
+    segment = Segment("frequent_buyers", (Atom(attr, ">=", 3.0),))
     defs = definitions([segment])
     now = BASE + 400 * DAY_S + 12_345.5
     ages = [29 * DAY_S + 23 * 3600, 10 * DAY_S, DAY_S]

@@ -331,10 +331,11 @@ def test_next_check_at_is_the_next_slide_out() -> None:
     p = profile(
         days={TODAY - 29: {"purchases": 1.0}, TODAY - 3: {"purchases": 1.0}, TODAY - 40: {"purchases": 2.0}}
     )
-    due = next_check_at(p, defs, NOW)
-    assert due == (TODAY - 29 + 30) * DAY_S  # the oldest in-window purchase leaves the 30d window
-    # after the first slide-out the next one is the purchase 3 days ago leaving the 30-day window
-    assert next_check_at(p, defs, due) == (TODAY - 3 + 30) * DAY_S
+    p.segments = sorted(evaluate(p, defs, NOW).members)
+    assert p.segments == ["buyer_30d"]
+    # `purchases_30d >= 1` (and `== 0`) can change only when the last purchase in the window
+    # leaves it (3 days ago + 30 days), not when the oldest one does
+    assert next_check_at(p, defs, NOW) == (TODAY - 3 + 30) * DAY_S
     assert next_check_at(profile(), defs, NOW) is None
 
 

@@ -1,0 +1,203 @@
+"""Which moments can change a visitor's segments with no new event, and for whom: the timer plan.
+
+Time alone moves some of what conditions read: windowed attributes (an event leaves the window),
+the self-sliding facts (``session_active`` ends 30 minutes after the last event, a view leaves
+``viewed_products_30m``), and the "minutes since" facts a ``recheck`` names. Each is a **source**
+of moments:
+
+* an attribute name: every moment an event it counts leaves its window (`WindowGroup`);
+* a `Drop`: the moment a windowed count or sum falls below a bound (``purchases_30d >= 3`` can
+  change only when the third-newest purchase leaves, not at every purchase leaving);
+* an `Anchor`: each time of a profile field plus a delay (every ``last_seen`` + 30 min).
+
+Not every source concerns every visitor. ``purchases_30d >= 3`` can only turn false as purchases
+leave: only a member can leave, nobody enters by waiting. ``minutes_since_add_to_cart >= 30`` can
+only turn true: only a visitor outside can enter. `streams.core.fastcel.time_effects` reads this
+off each atom of a condition; a segment's sources are split into those that can let a visitor in
+(`TimedSegment.enter`: timers for visitors outside it) and those that can take a member out
+(`TimedSegment.exit`: timers for its members). A visitor's `TimerPlan` gathers the sources of its
+membership, and a timer evaluates only the segments whose sources concern the visitor.
+
+Not sources here: local-time facts (members of a segment reading them are rechecked at every full
+hour, `streams.core.segments.next_check_at`; a visitor enters such a segment with an event), a
+segment read by another (its own timers re-evaluate its readers when it changes), and cohort
+thresholds (a threshold move re-evaluates its population). A cohort's attribute is a source for
+every visitor: the partition's sketch counts its current value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from streams.core.attributes import (
+    RELATIVE_FACTS,
+    AttributeDef,
+    WindowGroup,
+    base_name,
+    sliding_fact_anchors,
+    split_dimension_var,
+    window_groups,
+)
+from streams.core.fastcel import ENTER, EXIT, Bound, Motion, time_effects
+from streams.core.windows import Window
+
+__all__ = ["Anchor", "Drop", "Source", "TimedSegment", "TimerPlan", "plan_for", "timed_segment"]
+
+Anchor = tuple[str, float]
+"""(profile time field, delay): a moment at each of the field's times plus the delay."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Drop:
+    """The moment the window total of `key` (`attribute`'s window) falls below `bound`
+    (`inclusive`: to it or below)."""
+
+    attribute: str
+    key: str
+    inclusive: bool
+    bound: float
+
+
+Source = str | Anchor | Drop
+"""An attribute name (every exit from its window), an `Anchor`, or a `Drop`."""
+
+_SLIDING_MOTION: dict[str, Motion] = {
+    "session_active": "fades",
+    "viewed_products_30m": "shrinks",
+    "purchased_products_24h": "shrinks",
+}
+_BOTH = frozenset({ENTER, EXIT})
+
+
+@dataclass(frozen=True, slots=True)
+class TimedSegment:
+    """One segment's sources of time-driven change, split by whom they concern."""
+
+    enter: frozenset[Source]
+    """Sources whose moments can let a visitor outside the segment in (timers for non-members)."""
+    exit: frozenset[Source]
+    """Sources whose moments can take a member out (timers for members)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerPlan:
+    """What `next_check_at` scans for one visitor, and what a timer evaluates."""
+
+    groups: tuple[WindowGroup, ...]
+    anchors: tuple[Anchor, ...]
+    drops: tuple[tuple[Window, str, bool, float], ...]
+    """(window, key, inclusive, bound) of each `Drop`."""
+    segments: frozenset[int] = frozenset()
+    """Indices of the segments time can change for this visitor, and of those reading them."""
+
+
+def _motion(attr: AttributeDef) -> Motion:
+    """How a windowed attribute's value moves as its events leave the window."""
+    if attr.aggregate is None:
+        return "down" if attr.kind in ("sum", "days", "by") else "any"
+    return "down" if attr.aggregate.agg in ("count", "distinct") else "any"
+
+
+def _drop_key(var: str, attr: AttributeDef) -> str | None:
+    """The bucket key whose window total `var` is, when it is one (a sum, or one key of a map)."""
+    if attr.aggregate is not None:
+        return None
+    if attr.kind == "sum" and var == attr.name:
+        return attr.key
+    split = split_dimension_var(var)
+    if attr.kind == "by" and split is not None:
+        return f"{attr.key}@{split[1]}"
+    return None
+
+
+def timed_segment(
+    source: str,
+    variables: Iterable[str],
+    rechecks: Iterable[Anchor],
+    attributes: Mapping[str, AttributeDef],
+) -> TimedSegment | None:
+    """The sources of one condition (`source`, reading `variables`, with its declared `rechecks`);
+    None when time alone cannot change it."""
+    moving: dict[str, Motion] = {}
+    sources_of: dict[str, list[Source]] = {}
+    drop_key: dict[str, tuple[str, str]] = {}
+    readers_of_field: dict[str, list[str]] = {}
+    for var in variables:
+        base = base_name(var)
+        attr = attributes.get(base)
+        if attr is not None:
+            if attr.window.kind != "lifetime":
+                moving[var] = _motion(attr)
+                sources_of[var] = [base]
+                key = _drop_key(var, attr)
+                if key is not None:
+                    drop_key[var] = (base, key)
+        elif base in _SLIDING_MOTION:
+            moving[var] = _SLIDING_MOTION[base]
+            sources_of[var] = list(sliding_fact_anchors([base]))
+        elif base in RELATIVE_FACTS:
+            moving[var] = "up"
+            sources_of[var] = []  # its moments are the rechecks on its field (below)
+            readers_of_field.setdefault(RELATIVE_FACTS[base], []).append(var)
+    rechecks = tuple(rechecks)
+    if not moving and not rechecks:
+        return None
+    found = time_effects(source, moving) if moving else {}
+    reads: Mapping[str, list[tuple[frozenset[str], Bound | None]]] = (
+        found if found is not None else {var: [(_BOTH, None)] for var in moving}
+    )
+    enter: set[Source] = set()
+    exit_: set[Source] = set()
+    for var, atoms in reads.items():
+        for effects, bound in atoms:
+            sources: list[Source] = list(sources_of[var])
+            if bound is not None and var in drop_key:
+                attribute, key = drop_key[var]
+                sources = [Drop(attribute, key, *bound)]
+            if ENTER in effects:
+                enter.update(sources)
+            if EXIT in effects:
+                exit_.update(sources)
+    for anchor in rechecks:
+        readers = readers_of_field.get(anchor[0], ())
+        concerns = frozenset(e for var in readers for effects, _ in reads.get(var, ()) for e in effects)
+        if not concerns:  # a recheck on no fact the condition reads: for everyone
+            concerns = _BOTH
+        if ENTER in concerns:
+            enter.add(anchor)
+        if EXIT in concerns:
+            exit_.add(anchor)
+    if not enter and not exit_:
+        return None
+    return TimedSegment(frozenset(enter), frozenset(exit_))
+
+
+def plan_for(
+    members: frozenset[str],
+    timed: Mapping[str, TimedSegment],
+    always: frozenset[str],
+    attributes: Mapping[str, AttributeDef],
+    hourly: frozenset[str] = frozenset(),
+    indices: Callable[[Iterable[str]], frozenset[int]] = lambda ids: frozenset(),
+) -> TimerPlan:
+    """The timer plan of a visitor in `members`: the `enter` sources of the timed segments it is
+    not in, the `exit` sources of those it is in, and the attributes in `always` (the cohorts').
+    `hourly`: the segments rechecked at every full hour for their members (local time);
+    `indices`: segment ids → their indices with those of the segments reading them."""
+    sources: set[Source] = set(always)
+    concerned: list[str] = [segment_id for segment_id in hourly if segment_id in members]
+    for segment_id, seg in timed.items():
+        mine = seg.exit if segment_id in members else seg.enter
+        if mine:
+            sources |= mine
+            concerned.append(segment_id)
+    windows = sorted(s for s in sources if isinstance(s, str))
+    anchors = sorted(s for s in sources if isinstance(s, tuple))
+    drops = sorted(s for s in sources if isinstance(s, Drop))
+    return TimerPlan(
+        window_groups(attributes[name] for name in windows),
+        tuple(anchors),
+        tuple((attributes[d.attribute].window, d.key, d.inclusive, d.bound) for d in drops),
+        indices(concerned),
+    )
