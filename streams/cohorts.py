@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from schemas.cohorts import CohortSketchRecord, cohort_key
 from streams.core.definitions import Definitions
-from streams.core.profile import Profile
+from streams.core.profile import Profile, profile_cohort_values
 from streams.core.sketch import PartitionCohorts, QuantileSketch
 from streams.kafka import follow, send_all
 from streams.logging import get_logger
@@ -72,13 +72,13 @@ def sketch_record(defs: Definitions, partition: int, name: str, sketch: Quantile
 
 
 def rebuild(profiles: Iterable[tuple[str, bytes | Profile]], alpha: float) -> PartitionCohorts:
-    """A partition's cohort sketches from its profiles' recorded values (recovery). Every profile is
-    decoded: ≈ 10 µs each, paid only when the running definitions have cohorts."""
+    """A partition's cohort sketches from its profiles' recorded values (recovery), read from each
+    serialised profile's header (`profile_cohort_values`: no body is decompressed)."""
     state = PartitionCohorts(alpha)
     for visitor_id, stored in profiles:
-        profile = stored if isinstance(stored, Profile) else Profile.from_bytes(stored)
-        if profile.cohort_values:
-            state.record(visitor_id, profile.cohort_values)
+        values = stored.cohort_values if isinstance(stored, Profile) else profile_cohort_values(stored)
+        if values:
+            state.record(visitor_id, values)
     return state
 
 

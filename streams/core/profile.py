@@ -17,14 +17,15 @@ Serialised form (format 1 and later), all little-endian::
                 8 d  next_check_at (NaN for None)
                 2 H  n = len(recent_event_ids)
     event ids   n × 8 q  recent_event_ids
+    cohorts     4 I  m, then m bytes: orjson of cohort_values (m = 0: none)      (format 5 on)
     body        LZ4 block (size-prefixed) of orjson [value, value, ...]: every other field, positional
                 in `_BODY_FIELDS` order (field names are not stored); `days` as [[day, bucket], ...]
 
-The header lets recovery read a profile's clock fields without decoding it
-(`profile_clock_fields`); the event-id hashes are random 64-bit numbers, 8 bytes each in binary
-against ~20 as JSON text, and LZ4 could not shrink them. The tag's last byte makes the first four
-bytes, read as the legacy format's uint32 size prefix, larger than any LZ4 block: profiles written
-before format 1 (`lz4(orjson(dataclass))`) are told apart and still decoded.
+The header lets recovery read a profile's clock fields and cohort values without decoding it
+(`profile_clock_fields`, `profile_cohort_values`); the event-id hashes are random 64-bit numbers,
+8 bytes each in binary against ~20 as JSON text, and LZ4 could not shrink them. The tag's last byte
+makes the first four bytes, read as the legacy format's uint32 size prefix, larger than any LZ4
+block: profiles written before format 1 (`lz4(orjson(dataclass))`) are told apart and still decoded.
 
 New fields go at the end of `Profile`: bump `FORMAT_NUMBER` and record the previous format's body
 length in `_BODY_LENGTHS`; its profiles (they live on in the changelog) decode with the new fields'
@@ -173,7 +174,7 @@ class Profile:
     # -- (de)serialisation -----------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The serialised form (format 1, see the module docstring)."""
+        """The serialised form (see the module docstring)."""
         ids = self.recent_event_ids
         next_check_at = self.next_check_at
         body = list(_body_values(self))
@@ -181,16 +182,25 @@ class Profile:
         head = _head_struct(len(ids)).pack(
             FORMAT_TAG, self.last_seen, _NO_TIME if next_check_at is None else next_check_at, len(ids), *ids
         )
+        cohorts = orjson.dumps(self.cohort_values) if self.cohort_values else b""
         # Every dict left in the body has str keys (`days`, the only int-keyed one, is a list here).
-        return head + lz4.block.compress(orjson.dumps(body))
+        return head + _COHORTS_SIZE.pack(len(cohorts)) + cohorts + lz4.block.compress(orjson.dumps(body))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Profile:
         tag, last_seen, next_check_at, count = _HEADER.unpack_from(raw)
         if tag != FORMAT_TAG and tag not in _OLDER_TAGS:
             return cls._from_legacy_bytes(raw)
-        ids_end = _HEADER.size + 8 * count
-        values = orjson.loads(lz4.block.decompress(memoryview(raw)[ids_end:]))
+        body_at = ids_end = _HEADER.size + 8 * count
+        cohort_values: dict[str, float] = {}
+        if tag == FORMAT_TAG:
+            cohorts_end = ids_end + _COHORTS_SIZE.size + _COHORTS_SIZE.unpack_from(raw, ids_end)[0]
+            if cohorts_end > ids_end + _COHORTS_SIZE.size:
+                cohort_values = orjson.loads(memoryview(raw)[ids_end + _COHORTS_SIZE.size : cohorts_end])
+            body_at = cohorts_end
+        values = orjson.loads(lz4.block.decompress(memoryview(raw)[body_at:]))
+        if tag == _FORMAT_4_TAG:  # format 4 kept `cohort_values` as the body's last field
+            cohort_values = values.pop()
         if len(values) < len(_BODY_FIELDS):  # an older format: the fields added since take defaults
             values += [_default(name) for name in _BODY_FIELDS[len(values) :]]
         values[_DAYS_AT] = dict(values[_DAYS_AT])
@@ -200,6 +210,7 @@ class Profile:
         values.insert(_LAST_SEEN_AT, last_seen)
         values.insert(_RECENT_EVENT_IDS_AT, list(_ids_struct(count).unpack_from(raw, _HEADER.size)))
         values.insert(_NEXT_CHECK_AT_AT, None if math.isnan(next_check_at) else next_check_at)
+        values.insert(_COHORT_VALUES_AT, cohort_values)
         return cls(*values)
 
     @classmethod
@@ -232,14 +243,18 @@ class Profile:
         }
 
 
-FORMAT_NUMBER = 4
+FORMAT_NUMBER = 5
 FORMAT_TAG = b"TP" + bytes([FORMAT_NUMBER]) + b"\xff"
 """First bytes of a serialised profile: "TP", the format number, and 0xFF (as a little-endian uint32
 that is beyond LZ4's block limit, so never the size prefix of a legacy profile)."""
-_BODY_LENGTHS = {1: 38, 2: 39, 3: 43}
-"""Body fields of each older format: formats differ only by fields appended at the end."""
+_BODY_LENGTHS = {1: 38, 2: 39, 3: 43, 4: 44}
+"""Body fields of each older format: formats 1–4 differ only by fields appended at the end; format
+5 moved `cohort_values` (format 4's last body field) to the header."""
 _OLDER_TAGS = frozenset(b"TP" + bytes([number]) + b"\xff" for number in _BODY_LENGTHS)
+_FORMAT_4_TAG = b"TP\x04\xff"
 _HEADER = struct.Struct("<4sddH")
+_COHORTS_SIZE = struct.Struct("<I")
+"""Length of the orjson of `cohort_values` after the event ids (format 5 on; 0 for none)."""
 _NO_TIME = math.nan
 """`next_check_at` None in the header."""
 
@@ -255,7 +270,7 @@ def _ids_struct(count: int) -> struct.Struct:
     return struct.Struct(f"<{count}q")
 
 
-_HEADER_FIELDS = ("last_seen", "recent_event_ids", "next_check_at")
+_HEADER_FIELDS = ("last_seen", "recent_event_ids", "next_check_at", "cohort_values")
 _FIELDS = [f.name for f in fields(Profile)]
 _BODY_FIELDS = [name for name in _FIELDS if name not in _HEADER_FIELDS]
 _body_values = attrgetter(*_BODY_FIELDS)
@@ -265,6 +280,7 @@ _RECENT_PURCHASES_AT = _BODY_FIELDS.index("recent_purchases")
 _LAST_SEEN_AT = _FIELDS.index("last_seen")
 _RECENT_EVENT_IDS_AT = _FIELDS.index("recent_event_ids")
 _NEXT_CHECK_AT_AT = _FIELDS.index("next_check_at")
+_COHORT_VALUES_AT = _FIELDS.index("cohort_values")
 
 
 def _default(name: str) -> Any:
@@ -283,6 +299,22 @@ def profile_clock_fields(raw: bytes) -> tuple[float, float | None]:
         profile = Profile.from_bytes(raw)
         return profile.last_seen, profile.next_check_at
     return last_seen, None if math.isnan(next_check_at) else next_check_at
+
+
+def profile_cohort_values(raw: bytes) -> dict[str, float]:
+    """`cohort_values` of a serialised profile, read from its header (format 5 on) without
+    decompressing its body: recovery rebuilds the partition's cohort sketches from these."""
+    tag, _, _, count = _HEADER.unpack_from(raw)
+    if tag != FORMAT_TAG:
+        return Profile.from_bytes(raw).cohort_values
+    at = _HEADER.size + 8 * count
+    size = _COHORTS_SIZE.unpack_from(raw, at)[0]
+    if not size:
+        return {}
+    values: dict[str, float] = orjson.loads(
+        memoryview(raw)[at + _COHORTS_SIZE.size : at + _COHORTS_SIZE.size + size]
+    )
+    return values
 
 
 def _push_recent(items: list[tuple[str, float]], product_id: str, at: float) -> None:

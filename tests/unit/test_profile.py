@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import fields
 from typing import Any
 
@@ -9,7 +10,13 @@ import lz4.block
 import orjson
 import pytest
 
-from streams.core.profile import FORMAT_TAG, Profile, profile_clock_fields
+from streams.core.profile import (
+    _BODY_LENGTHS,
+    FORMAT_TAG,
+    Profile,
+    profile_clock_fields,
+    profile_cohort_values,
+)
 
 
 def full_profile() -> Profile:
@@ -138,11 +145,15 @@ def test_serialised_form_is_smaller_than_legacy() -> None:
     assert len(profile.to_bytes()) < len(legacy_bytes(profile))
 
 
-def older_format_bytes(profile: Profile, number: int, body_fields: int) -> bytes:
-    """An older format: the same header and body, without the fields appended since."""
+def older_format_bytes(profile: Profile, number: int) -> bytes:
+    """Format `number` (1–4) of `profile`: the same header and event ids, no cohorts segment (format
+    5 moved `cohort_values` there), and a body without the fields appended since (format 4's
+    body ends with `cohort_values`)."""
     raw = profile.to_bytes()
     ids_end = len(FORMAT_TAG) + 8 + 8 + 2 + 8 * len(profile.recent_event_ids)
-    body = orjson.loads(lz4.block.decompress(raw[ids_end:]))[:body_fields]
+    cohorts_size = struct.unpack_from("<I", raw, ids_end)[0]
+    body = orjson.loads(lz4.block.decompress(raw[ids_end + 4 + cohorts_size :]))
+    body = [*body, profile.cohort_values] if number == 4 else body[: _BODY_LENGTHS[number]]
     tag = b"TP" + bytes([number]) + b"\xff"
     return tag + raw[len(FORMAT_TAG) : ids_end] + lz4.block.compress(orjson.dumps(body))
 
@@ -153,15 +164,17 @@ def older_format_bytes(profile: Profile, number: int, body_fields: int) -> bytes
         (1, ["evaluated_at", "timeline", "timeline_from_day", "totals", "definitions_sha", "cohort_values"]),
         (2, ["timeline", "timeline_from_day", "totals", "definitions_sha", "cohort_values"]),
         (3, ["cohort_values"]),
+        (4, []),
     ],
 )
 def test_older_formats_decode_with_defaults_for_new_fields(number: int, added: list[str]) -> None:
     profile = full_profile()
-    raw = older_format_bytes(profile, number, len(fields(Profile)) - 3 - len(added))
+    raw = older_format_bytes(profile, number)
     back = Profile.from_bytes(raw)
     default = Profile(visitor_id="")
     for name in added:
         assert getattr(back, name) == getattr(default, name)
         setattr(back, name, getattr(profile, name))
     assert_same(back, profile)
+    assert profile_cohort_values(raw) == Profile.from_bytes(raw).cohort_values
     assert profile_clock_fields(raw) == (profile.last_seen, profile.next_check_at)
