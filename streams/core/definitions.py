@@ -116,7 +116,7 @@ from streams.core.dependencies import DependencyIndex
 from streams.core.fastcel import condition_guards
 from streams.core.profile import DIMENSIONED_METRICS
 from streams.core.timeline import CODES, TYPES
-from streams.core.timer_plan import TimedSegment, TimerPlan, plan_for, timed_segment
+from streams.core.timer_plan import TimedSegment, TimerPlan, base_plan, plan_for, timed_segment
 from streams.core.windows import DEFAULT_ZONE, Window, parse_window, zone_of
 
 __all__ = [
@@ -289,12 +289,22 @@ class Definitions:
 
     @functools.cached_property
     def _timed_ids(self) -> frozenset[str]:
-        """Segments whose membership decides a visitor's timer plan."""
-        return frozenset(self.timed) | self.local_time_segments
+        """Segments whose membership decides a visitor's timer plan (those with moments for
+        members, and those rechecked hourly)."""
+        return frozenset(sid for sid, seg in self.timed.items() if seg.exit) | self.local_time_segments
 
     @functools.cached_property
     def segment_ids(self) -> frozenset[str]:
         return frozenset(seg.id for seg in self.segments)
+
+    @functools.cached_property
+    def segment_id_list(self) -> tuple[str, ...]:
+        """Segment ids by index (`segments` order)."""
+        return tuple(seg.id for seg in self.segments)
+
+    @functools.cached_property
+    def segments_by_id(self) -> Mapping[str, SegmentDef]:
+        return MappingProxyType({seg.id: seg for seg in self.segments})
 
     def segment(self, segment_id: str) -> SegmentDef:
         for seg in self.segments:
@@ -1449,15 +1459,19 @@ def _reads_and_functions(
 @functools.lru_cache(maxsize=4096)
 def _timer_plan(defs: Definitions, members: frozenset[str]) -> TimerPlan:
     """`Definitions.timer_plan`, once per distinct membership of the timed segments."""
-    index = defs.dependencies
     return plan_for(
-        members,
-        defs.timed,
-        defs.timer_always,
-        defs.attributes,
-        defs.local_time_segments,
-        index.with_readers if index is not None else lambda ids: frozenset(),
+        members, _base_plan(defs), defs.timed, defs.attributes, defs.local_time_segments, _indices(defs)
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _base_plan(defs: Definitions) -> TimerPlan:
+    return base_plan(defs.timed, defs.timer_always, defs.attributes, _indices(defs))
+
+
+def _indices(defs: Definitions) -> Callable[[Iterable[str]], frozenset[int]]:
+    index = defs.dependencies
+    return index.with_readers if index is not None else lambda ids: frozenset()
 
 
 def _prepare(

@@ -72,9 +72,11 @@ class Evaluation:
             out[segment_id] = self.deciding[segment_id]
         if self.values is not None:
             # A segment no longer defined (definitions reloaded) has nothing to explain.
-            for seg in defs.segments:
-                if seg.id in wanted and seg.id not in out:
-                    out[seg.id] = _read_values(seg, self.values)
+            by_id = defs.segments_by_id
+            for segment_id in sorted(wanted - out.keys()):
+                seg = by_id.get(segment_id)
+                if seg is not None:
+                    out[segment_id] = _read_values(seg, self.values)
         return out
 
 
@@ -140,7 +142,8 @@ def _evaluate(
         members.clear()
     else:
         members.intersection_update(defs.segment_ids)
-        members.difference_update(segments[i].id for i in chosen)
+        ids = defs.segment_id_list
+        members.difference_update([ids[i] for i in chosen])
     errors: dict[str, str] = {}
     index = defs.dependencies
     # Guards pay off over many conditions; over a few, reading every guarded name costs more.

@@ -15,8 +15,9 @@ leave: only a member can leave, nobody enters by waiting. ``minutes_since_add_to
 only turn true: only a visitor outside can enter. `streams.core.fastcel.time_effects` reads this
 off each atom of a condition; a segment's sources are split into those that can let a visitor in
 (`TimedSegment.enter`: timers for visitors outside it) and those that can take a member out
-(`TimedSegment.exit`: timers for its members). A visitor's `TimerPlan` gathers the sources of its
-membership, and a timer evaluates only the segments whose sources concern the visitor.
+(`TimedSegment.exit`: timers for its members). A visitor's `TimerPlan` is every segment's `enter`
+sources and the `exit` sources of the segments it is in; a timer evaluates only the segments those
+sources belong to.
 
 Not sources here: local-time facts (members of a segment reading them are rechecked at every full
 hour, `streams.core.segments.next_check_at`; a visitor enters such a segment with an event), a
@@ -42,7 +43,7 @@ from streams.core.attributes import (
 from streams.core.fastcel import ENTER, EXIT, Bound, Motion, time_effects
 from streams.core.windows import Window
 
-__all__ = ["Anchor", "Drop", "Source", "TimedSegment", "TimerPlan", "plan_for", "timed_segment"]
+__all__ = ["Anchor", "Drop", "Source", "TimedSegment", "TimerPlan", "base_plan", "plan_for", "timed_segment"]
 
 Anchor = tuple[str, float]
 """(profile time field, delay): a moment at each of the field's times plus the delay."""
@@ -173,25 +174,55 @@ def timed_segment(
     return TimedSegment(frozenset(enter), frozenset(exit_))
 
 
-def plan_for(
-    members: frozenset[str],
+def base_plan(
     timed: Mapping[str, TimedSegment],
     always: frozenset[str],
+    attributes: Mapping[str, AttributeDef],
+    indices: Callable[[Iterable[str]], frozenset[int]],
+) -> TimerPlan:
+    """The plan of a visitor in no segment: the `enter` sources of every timed segment and the
+    attributes in `always` (the cohorts'); `indices`: segment ids → their indices with those of the
+    segments reading them."""
+    sources: set[Source] = set(always)
+    for seg in timed.values():
+        sources |= seg.enter
+    return _plan(sources, attributes, indices(sid for sid, seg in timed.items() if seg.enter))
+
+
+def plan_for(
+    members: frozenset[str],
+    base: TimerPlan,
+    timed: Mapping[str, TimedSegment],
     attributes: Mapping[str, AttributeDef],
     hourly: frozenset[str] = frozenset(),
     indices: Callable[[Iterable[str]], frozenset[int]] = lambda ids: frozenset(),
 ) -> TimerPlan:
-    """The timer plan of a visitor in `members`: the `enter` sources of the timed segments it is
-    not in, the `exit` sources of those it is in, and the attributes in `always` (the cohorts').
-    `hourly`: the segments rechecked at every full hour for their members (local time);
-    `indices`: segment ids → their indices with those of the segments reading them."""
-    sources: set[Source] = set(always)
-    concerned: list[str] = [segment_id for segment_id in hourly if segment_id in members]
-    for segment_id, seg in timed.items():
-        mine = seg.exit if segment_id in members else seg.enter
-        if mine:
-            sources |= mine
-            concerned.append(segment_id)
+    """The plan of a visitor in `members`: `base` (every segment's `enter` sources) and the `exit`
+    sources of the segments it is in. A member's `enter` sources stay in: a moment that concerns
+    nobody costs one evaluation that changes nothing, and the plan is built from `base` in time
+    proportional to the visitor's segments, not to all of them (1,000 definitions). `hourly`: the
+    segments rechecked at every full hour for their members (local time)."""
+    extra: set[Source] = set()
+    for segment_id in members:
+        seg = timed.get(segment_id)
+        if seg is not None:
+            extra |= seg.exit
+    concerned = [m for m in members if (m in timed and timed[m].exit) or m in hourly]
+    if not concerned:
+        return base
+    more = _plan(extra, attributes, indices(concerned))
+    return TimerPlan(
+        base.groups + more.groups,
+        tuple(sorted(set(base.anchors) | set(more.anchors))),
+        base.drops + tuple(d for d in more.drops if d not in base.drops),
+        base.segments | more.segments,
+    )
+
+
+def _plan(
+    sources: Iterable[Source], attributes: Mapping[str, AttributeDef], segments: frozenset[int]
+) -> TimerPlan:
+    sources = set(sources)
     windows = sorted(s for s in sources if isinstance(s, str))
     anchors = sorted(s for s in sources if isinstance(s, tuple))
     drops = sorted(s for s in sources if isinstance(s, Drop))
@@ -199,5 +230,5 @@ def plan_for(
         window_groups(attributes[name] for name in windows),
         tuple(anchors),
         tuple((attributes[d.attribute].window, d.key, d.inclusive, d.bound) for d in drops),
-        indices(concerned),
+        segments,
     )
