@@ -4,9 +4,9 @@
 queue and the event-time clock. Each partition's profiles are a mapping visitor id → serialised
 profile (bytes), or the live `Profile` object for a visitor a batch touched since the last
 checkpoint (serialised by the checkpoint that writes its changelog record). `memory` keeps all of
-them in a dict: ≈ 1.4 KB of RSS per profile (bench: `memory` step). `rocksdb` keeps the serialised
-ones in a RocksDB folder per partition and only the live objects in memory: ≈ 0.4 KB of RSS per
-profile, at ≈ 10 µs per read and ≈ 50 µs per write (same bench step), for workers whose
+them in a dict: ≈ 2.8 KB of RSS per profile of full histories (bench: `memory` step). `rocksdb`
+keeps the serialised ones in a RocksDB folder per partition and only the live objects in memory:
+≈ 0.4 KB of RSS per profile, at ≈ 16 µs per read and ≈ 140 µs per write (same bench step), for workers whose
 partitions hold more visitors than their memory.
 
 The changelog topic stays the source of truth in both: a partition's folder is created empty when
