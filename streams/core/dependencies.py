@@ -156,6 +156,18 @@ def _guard_table(guards: Sequence[Iterable[tuple[Any, ...]]]) -> dict[str, _Stri
     return table
 
 
+def _with_dependents(dependents: Mapping[int, Iterable[int]], start: Iterable[int]) -> frozenset[int]:
+    """`start` and every segment reading one of them, however indirectly."""
+    todo = list(start)
+    out = set(todo)
+    while todo:
+        for dep in dependents.get(todo.pop(), ()):
+            if dep not in out:
+                out.add(dep)
+                todo.append(dep)
+    return frozenset(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Changes:
     """What a visitor's events of one batch changed: their event codes and the profile fields."""
@@ -226,13 +238,7 @@ class DependencyIndex:
                         by_code.setdefault(code, set()).add(i)
 
         def closure(start: Iterable[int]) -> frozenset[int]:
-            out, todo = set(start), list(start)
-            while todo:
-                for dep in dependents.get(todo.pop(), ()):
-                    if dep not in out:
-                        out.add(dep)
-                        todo.append(dep)
-            return frozenset(out)
+            return _with_dependents(dependents, start)
 
         self.order = tuple(order)
         self._position = {segment: pos for pos, segment in enumerate(self.order)}
@@ -274,15 +280,8 @@ class DependencyIndex:
 
     def with_readers(self, segment_ids: Iterable[str]) -> frozenset[int]:
         """Indices of `segment_ids` and of every segment reading one of them, however indirectly."""
-        dependents = self._dependents
-        todo = [self._index_of[sid] for sid in segment_ids if sid in self._index_of]
-        out = set(todo)
-        while todo:
-            for dep in dependents.get(todo.pop(), ()):
-                if dep not in out:
-                    out.add(dep)
-                    todo.append(dep)
-        return frozenset(out)
+        index_of = self._index_of
+        return _with_dependents(self._dependents, [index_of[sid] for sid in segment_ids if sid in index_of])
 
     def affected(self, changes: Changes, timed: Collection[int] = ()) -> list[int]:
         """Segments (indices) the changes can affect, in evaluation order; with `Changes.time`,
