@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -347,19 +347,13 @@ def drop_at(
         # Whether it gets there while the first day's events leave: look at them.
         parts = list(_amounts(timeline, key, codes, cut, (first + 1) * DAY_S))
         total += math.fsum(value for _, value in parts)
-        if not exact and any(not float(value).is_integer() for _, value in parts):
+        if exact and not all(float(value).is_integer() for _, value in parts):
             slack = 1e-9 * max(1.0, abs(bound))
         if there(total, -slack):
             return None
         if window.kind == "calendar":
             return calendar_next(now, window.unit, zone)
-        leaves = now
-        for t, value in parts:
-            total -= value
-            leaves = t + window.seconds
-            if there(total, slack):
-                return leaves
-        return leaves  # by whole days it is there once these have left
+        return _leaves_there(parts, total, there, slack, window.seconds, now)
     if there(total, -slack):
         return None
     if window.kind == "calendar":  # everything leaves at once when the next period starts
@@ -371,13 +365,29 @@ def drop_at(
         leaves = day * DAY_S + window.seconds  # day-granular, or a day with no entries (older profiles)
         if granular:
             return leaves
-        for t, value in _amounts(timeline, key, codes, day * DAY_S - 1e-9, (day + 1) * DAY_S):
-            total -= value
-            leaves = t + window.seconds
-            if there(total, slack):
-                return leaves
-        return leaves  # by whole days it is there once this day has left
+        day_parts = _amounts(timeline, key, codes, day * DAY_S - 1e-9, (day + 1) * DAY_S)
+        return _leaves_there(day_parts, total, there, slack, window.seconds, leaves)
     return None
+
+
+def _leaves_there(
+    parts: Iterable[tuple[float, float]],
+    total: float,
+    there: Callable[[float, float], bool],
+    slack: float,
+    seconds: float,
+    otherwise: float,
+) -> float:
+    """The moment the total gets there as `parts` ((time, amount), in time order) leave a window of
+    `seconds`; by whole days it is there once they all have, so the last one's moment (`otherwise`
+    when there are none) when rounding keeps the running total above."""
+    leaves = otherwise
+    for t, value in parts:
+        total -= value
+        leaves = t + seconds
+        if there(total, slack):
+            return leaves
+    return leaves
 
 
 @lru_cache(maxsize=1024)
