@@ -619,13 +619,18 @@ def window_exit_at(
 
 
 def groups_exit_at(
-    profile: Profile, groups: Iterable[WindowGroup], now: float, zone: str = DEFAULT_ZONE
+    profile: Profile,
+    groups: Iterable[WindowGroup],
+    now: float,
+    zone: str = DEFAULT_ZONE,
+    ascending_days: list[int] | None = None,
 ) -> float | None:
-    """`window_exit_at` over groups prepared once (`window_groups`): the per-evaluation path."""
+    """`window_exit_at` over groups prepared once (`window_groups`): the per-evaluation path.
+    `ascending_days`: the profile's bucket days sorted, when the caller has them."""
     days = profile.days
     if not days:
         return None
-    ordered = sorted(days)
+    ordered = sorted(days) if ascending_days is None else ascending_days
     best: float | None = None
     for group in groups:
         if group.keys or group.prefixes:

@@ -465,16 +465,11 @@ class _Batch:
         changes: Changes | None = None
         trimmed = profile.timeline_from_day != effect.from_day
         if defs.dependencies is not None and not trimmed:
-            # Time changes what the timer plan names once `now` reaches the profile's next check.
-            pending = profile.next_check_at
-            time_passed = pending is not None and now >= pending
-            if reason == "timer":
-                changes = Changes(frozenset(), frozenset(), time=True)
-            else:
-                index = defs.dependencies
-                codes = frozenset(CODES[t] for t in self.seen_types.get(visitor_id, ()))
-                fields = index.changed_fields(effect.before, profile) if index.fields else frozenset()
-                changes = Changes(codes, fields, time=time_passed)
+            # A timer (or an event after the profile's next check) adds what time can change.
+            index = defs.dependencies
+            codes = frozenset(CODES[t] for t in self.seen_types.get(visitor_id, ()))
+            fields = index.changed_fields(effect.before, profile) if index.fields else frozenset()
+            changes = Changes(codes, fields)
         evaluation, entered, exited = _evaluate_membership(
             profile,
             defs,
@@ -624,7 +619,7 @@ def _record_cohort_values(
     """Record the profile's value of each cohort of `defs` in `profile.cohort_values` — its
     attribute's value when > 0 (the population), else none — and append each move to
     `deltas[partition]`; whether any moved. A value is computed again when the evaluation was
-    complete, time passed the visitor's next check (`Changes.time`: windows slid), or the
+    complete, time passed the visitor's next check (`Evaluation.timed`: windows slid), or the
     visitor's events can change the cohort's attribute (else it is what it was).
     Values of cohorts `defs` no longer has move out."""
     recorded = profile.cohort_values
@@ -635,8 +630,8 @@ def _record_cohort_values(
     for name, cohort in defs.cohorts.items():
         if (
             not evaluation.complete
+            and not evaluation.timed
             and changed is not None
-            and not changed.time
             and cohort.codes is not None
             and cohort.codes.isdisjoint(changed.codes)
         ):

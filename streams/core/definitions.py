@@ -267,8 +267,6 @@ class Definitions:
     (`streams.core.timer_plan`); segments time cannot change are not in it."""
     timer_always: frozenset[str] = frozenset()
     """Attributes whose window exits are timers for every visitor (the cohorts')."""
-    sliding_facts: frozenset[str] = frozenset()
-    rechecks: tuple[Recheck, ...] = ()
     trigger_plan: ValuePlan = field(default_factory=lambda: ValuePlan.build((), {}), repr=False)
     trigger_vars: frozenset[str] = frozenset()
     trigger_nullable: frozenset[str] = frozenset()
@@ -294,6 +292,11 @@ class Definitions:
         return frozenset(sid for sid, seg in self.timed.items() if seg.exit) | self.local_time_segments
 
     @functools.cached_property
+    def base_timer_plan(self) -> TimerPlan:
+        """The timer plan of a visitor in no segment (`streams.core.timer_plan.base_plan`)."""
+        return base_plan(self.timed, self.timer_always, self.attributes, _indices(self))
+
+    @functools.cached_property
     def segment_ids(self) -> frozenset[str]:
         return frozenset(seg.id for seg in self.segments)
 
@@ -307,10 +310,7 @@ class Definitions:
         return MappingProxyType({seg.id: seg for seg in self.segments})
 
     def segment(self, segment_id: str) -> SegmentDef:
-        for seg in self.segments:
-            if seg.id == segment_id:
-                return seg
-        raise KeyError(segment_id)
+        return self.segments_by_id[segment_id]
 
     def cohort_thresholds(self, thresholds: Mapping[str, float] | None) -> dict[str, float] | None:
         """What conditions read for each cohort (by `CohortDef.var`): its threshold in `thresholds`
@@ -1460,13 +1460,8 @@ def _reads_and_functions(
 def _timer_plan(defs: Definitions, members: frozenset[str]) -> TimerPlan:
     """`Definitions.timer_plan`, once per distinct membership of the timed segments."""
     return plan_for(
-        members, _base_plan(defs), defs.timed, defs.attributes, defs.local_time_segments, _indices(defs)
+        members, defs.base_timer_plan, defs.timed, defs.attributes, defs.local_time_segments, _indices(defs)
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _base_plan(defs: Definitions) -> TimerPlan:
-    return base_plan(defs.timed, defs.timer_always, defs.attributes, _indices(defs))
 
 
 def _indices(defs: Definitions) -> Callable[[Iterable[str]], frozenset[int]]:
@@ -1497,7 +1492,6 @@ def _prepare(
     _add_named_dimensions(attributes, [seg.when for seg in segments] + trigger_exprs)
     seg_vars, seg_functions, seg_custom = _reads_and_functions([seg.when for seg in segments], attributes)
     trig_vars, trig_functions, trig_custom = _reads_and_functions(trigger_exprs, attributes)
-    rechecks = tuple(dict.fromkeys(r for seg in segments for r in seg.rechecks))
     timed = {
         seg.id: found
         for seg in segments
@@ -1508,7 +1502,6 @@ def _prepare(
         )
         is not None
     }
-    sliding = frozenset(seg_vars & {"session_active", "viewed_products_30m", "purchased_products_24h"})
     return Definitions(
         version=version,
         params=MappingProxyType(params),
@@ -1526,8 +1519,6 @@ def _prepare(
         segment_function_names=seg_custom,
         timed=MappingProxyType(timed),
         timer_always=frozenset(n for n in cohort_attributes if attributes[n].window.kind != "lifetime"),
-        sliding_facts=sliding,
-        rechecks=rechecks,
         trigger_plan=ValuePlan.build(trig_vars, attributes, zone),
         trigger_vars=trig_vars,
         trigger_nullable=trig_vars & NULLABLE_FACTS,

@@ -61,6 +61,9 @@ class Evaluation:
     """The values the conditions were evaluated on (for `explain` after the fact)."""
     complete: bool = True
     """Every segment was evaluated (not only those the visitor's changes can affect)."""
+    timed: bool = False
+    """Time had reached the profile's `next_check_at`: the segments time can change for the
+    visitor were evaluated too (`Changes.time`)."""
 
     def explain(self, defs: Definitions, segment_ids: Iterable[str]) -> dict[str, dict[str, AttributeValue]]:
         """The values each of `segment_ids`' conditions read, as `deciding` holds them: from
@@ -103,20 +106,23 @@ GUARDS_FROM = 24
 """Segments to evaluate from which the guards (`DependencyIndex.ruled_out`) are consulted first."""
 
 
-def _to_evaluate(profile: Profile, defs: Definitions, now: float, changes: Changes | None) -> Sequence[int]:
+def _to_evaluate(
+    profile: Profile, defs: Definitions, now: float, changes: Changes | None
+) -> tuple[Sequence[int], bool]:
     """Indices of the segments to evaluate, in evaluation order: all of them (no `changes`, or a
     profile not yet evaluated under these definitions), else those the changes can affect, and
     those time can change once `now` has reached the profile's `next_check_at` (see
-    `streams.core.dependencies`)."""
+    `streams.core.dependencies`); and whether time had reached it."""
     index = defs.dependencies
     if index is None:
-        return range(len(defs.segments))
+        return range(len(defs.segments)), False
     if changes is None or profile.definitions_sha != defs.source_sha:
-        return index.order
+        return index.order, False
     pending = profile.next_check_at
     if pending is not None and now >= pending and not changes.time:
         changes = dataclasses.replace(changes, time=True)
-    return index.affected(changes, defs.timer_plan(profile.segments).segments if changes.time else ())
+    timed = defs.timer_plan(profile.segments).segments if changes.time else ()
+    return index.affected(changes, timed), changes.time
 
 
 def _evaluate(
@@ -136,7 +142,7 @@ def _evaluate(
     resolve = values.get
     env: cel.Context | None = None  # built when a condition needs CEL (most run in Python)
     segments = defs.segments
-    chosen = _to_evaluate(profile, defs, now, changes)
+    chosen, timed = _to_evaluate(profile, defs, now, changes)
     members = values.members  # the stored membership; each evaluated segment replaces its own
     if len(chosen) == len(segments):
         members.clear()
@@ -180,7 +186,7 @@ def _evaluate(
             if seg.id in members or seg.id in previous:
                 deciding[seg.id] = _read_values(seg, values)
     complete = len(chosen) == len(segments)
-    return Evaluation(frozenset(members), deciding, values.cache, errors, values, complete)
+    return Evaluation(frozenset(members), deciding, values.cache, errors, values, complete, timed)
 
 
 def _read_values(seg: SegmentDef, values: LazyValues) -> dict[str, AttributeValue]:
@@ -232,9 +238,10 @@ def next_check_at(profile: Profile, defs: Definitions, now: float) -> float | No
     the definitions' zone. `None` when nothing is pending.
     """
     plan = defs.timer_plan(profile.segments)
-    best: float | None = groups_exit_at(profile, plan.groups, now, defs.zone) if plan.groups else None
-    if plan.drops and profile.days:
-        days, ascending, zone = profile.days, sorted(profile.days), defs.zone
+    days, zone = profile.days, defs.zone
+    ascending = sorted(days) if days and (plan.groups or plan.drops) else []
+    best: float | None = groups_exit_at(profile, plan.groups, now, zone, ascending) if plan.groups else None
+    if plan.drops and days:
         timeline, from_day = profile.timeline, profile.timeline_from_day
         for window, key, inclusive, bound in plan.drops:
             at = drop_at(window, key, bound, inclusive, now, zone, days, ascending, timeline, from_day)
