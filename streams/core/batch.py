@@ -50,7 +50,7 @@ from streams.core.dependencies import Changes
 from streams.core.enrich import Enricher
 from streams.core.ingest import Rejected, dead_letter, decode_timed, processing_error
 from streams.core.profile import Profile, apply, event_id_hash, new_profile
-from streams.core.segments import Evaluation, diff, evaluate, next_check_at
+from streams.core.segments import Evaluation, diff, evaluate, timer_check
 from streams.core.sketch import CohortMove
 from streams.core.timeline import CODES
 from streams.core.triggers import decide
@@ -103,6 +103,9 @@ class VisitorEffect:
     from_day: int = 0
     """The profile's `timeline_from_day` as loaded: when its events trim the timeline, windows
     reaching past the trimmed days change too, and every segment is evaluated."""
+    events_before: float = 0
+    """The profile's `totals["events"]` as loaded: its timer moments kept from before are reused
+    for the sources this batch's events do not count in (`streams.core.segments.timer_check`)."""
 
 
 CohortDeltas = dict[int, dict[str, list[CohortMove]]]
@@ -304,7 +307,12 @@ class _Batch:
                 profile = stored
             else:
                 profile = self.load(stored)
-            current = VisitorEffect(profile, partition, from_day=profile.timeline_from_day)
+            current = VisitorEffect(
+                profile,
+                partition,
+                from_day=profile.timeline_from_day,
+                events_before=profile.totals.get("events", 0),
+            )
             if self.defs.dependencies is not None and self.defs.dependencies.fields:
                 current.before = self.defs.dependencies.snapshot(profile)
             self.working[visitor_id] = current
@@ -464,10 +472,10 @@ class _Batch:
         result, defs, profile = self.result, self.defs, effect.profile
         changes: Changes | None = None
         trimmed = profile.timeline_from_day != effect.from_day
+        codes = frozenset(CODES[t] for t in self.seen_types.get(visitor_id, ()))
         if defs.dependencies is not None and not trimmed:
             # A timer (or an event after the profile's next check) adds what time can change.
             index = defs.dependencies
-            codes = frozenset(CODES[t] for t in self.seen_types.get(visitor_id, ()))
             fields = index.changed_fields(effect.before, profile) if index.fields else frozenset()
             changes = Changes(codes, fields)
         evaluation, entered, exited = _evaluate_membership(
@@ -492,7 +500,9 @@ class _Batch:
             now,
             context,
         )
-        profile.next_check_at = next_check_at(profile, defs, now)
+        profile.next_check_at, profile.timer_moments = timer_check(
+            profile, defs, now, (effect.events_before, codes)
+        )
         effect.entered, effect.exited, effect.messages = entered, exited, messages
         result.messages.extend(messages)
         members = tuple(profile.segments)
@@ -553,7 +563,7 @@ def reevaluate(
             profile, defs, now, processed_at, reason, None, result.changes, changes, known
         )
         recorded = _record_cohort_values(profile, defs, evaluation, changes, partition, result.cohort_deltas)
-        profile.next_check_at = next_check_at(profile, defs, now)
+        profile.next_check_at, profile.timer_moments = timer_check(profile, defs, now)
         if entered or exited or recorded or profile.next_check_at != next_before:
             result.visitors[visitor_id] = VisitorEffect(profile, partition, entered, exited)
     return result

@@ -116,7 +116,15 @@ from streams.core.dependencies import DependencyIndex
 from streams.core.fastcel import condition_guards
 from streams.core.profile import DIMENSIONED_METRICS
 from streams.core.timeline import CODES, TYPES
-from streams.core.timer_plan import TimedSegment, TimerPlan, base_plan, plan_for, timed_segment
+from streams.core.timer_plan import (
+    Source,
+    TimedSegment,
+    TimerPlan,
+    base_plan,
+    plan_for,
+    source_index,
+    timed_segment,
+)
 from streams.core.windows import DEFAULT_ZONE, Window, parse_window, zone_of
 
 __all__ = [
@@ -294,7 +302,21 @@ class Definitions:
     @functools.cached_property
     def base_timer_plan(self) -> TimerPlan:
         """The timer plan of a visitor in no segment (`streams.core.timer_plan.base_plan`)."""
-        return base_plan(self.timed, self.timer_always, self.attributes, _indices(self))
+        return base_plan(
+            self.timed, self.timer_always, self.attributes, _indices(self), self.timer_source_index
+        )
+
+    @functools.cached_property
+    def timer_marker(self) -> int:
+        """48 bits of `source_sha`: tells the moments a profile kept under these definitions from
+        those of others (`Profile.timer_moments`)."""
+        return int(self.source_sha[:12], 16)
+
+    @functools.cached_property
+    def timer_source_index(self) -> Mapping[Source, int]:
+        """Every attribute and drop source of the timer plans, numbered (`source_index`): the keys
+        a profile keeps its sources' next moments under (`Profile.timer_moments`)."""
+        return source_index(self.timed, self.timer_always)
 
     @functools.cached_property
     def segment_ids(self) -> frozenset[str]:
@@ -1460,7 +1482,13 @@ def _reads_and_functions(
 def _timer_plan(defs: Definitions, members: frozenset[str]) -> TimerPlan:
     """`Definitions.timer_plan`, once per distinct membership of the timed segments."""
     return plan_for(
-        members, defs.base_timer_plan, defs.timed, defs.attributes, defs.local_time_segments, _indices(defs)
+        members,
+        defs.base_timer_plan,
+        defs.timed,
+        defs.attributes,
+        defs.local_time_segments,
+        _indices(defs),
+        index=defs.timer_source_index,
     )
 
 

@@ -170,6 +170,11 @@ class Profile:
     """Cohort name → this profile's value in the cohort's population (its attribute's value, when
     > 0) as of the latest evaluation: what the partition's quantile sketch counts for it
     (`streams.core.sketch.PartitionCohorts`)."""
+    timer_moments: list[float | None] = field(default_factory=list)
+    """The next moment of each timer source as `next_check_at` last found it, to reuse while no
+    event that source counts has arrived: ``[events, timeline_from_day, index, moment, ...]`` —
+    `totals["events"]` and `timeline_from_day` then, and per `Definitions.timer_source_index`
+    its moment (None: none pending). Empty: nothing kept."""
 
     # -- (de)serialisation -----------------------------------------------------------------------
 
@@ -193,7 +198,7 @@ class Profile:
             return cls._from_legacy_bytes(raw)
         body_at = ids_end = _HEADER.size + 8 * count
         cohort_values: dict[str, float] = {}
-        if tag == FORMAT_TAG:
+        if tag[2] >= 5:  # format 5 on: the cohort values follow the event ids
             cohorts_end = ids_end + _COHORTS_SIZE.size + _COHORTS_SIZE.unpack_from(raw, ids_end)[0]
             if cohorts_end > ids_end + _COHORTS_SIZE.size:
                 cohort_values = orjson.loads(memoryview(raw)[ids_end + _COHORTS_SIZE.size : cohorts_end])
@@ -243,13 +248,14 @@ class Profile:
         }
 
 
-FORMAT_NUMBER = 5
+FORMAT_NUMBER = 6
 FORMAT_TAG = b"TP" + bytes([FORMAT_NUMBER]) + b"\xff"
 """First bytes of a serialised profile: "TP", the format number, and 0xFF (as a little-endian uint32
 that is beyond LZ4's block limit, so never the size prefix of a legacy profile)."""
-_BODY_LENGTHS = {1: 38, 2: 39, 3: 43, 4: 44}
+_BODY_LENGTHS = {1: 38, 2: 39, 3: 43, 4: 44, 5: 43}
 """Body fields of each older format: formats 1–4 differ only by fields appended at the end; format
-5 moved `cohort_values` (format 4's last body field) to the header."""
+5 moved `cohort_values` (format 4's last body field) to the header; format 6 appended
+`timer_moments`."""
 _OLDER_TAGS = frozenset(b"TP" + bytes([number]) + b"\xff" for number in _BODY_LENGTHS)
 _FORMAT_4_TAG = b"TP\x04\xff"
 _HEADER = struct.Struct("<4sddH")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from streams.core.attributes import RECHECK_ANCHORS, LazyValues, cel_functions, 
 from streams.core.definitions import Definitions, SegmentDef
 from streams.core.dependencies import Changes
 from streams.core.profile import Profile
+from streams.core.timer_plan import Moments
 from streams.core.windows import drop_at, next_full_hour
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "diff",
     "evaluate",
     "next_check_at",
+    "timer_check",
     "preview",
 ]
 
@@ -226,8 +228,24 @@ def diff(previous: Iterable[str], current: frozenset[str]) -> tuple[list[str], l
     return sorted(current - before), sorted(before - current)
 
 
-def next_check_at(profile: Profile, defs: Definitions, now: float) -> float | None:
-    """The earliest moment after `now` at which a membership can change with no new event.
+Applied = tuple[float, Collection[int]]
+"""What a batch folded into a profile since it was loaded: (`totals["events"]` at the load, the
+event codes of the events folded since)."""
+
+
+def next_check_at(
+    profile: Profile, defs: Definitions, now: float, applied: Applied | None = None
+) -> float | None:
+    """The earliest moment after `now` at which a membership can change with no new event
+    (`timer_check`'s moment; the profile is not changed)."""
+    return timer_check(profile, defs, now, applied)[0]
+
+
+def timer_check(
+    profile: Profile, defs: Definitions, now: float, applied: Applied | None = None
+) -> tuple[float | None, list[float | None]]:
+    """The earliest moment after `now` at which a membership can change with no new event, and
+    the moments to keep in `profile.timer_moments` for the next call. Pure.
 
     Candidates, from the visitor's timer plan (`Definitions.timer_plan`: per segment, the sources
     that can let it in while it is outside, or take it out while it is a member): declared
@@ -236,17 +254,20 @@ def next_check_at(profile: Profile, defs: Definitions, now: float) -> float | No
     ``purchased_products_24h`` purchase + 24 h); the moment the next counted event leaves each
     window; and for a member of a segment reading the local hour or weekday, the next full hour in
     the definitions' zone. `None` when nothing is pending.
+
+    The moment each window source gives is kept (`profile.timer_moments`, stored by the caller) and
+    reused while it is
+    still ahead and no event that source counts has arrived: with no event since, as long as
+    `totals["events"]` and `timeline_from_day` are what they were; `applied` (from a batch) names
+    the codes of the events folded since the profile was loaded, so a page view does not make a
+    purchase window walk again. The moment of a source is a function of the events in the profile
+    alone while it is ahead: events leaving only make a total fall, on a path fixed by the events.
     """
     plan = defs.timer_plan(profile.segments)
-    days, zone = profile.days, defs.zone
-    ascending = sorted(days) if days and (plan.groups or plan.drops) else []
-    best: float | None = groups_exit_at(profile, plan.groups, now, zone, ascending) if plan.groups else None
-    if plan.drops and days:
-        timeline, from_day = profile.timeline, profile.timeline_from_day
-        for window, key, inclusive, bound in plan.drops:
-            at = drop_at(window, key, bound, inclusive, now, zone, days, ascending, timeline, from_day)
-            if at is not None and at > now and (best is None or at < best):
-                best = at
+    best: float | None = None
+    kept: list[float | None] = []
+    if plan.moments:
+        best, kept = _window_moments(profile, defs, plan.moments, now, applied)
     if defs.local_time_segments and not defs.local_time_segments.isdisjoint(profile.segments):
         hour = next_full_hour(now, defs.zone)
         if best is None or hour < best:
@@ -256,7 +277,56 @@ def next_check_at(profile: Profile, defs: Definitions, now: float) -> float | No
             t += delay
             if t > now and (best is None or t < best):
                 best = t
-    return best
+    return best, kept
+
+
+_UNKNOWN = -1.0
+"""A source with no moment kept (moments kept are > 0 or None)."""
+
+
+def _window_moments(
+    profile: Profile, defs: Definitions, moments: Sequence[Moments], now: float, applied: Applied | None
+) -> tuple[float | None, list[float | None]]:
+    """The earliest of `moments` after `now`, each reused from `profile.timer_moments` where still
+    valid (see `timer_check`), and the moments to keep."""
+    events, from_day = profile.totals.get("events", 0), profile.timeline_from_day
+    marker = defs.timer_marker
+    kept: dict[int, float | None] = {}
+    stale: Collection[int] | None = ()  # codes whose events arrived since (None: any)
+    stored = profile.timer_moments
+    if len(stored) >= 3 and stored[1] == from_day and stored[2] == marker:
+        if stored[0] == events:
+            kept = dict(zip(stored[3::2], stored[4::2], strict=True))  # type: ignore[arg-type]
+        elif applied is not None and stored[0] == applied[0]:
+            kept = dict(zip(stored[3::2], stored[4::2], strict=True))  # type: ignore[arg-type]
+            stale = applied[1]
+    days, zone, timeline = profile.days, defs.zone, profile.timeline
+    ascending: list[int] | None = None
+    fresh: list[float | None] = [events, from_day, marker]
+    best: float | None = None
+    for m in moments:
+        at = kept.get(m.index, _UNKNOWN)
+        if (
+            at == _UNKNOWN
+            or (at is not None and at <= now)
+            or (stale and (m.codes is None or not m.codes.isdisjoint(stale)))
+        ):
+            at = None
+            if days:
+                if ascending is None:
+                    ascending = sorted(days)
+                if m.drop is not None:
+                    window, key, inclusive, bound = m.drop
+                    at = drop_at(
+                        window, key, bound, inclusive, now, zone, days, ascending, timeline, from_day
+                    )
+                elif m.group is not None:
+                    at = groups_exit_at(profile, (m.group,), now, zone, ascending)
+        fresh.append(m.index)
+        fresh.append(at)
+        if at is not None and at > now and (best is None or at < best):
+            best = at
+    return best, fresh
 
 
 PREVIEW_SAMPLE = 5

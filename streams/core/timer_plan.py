@@ -19,6 +19,10 @@ off each atom of a condition; a segment's sources are split into those that can 
 sources and the `exit` sources of the segments it is in; a timer evaluates only the segments those
 sources belong to.
 
+Each attribute and `Drop` source of a definitions set has an index (`source_index`): a visitor's
+plan lists them as `Moments` (one walk each), so the moment each gave can be kept with the profile
+and reused until an event it counts arrives (`streams.core.segments.next_check_at`).
+
 Not sources here: local-time facts (members of a segment reading them are rechecked at every full
 hour, `streams.core.segments.next_check_at`; a visitor enters such a segment with an event), a
 segment read by another (its own timers re-evaluate its readers when it changes), and cohort
@@ -41,9 +45,21 @@ from streams.core.attributes import (
     window_groups,
 )
 from streams.core.fastcel import ENTER, EXIT, Bound, Motion, time_effects
+from streams.core.timeline import metric_codes
 from streams.core.windows import Window
 
-__all__ = ["Anchor", "Drop", "Source", "TimedSegment", "TimerPlan", "base_plan", "plan_for", "timed_segment"]
+__all__ = [
+    "Anchor",
+    "Drop",
+    "Moments",
+    "Source",
+    "TimedSegment",
+    "TimerPlan",
+    "base_plan",
+    "plan_for",
+    "source_index",
+    "timed_segment",
+]
 
 Anchor = tuple[str, float]
 """(profile time field, delay): a moment at each of the field's times plus the delay."""
@@ -82,13 +98,25 @@ class TimedSegment:
 
 
 @dataclass(frozen=True, slots=True)
+class Moments:
+    """One attribute or `Drop` source as `next_check_at` walks it: exactly one of `group` (every
+    exit of the attribute's counted events from its window) and `drop` ((window, key, inclusive,
+    bound) of the `Drop`) is set."""
+
+    index: int
+    """The source's `source_index`: the key its moment is kept under in the profile."""
+    group: WindowGroup | None
+    drop: tuple[Window, str, bool, float] | None
+    codes: frozenset[int] | None
+    """Event codes whose arrival can move the moment (None: any event)."""
+
+
+@dataclass(frozen=True, slots=True)
 class TimerPlan:
     """What `next_check_at` scans for one visitor, and what a timer evaluates."""
 
-    groups: tuple[WindowGroup, ...]
+    moments: tuple[Moments, ...]
     anchors: tuple[Anchor, ...]
-    drops: tuple[tuple[Window, str, bool, float], ...]
-    """(window, key, inclusive, bound) of each `Drop`."""
     segments: frozenset[int] = frozenset()
     """Indices of the segments time can change for this visitor, and of those reading them."""
 
@@ -174,19 +202,34 @@ def timed_segment(
     return TimedSegment(frozenset(enter), frozenset(exit_))
 
 
+def source_index(timed: Mapping[str, TimedSegment], always: frozenset[str]) -> dict[Source, int]:
+    """An index for every attribute and `Drop` source of `timed` and `always`, in a fixed order
+    (the same definitions give the same indices in every process)."""
+    sources: set[Source] = set(always)
+    for seg in timed.values():
+        sources |= seg.enter | seg.exit
+    names = sorted(s for s in sources if isinstance(s, str))
+    drops = sorted(s for s in sources if isinstance(s, Drop))
+    ordered: list[Source] = [*names, *drops]
+    return {source: i for i, source in enumerate(ordered)}
+
+
 def base_plan(
     timed: Mapping[str, TimedSegment],
     always: frozenset[str],
     attributes: Mapping[str, AttributeDef],
     indices: Callable[[Iterable[str]], frozenset[int]],
+    index: Mapping[Source, int] | None = None,
 ) -> TimerPlan:
     """The plan of a visitor in no segment: the `enter` sources of every timed segment and the
     attributes in `always` (the cohorts'); `indices`: segment ids → their indices with those of the
-    segments reading them."""
+    segments reading them; `index`: `source_index` of these definitions (None: built here)."""
     sources: set[Source] = set(always)
     for seg in timed.values():
         sources |= seg.enter
-    return _plan(sources, attributes, indices(sid for sid, seg in timed.items() if seg.enter))
+    if index is None:
+        index = source_index(timed, always)
+    return _plan(sources, attributes, indices(sid for sid, seg in timed.items() if seg.enter), index)
 
 
 def plan_for(
@@ -196,12 +239,15 @@ def plan_for(
     attributes: Mapping[str, AttributeDef],
     hourly: frozenset[str] = frozenset(),
     indices: Callable[[Iterable[str]], frozenset[int]] = lambda ids: frozenset(),
+    *,
+    index: Mapping[Source, int],
 ) -> TimerPlan:
     """The plan of a visitor in `members`: `base` (every segment's `enter` sources) and the `exit`
     sources of the segments it is in. A member's `enter` sources stay in: a moment that concerns
     nobody costs one evaluation that changes nothing, and the plan is built from `base` in time
     proportional to the visitor's segments, not to all of them (1,000 definitions). `hourly`: the
-    segments rechecked at every full hour for their members (local time)."""
+    segments rechecked at every full hour for their members (local time); `index`: the
+    `source_index` `base` was planned with."""
     extra: set[Source] = set()
     for segment_id in members:
         seg = timed.get(segment_id)
@@ -210,25 +256,47 @@ def plan_for(
     concerned = [m for m in members if (m in timed and timed[m].exit) or m in hourly]
     if not concerned:
         return base
-    more = _plan(extra, attributes, indices(concerned))
+    known = {m.index for m in base.moments}
+    more = _plan(extra, attributes, indices(concerned), index, known)
     return TimerPlan(
-        base.groups + more.groups,
+        base.moments + more.moments,
         tuple(sorted(set(base.anchors) | set(more.anchors))),
-        base.drops + tuple(d for d in more.drops if d not in base.drops),
         base.segments | more.segments,
     )
 
 
 def _plan(
-    sources: Iterable[Source], attributes: Mapping[str, AttributeDef], segments: frozenset[int]
+    sources: Iterable[Source],
+    attributes: Mapping[str, AttributeDef],
+    segments: frozenset[int],
+    index: Mapping[Source, int],
+    known: frozenset[int] | set[int] = frozenset(),
 ) -> TimerPlan:
-    sources = set(sources)
-    windows = sorted(s for s in sources if isinstance(s, str))
-    anchors = sorted(s for s in sources if isinstance(s, tuple))
-    drops = sorted(s for s in sources if isinstance(s, Drop))
-    return TimerPlan(
-        window_groups(attributes[name] for name in windows),
-        tuple(anchors),
-        tuple((attributes[d.attribute].window, d.key, d.inclusive, d.bound) for d in drops),
-        segments,
-    )
+    """The plan of `sources`, leaving out the moments whose index is in `known` (already planned)."""
+    moments: list[Moments] = []
+    anchors: list[Anchor] = []
+    for source in sorted(set(sources), key=_source_order):
+        if isinstance(source, tuple) and not isinstance(source, Drop):
+            anchors.append(source)
+            continue
+        at = index[source]
+        if at in known:
+            continue
+        if isinstance(source, Drop):
+            drop = (attributes[source.attribute].window, source.key, source.inclusive, source.bound)
+            moments.append(Moments(at, None, drop, metric_codes(source.key.partition("@")[0])))
+        else:
+            for group in window_groups([attributes[source]]):
+                moments.append(Moments(at, group, None, _group_codes(group)))
+    return TimerPlan(tuple(moments), tuple(anchors), segments)
+
+
+def _source_order(source: Source) -> tuple[int, str]:
+    return (0, source) if isinstance(source, str) else (1, repr(source))
+
+
+def _group_codes(group: WindowGroup) -> frozenset[int] | None:
+    """Event codes whose arrival can move the group's next exit (None: any)."""
+    if group.counted_codes is None or group.events is None:
+        return None
+    return group.counted_codes | group.events

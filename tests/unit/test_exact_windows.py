@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.core.batch import IngestLimits, SourceRecord, process_batch
 from streams.core.definitions import Definitions, parse_definitions
 from streams.core.dependencies import Changes
 from streams.core.profile import DAY_S, Profile
@@ -427,3 +429,59 @@ def test_local_hour_and_weekday_and_the_hourly_recheck_of_members() -> None:
     assert evaluate(profile, defs, one_pm).members == frozenset()
     saturday = datetime(2026, 11, 28, 9, 0, tzinfo=UTC).timestamp()
     assert evaluate(profile, defs, saturday).members == frozenset()
+
+
+@PROPERTY_SETTINGS
+@given(
+    segments=segments_strategy(),
+    arrival=events_strategy(),
+    cuts=st.lists(st.integers(1, 6), max_size=12),
+)
+def test_kept_timer_moments_give_what_a_fresh_walk_gives(
+    segments: list[Segment], arrival: list[RawEvent], cuts: list[int]
+) -> None:
+    """A batch reuses the moment each window source gave, kept in the profile, until an event that
+    source counts arrives (`timer_check`): after every batch of events and every timer, in random
+    batch cuts, the next check equals the one walked from scratch."""
+    defs = definitions(segments)
+    records = event_records(e.payload() for e in arrival)
+    wall = max((e.at for e in arrival), default=BASE) + 400 * DAY_S
+    store: dict[str, bytes] = {}
+
+    def run(batch: list[SourceRecord], due: dict[str, tuple[int, float]]) -> Profile:
+        result = process_batch(
+            batch,
+            lambda visitor_id, _partition: store.get(visitor_id),
+            due,
+            {},
+            defs=defs,
+            enricher=ENRICHER,
+            limits=IngestLimits(),
+            wall_now=wall,
+            topic="replay",
+        )
+        for visitor_id, effect in result.visitors.items():
+            store[visitor_id] = effect.profile.to_bytes()
+        profile = Profile.from_bytes(store["v1"])
+        fresh = Profile.from_bytes(store["v1"])
+        fresh.timer_moments = []
+        assert profile.next_check_at == next_check_at(fresh, defs, profile.evaluated_at)
+        return profile
+
+    batches: list[list[SourceRecord]] = []
+    rest = list(records)
+    for size in [*cuts, len(rest)]:
+        if rest:
+            batches.append(rest[:size])
+            rest = rest[size:]
+    profile: Profile | None = None
+    for batch in batches:
+        first = min(
+            as_parsed(datetime.fromisoformat(orjson.loads(r.value)["event_time"]).timestamp()) for r in batch
+        )
+        timers = 0
+        while profile is not None and profile.next_check_at is not None and profile.next_check_at < first:
+            timers += 1
+            assert timers < 500
+            profile = run([], {"v1": (0, profile.next_check_at)})
+        profile = run(batch, {})

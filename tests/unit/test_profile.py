@@ -76,6 +76,7 @@ def full_profile() -> Profile:
         totals={"events": 3, "purchases": 1, "spend": 99.5, "spend@clothing": 99.5},
         definitions_sha="5d41402abc4b2a76",
         cohort_values={"electronics_spend_p95": 2319.9, "orders_p90": 4.0},
+        timer_moments=[42, 20_400, 123_456_789, 0, 1_790_000_000.5, 3, None],
     )
 
 
@@ -146,25 +147,40 @@ def test_serialised_form_is_smaller_than_legacy() -> None:
 
 
 def older_format_bytes(profile: Profile, number: int) -> bytes:
-    """Format `number` (1–4) of `profile`: the same header and event ids, no cohorts segment (format
-    5 moved `cohort_values` there), and a body without the fields appended since (format 4's
-    body ends with `cohort_values`)."""
+    """Format `number` (1–5) of `profile`: the same header and event ids, no cohorts segment before
+    format 5 (which moved `cohort_values` there; format 4's body ends with it), and a body without
+    the fields appended since."""
     raw = profile.to_bytes()
     ids_end = len(FORMAT_TAG) + 8 + 8 + 2 + 8 * len(profile.recent_event_ids)
-    cohorts_size = struct.unpack_from("<I", raw, ids_end)[0]
-    body = orjson.loads(lz4.block.decompress(raw[ids_end + 4 + cohorts_size :]))
-    body = [*body, profile.cohort_values] if number == 4 else body[: _BODY_LENGTHS[number]]
+    cohorts_end = ids_end + 4 + struct.unpack_from("<I", raw, ids_end)[0]
+    body = orjson.loads(lz4.block.decompress(raw[cohorts_end:]))
     tag = b"TP" + bytes([number]) + b"\xff"
+    if number == 5:
+        return (
+            tag
+            + raw[len(FORMAT_TAG) : cohorts_end]
+            + lz4.block.compress(orjson.dumps(body[: _BODY_LENGTHS[5]]))
+        )
+    body = (
+        [*body[: _BODY_LENGTHS[5]], profile.cohort_values] if number == 4 else body[: _BODY_LENGTHS[number]]
+    )
     return tag + raw[len(FORMAT_TAG) : ids_end] + lz4.block.compress(orjson.dumps(body))
 
 
 @pytest.mark.parametrize(
     ("number", "added"),
     [
-        (1, ["evaluated_at", "timeline", "timeline_from_day", "totals", "definitions_sha", "cohort_values"]),
-        (2, ["timeline", "timeline_from_day", "totals", "definitions_sha", "cohort_values"]),
-        (3, ["cohort_values"]),
-        (4, []),
+        (
+            1,
+            [
+                *("evaluated_at", "timeline", "timeline_from_day", "totals", "definitions_sha"),
+                *("cohort_values", "timer_moments"),
+            ],
+        ),
+        (2, ["timeline", "timeline_from_day", "totals", "definitions_sha", "cohort_values", "timer_moments"]),
+        (3, ["cohort_values", "timer_moments"]),
+        (4, ["timer_moments"]),
+        (5, ["timer_moments"]),
     ],
 )
 def test_older_formats_decode_with_defaults_for_new_fields(number: int, added: list[str]) -> None:
