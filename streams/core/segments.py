@@ -42,8 +42,8 @@ __all__ = [
     "diff",
     "evaluate",
     "next_check_at",
-    "timer_check",
     "preview",
+    "timer_check",
 ]
 
 
