@@ -118,11 +118,13 @@ from streams.core.profile import DIMENSIONED_METRICS
 from streams.core.timeline import CODES, TYPES
 from streams.core.timer_plan import (
     Source,
+    SourceTable,
     TimedSegment,
     TimerPlan,
     base_plan,
     plan_for,
     source_index,
+    source_segments,
     timed_segment,
 )
 from streams.core.windows import DEFAULT_ZONE, Window, parse_window, zone_of
@@ -302,9 +304,12 @@ class Definitions:
     @functools.cached_property
     def base_timer_plan(self) -> TimerPlan:
         """The timer plan of a visitor in no segment (`streams.core.timer_plan.base_plan`)."""
-        return base_plan(
-            self.timed, self.timer_always, self.attributes, _indices(self), self.timer_source_index
-        )
+        return base_plan(self.timed, self.timer_always, self.attributes, _indices(self), self.timer_sources)
+
+    @functools.cached_property
+    def timer_sources(self) -> SourceTable:
+        """Every source of the timer plans, numbered, and the segments each can change."""
+        return SourceTable(self.timer_source_index, source_segments(self.timed, _indices(self)))
 
     @functools.cached_property
     def timer_marker(self) -> int:
@@ -1488,7 +1493,7 @@ def _timer_plan(defs: Definitions, members: frozenset[str]) -> TimerPlan:
         defs.attributes,
         defs.local_time_segments,
         _indices(defs),
-        index=defs.timer_source_index,
+        table=defs.timer_sources,
     )
 
 

@@ -123,8 +123,37 @@ def _to_evaluate(
     pending = profile.next_check_at
     if pending is not None and now >= pending and not changes.time:
         changes = dataclasses.replace(changes, time=True)
-    timed = defs.timer_plan(profile.segments).segments if changes.time else ()
+    timed = _due_segments(profile, defs, now) if changes.time else ()
     return index.affected(changes, timed), changes.time
+
+
+def _due_segments(profile: Profile, defs: Definitions, now: float) -> frozenset[int] | set[int]:
+    """The segments time can have changed for the visitor between its latest evaluation and `now`:
+    those of the sources whose moment fell in between (the window moments kept by `timer_check`,
+    the anchors' times, the full hours of local-time members). Without kept moments (other
+    definitions, a trimmed timeline, none yet): every segment of the visitor's timer plan.
+
+    Events folded since need nothing here: the segments reading what they changed are evaluated
+    for them (`DependencyIndex.affected`), and a new event only moves a window's moments later."""
+    plan = defs.timer_plan(profile.segments)
+    stored = profile.timer_moments
+    if len(stored) < 3 or stored[2] != defs.timer_marker or stored[1] != profile.timeline_from_day:
+        return plan.segments
+    kept = dict(zip(stored[3::2], stored[4::2], strict=True))
+    due: set[int] = set()
+    for m in plan.moments:
+        at = kept.get(m.index, _UNKNOWN)
+        if at == _UNKNOWN or (at is not None and at <= now):
+            due |= m.segments
+    since = profile.evaluated_at
+    for (anchor, delay), segments in zip(plan.anchors, plan.anchor_segments, strict=True):
+        if segments <= due:
+            continue
+        if any(since < t + delay <= now for t in RECHECK_ANCHORS[anchor](profile)):
+            due |= segments
+    if plan.hourly and not plan.hourly <= due and next_full_hour(since, defs.zone) <= now:
+        due |= plan.hourly
+    return due
 
 
 def _evaluate(

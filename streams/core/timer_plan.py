@@ -53,11 +53,13 @@ __all__ = [
     "Drop",
     "Moments",
     "Source",
+    "SourceTable",
     "TimedSegment",
     "TimerPlan",
     "base_plan",
     "plan_for",
     "source_index",
+    "source_segments",
     "timed_segment",
 ]
 
@@ -109,6 +111,9 @@ class Moments:
     drop: tuple[Window, str, bool, float] | None
     codes: frozenset[int] | None
     """Event codes whose arrival can move the moment (None: any event)."""
+    segments: frozenset[int] = frozenset()
+    """Indices of the segments the source's moments can change (and of their readers): what a
+    timer evaluates when this source is due."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,11 @@ class TimerPlan:
     anchors: tuple[Anchor, ...]
     segments: frozenset[int] = frozenset()
     """Indices of the segments time can change for this visitor, and of those reading them."""
+    anchor_segments: tuple[frozenset[int], ...] = ()
+    """Per anchor (same order), the segments its moments can change (`Moments.segments`)."""
+    hourly: frozenset[int] = frozenset()
+    """The segments rechecked at every full hour for this visitor (a member of one reading the
+    local hour or weekday), with their readers."""
 
 
 def _motion(attr: AttributeDef) -> Motion:
@@ -214,22 +224,42 @@ def source_index(timed: Mapping[str, TimedSegment], always: frozenset[str]) -> d
     return {source: i for i, source in enumerate(ordered)}
 
 
+def source_segments(
+    timed: Mapping[str, TimedSegment], indices: Callable[[Iterable[str]], frozenset[int]]
+) -> dict[Source, frozenset[int]]:
+    """Per source of `timed`, the segments naming it (to enter or to leave) with their readers."""
+    naming: dict[Source, set[str]] = {}
+    for segment_id, seg in timed.items():
+        for source in seg.enter | seg.exit:
+            naming.setdefault(source, set()).add(segment_id)
+    return {source: indices(sorted(ids)) for source, ids in naming.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceTable:
+    """What a definitions set knows of its sources, for every plan: `source_index` and
+    `source_segments`."""
+
+    index: Mapping[Source, int]
+    segments: Mapping[Source, frozenset[int]]
+
+
 def base_plan(
     timed: Mapping[str, TimedSegment],
     always: frozenset[str],
     attributes: Mapping[str, AttributeDef],
     indices: Callable[[Iterable[str]], frozenset[int]],
-    index: Mapping[Source, int] | None = None,
+    table: SourceTable | None = None,
 ) -> TimerPlan:
     """The plan of a visitor in no segment: the `enter` sources of every timed segment and the
     attributes in `always` (the cohorts'); `indices`: segment ids → their indices with those of the
-    segments reading them; `index`: `source_index` of these definitions (None: built here)."""
+    segments reading them; `table`: these definitions' sources (None: built here)."""
     sources: set[Source] = set(always)
     for seg in timed.values():
         sources |= seg.enter
-    if index is None:
-        index = source_index(timed, always)
-    return _plan(sources, attributes, indices(sid for sid, seg in timed.items() if seg.enter), index)
+    if table is None:
+        table = SourceTable(source_index(timed, always), source_segments(timed, indices))
+    return _plan(sources, attributes, indices(sid for sid, seg in timed.items() if seg.enter), table)
 
 
 def plan_for(
@@ -240,14 +270,14 @@ def plan_for(
     hourly: frozenset[str] = frozenset(),
     indices: Callable[[Iterable[str]], frozenset[int]] = lambda ids: frozenset(),
     *,
-    index: Mapping[Source, int],
+    table: SourceTable,
 ) -> TimerPlan:
     """The plan of a visitor in `members`: `base` (every segment's `enter` sources) and the `exit`
     sources of the segments it is in. A member's `enter` sources stay in: a moment that concerns
     nobody costs one evaluation that changes nothing, and the plan is built from `base` in time
     proportional to the visitor's segments, not to all of them (1,000 definitions). `hourly`: the
-    segments rechecked at every full hour for their members (local time); `index`: the
-    `source_index` `base` was planned with."""
+    segments rechecked at every full hour for their members (local time); `table`: the sources
+    `base` was planned with."""
     extra: set[Source] = set()
     for segment_id in members:
         seg = timed.get(segment_id)
@@ -257,11 +287,14 @@ def plan_for(
     if not concerned:
         return base
     known = {m.index for m in base.moments}
-    more = _plan(extra, attributes, indices(concerned), index, known)
+    more = _plan(extra, attributes, indices(concerned), table, known)
+    anchors = sorted(set(base.anchors) | set(more.anchors))
     return TimerPlan(
         base.moments + more.moments,
-        tuple(sorted(set(base.anchors) | set(more.anchors))),
+        tuple(anchors),
         base.segments | more.segments,
+        tuple(table.segments.get(anchor, frozenset()) for anchor in anchors),
+        indices(m for m in members if m in hourly),
     )
 
 
@@ -269,7 +302,7 @@ def _plan(
     sources: Iterable[Source],
     attributes: Mapping[str, AttributeDef],
     segments: frozenset[int],
-    index: Mapping[Source, int],
+    table: SourceTable,
     known: frozenset[int] | set[int] = frozenset(),
 ) -> TimerPlan:
     """The plan of `sources`, leaving out the moments whose index is in `known` (already planned)."""
@@ -279,16 +312,18 @@ def _plan(
         if isinstance(source, tuple) and not isinstance(source, Drop):
             anchors.append(source)
             continue
-        at = index[source]
+        at = table.index[source]
         if at in known:
             continue
+        concerned = table.segments.get(source, frozenset())
         if isinstance(source, Drop):
             drop = (attributes[source.attribute].window, source.key, source.inclusive, source.bound)
-            moments.append(Moments(at, None, drop, metric_codes(source.key.partition("@")[0])))
+            moments.append(Moments(at, None, drop, metric_codes(source.key.partition("@")[0]), concerned))
         else:
             for group in window_groups([attributes[source]]):
-                moments.append(Moments(at, group, None, _group_codes(group)))
-    return TimerPlan(tuple(moments), tuple(anchors), segments)
+                moments.append(Moments(at, group, None, _group_codes(group), concerned))
+    anchor_segments = tuple(table.segments.get(anchor, frozenset()) for anchor in anchors)
+    return TimerPlan(tuple(moments), tuple(anchors), segments, anchor_segments)
 
 
 def _source_order(source: Source) -> tuple[int, str]:

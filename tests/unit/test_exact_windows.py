@@ -437,16 +437,20 @@ def test_local_hour_and_weekday_and_the_hourly_recheck_of_members() -> None:
     arrival=events_strategy(),
     cuts=st.lists(st.integers(1, 6), max_size=12),
 )
-def test_kept_timer_moments_give_what_a_fresh_walk_gives(
+def test_batches_and_timers_keep_membership_exact(
     segments: list[Segment], arrival: list[RawEvent], cuts: list[int]
 ) -> None:
-    """A batch reuses the moment each window source gave, kept in the profile, until an event that
-    source counts arrives (`timer_check`): after every batch of events and every timer, in random
-    batch cuts, the next check equals the one walked from scratch."""
+    """As the worker runs it: the events in random batch cuts, and between them every timer the
+    profile sets, fired at its moment. A batch reuses the moment each window source gave, kept in
+    the profile, until an event that source counts arrives, and a timer evaluates only the segments
+    of the sources due (`timer_check`, `_due_segments`): after every batch and every timer the
+    membership is the reference's at that moment, the next check is the one walked from scratch,
+    and no change the reference makes with no new event is missed."""
     defs = definitions(segments)
     records = event_records(e.payload() for e in arrival)
     wall = max((e.at for e in arrival), default=BASE) + 400 * DAY_S
     store: dict[str, bytes] = {}
+    folded: list[RawEvent] = []
 
     def run(batch: list[SourceRecord], due: dict[str, tuple[int, float]]) -> Profile:
         result = process_batch(
@@ -463,10 +467,23 @@ def test_kept_timer_moments_give_what_a_fresh_walk_gives(
         for visitor_id, effect in result.visitors.items():
             store[visitor_id] = effect.profile.to_bytes()
         profile = Profile.from_bytes(store["v1"])
+        now = profile.evaluated_at
+        assert frozenset(profile.segments) == members_by_reference(segments, unique(folded), now), now
         fresh = Profile.from_bytes(store["v1"])
         fresh.timer_moments = []
-        assert profile.next_check_at == next_check_at(fresh, defs, profile.evaluated_at)
+        assert profile.next_check_at == next_check_at(fresh, defs, now)
         return profile
+
+    def changes_between(start: float, end: float) -> list[float]:
+        events = unique(folded)
+        moments = {e.at + WINDOWS[a.window] for e in events for s in segments for a in s.attrs}
+        moments |= {e.at + SESSION_S for e in events}
+        return [
+            t
+            for t in sorted(moments)
+            if start < t < end
+            and members_by_reference(segments, events, t) != members_by_reference(segments, events, t - 0.001)
+        ]
 
     batches: list[list[SourceRecord]] = []
     rest = list(records)
@@ -475,13 +492,21 @@ def test_kept_timer_moments_give_what_a_fresh_walk_gives(
             batches.append(rest[:size])
             rest = rest[size:]
     profile: Profile | None = None
-    for batch in batches:
-        first = min(
-            as_parsed(datetime.fromisoformat(orjson.loads(r.value)["event_time"]).timestamp()) for r in batch
-        )
-        timers = 0
-        while profile is not None and profile.next_check_at is not None and profile.next_check_at < first:
-            timers += 1
-            assert timers < 500
-            profile = run([], {"v1": (0, profile.next_check_at)})
-        profile = run(batch, {})
+    for batch in [*batches, []]:
+        first = min((_event_time(r) for r in batch), default=wall)
+        if profile is not None:
+            start = profile.evaluated_at
+            checks: list[float] = []
+            while profile.next_check_at is not None and profile.next_check_at < first:
+                assert len(checks) < 500
+                checks.append(profile.next_check_at)
+                profile = run([], {"v1": (0, profile.next_check_at)})
+            missed = [t for t in changes_between(start, first) if not any(abs(t - c) < 1e-6 for c in checks)]
+            assert not missed
+        if batch:
+            folded.extend(arrival[r.offset] for r in batch)
+            profile = run(batch, {})
+
+
+def _event_time(record: SourceRecord) -> float:
+    return as_parsed(datetime.fromisoformat(orjson.loads(record.value)["event_time"]).timestamp())
