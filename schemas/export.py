@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from schemas.changes import SegmentChange
-from schemas.collector import CollectorAnswer, CollectorError
 from schemas.cohorts import CohortSketchRecord
+from schemas.collector import CollectorAnswer, CollectorError
 from schemas.deadletter import DeadLetter
 from schemas.definitions import DefinitionsRecord
 from schemas.enriched import EnrichedEvent

@@ -566,6 +566,8 @@ def _one(
     if kind in SEGMENT_CALLS and not (kind == "identify" and _is_tessera_identify(item)):
         event = _from_segment(item, shared_ctx, received_at)
         time_field = "event_time"
+        if _first(item, "timestamp", "originalTimestamp") is None:
+            sent_at = None  # stamped with the receive time: already on the server's clock
     elif kind in EVENT_TYPES:
         event = item
         time_field = "event_time" if "event_time" in item else "timestamp"
@@ -634,18 +636,22 @@ def parse_payload(
     max_future_skew_s: float | None = None,
     default_type: str | None = None,
     site_id: str | None = None,
+    client_ip: str | None = None,
 ) -> list[CollectorItem]:
     """`parse_body` of a body already decoded to `payload` (`body`: its bytes, kept for dead letters).
 
     `default_type`: the Segment call of a single-call route (`/v1/track` → "track"), for items
     without a `type`. `site_id`: the site the request's write key names, set as `context.site_id`
-    of every event (None: removed)."""
+    of every event (None: removed). `client_ip`: the address the request came from, the `ip` of
+    Segment calls whose context has none (as Segment's API does)."""
     if received_at.tzinfo is None:
         received_at = received_at.replace(tzinfo=UTC)
     try:
         items, shared_ctx, shared_sent_at, single = _items(payload)
     except _Rejected as rejected:
         return [CollectorItem(0, body, None, rejected.reason, rejected.detail)]
+    if client_ip is not None:
+        shared_ctx = {"ip": client_ip, **shared_ctx}
     out: list[CollectorItem] = []
     for index, item in enumerate(items):
         original = body if single else orjson.dumps(item)

@@ -103,6 +103,8 @@ class DoorRequest:
     content_length: int | None = None
     content_encoding: str | None = None
     query_write_key: str | None = None
+    client_ip: str | None = None
+    """The peer address: the `context.ip` of Segment calls without one (X-Forwarded-For is not read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +332,7 @@ class Door:
                 max_future_skew_s=self.max_future_skew_s,
                 default_type=request.route if request.route in CALL_ROUTES else None,
                 site_id=site_id,
+                client_ip=request.client_ip,
             )
         else:  # the not_json item, as parse_body makes it
             items = parse_body(body, received_at, self.max_event_bytes)

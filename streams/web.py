@@ -79,6 +79,7 @@ def door_request(request: Request, route: str) -> DoorRequest:
         content_length=raw.content_length,
         content_encoding=headers.get("Content-Encoding"),
         query_write_key=write_key if isinstance(write_key, str) else None,
+        client_ip=raw.remote,
     )
 
 
