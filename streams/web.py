@@ -2,7 +2,12 @@
 
 | route | answer |
 |---|---|
-| `POST /v1/events` | the collector (`streams.collector`): per event accepted or rejected, 400 if all were |
+| `POST /v1/batch`, `/v1/events` | the collector (`streams.intake`): per event, 400 if all refused |
+| `POST /v1/track` … `/v1/group` | the same, one Segment call (`streams.intake.CALL_ROUTES`) |
+| `OPTIONS` of the above and of the inbox | CORS preflight: 204 for an origin some site allows, else 403 |
+| `GET /v1/inbox/{visitor_id}` | the visitor's unexpired on-site messages (write key, origin) |
+| `GET /tracker.js` | the browser tracker (`streams/browser/tracker.js`) |
+| `GET /shop/`, `/shop/c/{category}`, `/shop/p/{id}`, `/shop/cart` | the demo shop (`demo_shop_site`) |
 | `GET /v1/visitors/{visitor_id}` | the visitor as served from Redis; 404 for an unknown visitor |
 | `GET /v1/segments` | the definitions' segments with their member counts |
 | `GET /v1/report` | segment sizes and KPIs read back from ClickHouse |
@@ -14,6 +19,7 @@
 | `POST /v1/definitions/rollback` | admin: make an earlier version the head again (JSON `{version}`) |
 | `GET /v1/definitions/{version}` | admin: one version's record, its text included |
 
+A collector request refused whole is answered 401 (write key), 403 (origin) or 413 (size).
 Admin routes need the setting `admin_key` (`TESSERA_ADMIN_KEY`) and the header
 `Authorization: Bearer <key>`: without the setting they answer 403, with a missing or wrong key 401
 (`DefinitionsAdmin`, which answers them apart from HTTP).

@@ -432,3 +432,16 @@ def test_shop_pages_embed_the_tracker_and_the_write_key() -> None:
         assert 'src="/tracker.js"' in html and 'data-write-key="key&lt;&amp;&gt;"' in html
     assert shop_page("/shop/p/nope", "k")[0] == 404
     assert shop_page("/shop/c/nope", "k")[0] == 404
+
+
+def test_tessera_up_without_sites_configures_the_demo_site_and_shop() -> None:
+    from streams.cli import DEMO_WRITE_KEY, with_demo_site
+
+    settings = with_demo_site(Settings(web_port=7001))
+    assert settings.demo_shop_site == "demo"
+    assert settings.sites["demo"].write_key.get_secret_value() == DEMO_WRITE_KEY
+    assert "http://127.0.0.1:7001" in settings.sites["demo"].origins
+    configured = Settings(sites={"shop": SITES["shop"]})
+    assert with_demo_site(configured) is configured  # configured sites are never widened
+    opened = Settings(collector_open=True)
+    assert with_demo_site(opened) is opened
