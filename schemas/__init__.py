@@ -5,6 +5,7 @@ Imports nothing of Tessera's own: producers and consumers can depend on this pac
 
 from schemas.changes import SegmentChange, Transition
 from schemas.cohorts import CohortSketchRecord
+from schemas.collector import CollectorAnswer, CollectorError, CollectorRejection
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.definitions import DefinitionsRecord
 from schemas.enriched import Device, EnrichedEvent, Geo, Traffic
@@ -16,11 +17,15 @@ from schemas.events import (
     EventType,
 )
 from schemas.messages import Message, MessageKind
+from schemas.onsite import InboxAnswer, MessageOutcome, Outcome
 
 __all__ = [
     "EVENT_ADAPTER",
     "EVENT_SCHEMA_VERSION",
     "CohortSketchRecord",
+    "CollectorAnswer",
+    "CollectorError",
+    "CollectorRejection",
     "Context",
     "DeadLetter",
     "DeadLetterReason",
@@ -30,8 +35,11 @@ __all__ = [
     "Event",
     "EventType",
     "Geo",
+    "InboxAnswer",
     "Message",
     "MessageKind",
+    "MessageOutcome",
+    "Outcome",
     "SegmentChange",
     "Traffic",
     "Transition",

@@ -95,6 +95,9 @@ class Context(_Model):
     locale: str | None = Field(None, max_length=35)
     consent: Consent = Field(default_factory=Consent)
     geo: ClientGeo | None = None
+    site_id: str | None = Field(None, min_length=1, max_length=64)
+    """The site whose write key the collector accepted the event with (set by the collector, never
+    taken from the client); None for events produced to Kafka directly or sent in open mode."""
 
 
 # -- payloads -------------------------------------------------------------------------------------

@@ -10,11 +10,13 @@ from pydantic import TypeAdapter
 
 from schemas.changes import SegmentChange
 from schemas.cohorts import CohortSketchRecord
+from schemas.collector import CollectorAnswer, CollectorError
 from schemas.deadletter import DeadLetter
 from schemas.definitions import DefinitionsRecord
 from schemas.enriched import EnrichedEvent
 from schemas.events import EVENT_ADAPTER
 from schemas.messages import Message
+from schemas.onsite import InboxAnswer, MessageOutcome
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "jsonschema"
 
@@ -29,6 +31,10 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "dead_letter.v1.json": TypeAdapter(DeadLetter),
         "definitions_record.v1.json": TypeAdapter(DefinitionsRecord),
         "cohort_sketch_record.v1.json": TypeAdapter(CohortSketchRecord),
+        "collector_answer.v1.json": TypeAdapter(CollectorAnswer),
+        "collector_error.v1.json": TypeAdapter(CollectorError),
+        "inbox_answer.v1.json": TypeAdapter(InboxAnswer),
+        "message_outcome.v1.json": TypeAdapter(MessageOutcome),
     }
     return {name: adapter.json_schema(mode="validation") for name, adapter in adapters.items()}
 

@@ -91,9 +91,30 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_SITE = "demo"
+DEMO_WRITE_KEY = "tessera-demo-key"
+"""The write key of the site `tessera up` configures when TESSERA_SITES is unset (public, like any
+write key in a web page: `tessera up` is for a local machine)."""
+
+
+def with_demo_site(settings: Settings) -> Settings:
+    """`settings` with the demo site (`DEMO_WRITE_KEY`, the worker's own origins) and the demo shop on
+    it, when no site is configured and the collector is not open; else `settings` as they are."""
+    from streams.settings import Site
+
+    if settings.sites or settings.collector_open:
+        return settings
+    port = settings.web_port
+    origins = (f"http://{settings.web_host}:{port}", f"http://localhost:{port}", f"http://127.0.0.1:{port}")
+    site = Site(write_key=DEMO_WRITE_KEY, origins=tuple(dict.fromkeys(origins)))
+    return settings.model_copy(update={"sites": {DEMO_SITE: site}, "demo_shop_site": DEMO_SITE})
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from infra.stack import EmbeddedStack
     from streams.app import Endpoints, run_worker
+
+    settings = with_demo_site(settings)
 
     with EmbeddedStack(
         settings.data_dir,
@@ -115,7 +136,16 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         print(f"Kafka broker      {ep.kafka_bootstrap}  (topic {settings.events_topic})")
         print(f"Redis             {ep.redis_url}")
         print(f"ClickHouse        {ep.clickhouse_dsn}")
-        print(f"Collector         POST {web}/v1/events")
+        print(f"Collector         POST {web}/v1/batch (Segment's HTTP API: /v1/track, /v1/page, ...)")
+        for site_id, site in settings.sites.items():
+            origins = ", ".join(site.origins) or "no browser origins"
+            shown = site.write_key.get_secret_value() if site_id == DEMO_SITE else "(from TESSERA_SITES)"
+            print(f"  site {site_id:11} write key {shown}; {origins}")
+        if settings.collector_open:
+            print("  TESSERA_COLLECTOR_OPEN: calls without a known write key are accepted (local use only)")
+        print(f"Tracker           GET  {web}/tracker.js")
+        if settings.demo_shop_site in settings.sites:
+            print(f"Demo shop         {web}/shop/  (exit through the top of the window with a full cart)")
         print(f"Visitor API       GET  {web}/v1/visitors/<visitor_id>")
         print(f"Segments / report GET  {web}/v1/segments   {web}/v1/report   {web}/v1/status")
         print("Ctrl-C stops the worker and the embedded stack.", flush=True)

@@ -1,7 +1,8 @@
-"""Parsing of `POST /v1/events` bodies: Tessera events and Segment-spec calls → canonical events.
+"""Parsing of collector bodies: Tessera events and Segment-spec calls → canonical events.
 
-Pure: bytes in, `CollectorItem`s out (`parse_body`), then the Kafka records and the answer of those
-items (`route_items`); the web view that sends them is `streams.web.EventsView`.
+Pure: bytes in, `CollectorItem`s out (`parse_body`, or `parse_payload` for a body already decoded),
+then the Kafka records and the answer of those items (`route_items`). What comes before (write key,
+origin, size limits) is `streams.intake`; the web views that send the records are in `streams.web`.
 
 Accepted bodies
 ---------------
@@ -9,9 +10,11 @@ Accepted bodies
   top-level `context` is merged under each call's own, and its `sentAt` applies to calls without one);
 - each item either a Tessera event (`type` is one of `schemas.events.EventType`; Segment's field
   names `anonymousId`/`messageId`/`userId`/`timestamp` are accepted by the schema itself) or a
-  Segment call: `track`, `page`, `screen`, `identify`. `group` and `alias` are `unknown_type`.
-  `identify` is both: an item with `visitor_id`, `event_id`, or `properties` without top-level
-  `traits` is read as Tessera's, anything else as Segment's.
+  Segment call: `track`, `page`, `screen`, `identify`, `alias`, `group`. `identify` is both: an
+  item with `visitor_id`, `event_id`, or `properties` without top-level `traits` is read as
+  Tessera's, anything else as Segment's. The single-call routes (`/v1/track`, …) pass their call as
+  `default_type`, for bodies without a `type`;
+- a top-level `writeKey` is the request's write key (`body_write_key`), read by `streams.intake`.
 
 Segment mapping
 ---------------
@@ -27,8 +30,10 @@ taken from the URL) → page_url/page_path/referrer, `userAgent` → user_agent,
 Advertising/Marketing → marketing), `location {latitude, longitude, city, region, country}` →
 geo (a country only when it is an ISO alpha-2 code).
 Calls: `page`/`screen` → page_view (title from `properties.title` or `name`); `identify` → identify
-(`traits.age`, `traits.gender`, other scalar traits, at most 64); `track` by event name, as in
-Segment's e-commerce spec v2:
+(`traits.age`, `traits.gender`, other scalar traits, at most 64); `alias` → identify of the visitor
+`previousId` (unless the call has an `anonymousId`) with `user_id` = `userId` and the trait
+`previous_id`: Tessera does not merge profiles, it records which user the visitor is; `group` →
+custom `group` with `{group_id, traits}`; `track` by event name, as in Segment's e-commerce spec v2:
 
 | Segment event                      | Tessera        | properties                                        |
 |------------------------------------|----------------|---------------------------------------------------|
@@ -43,6 +48,10 @@ Segment's e-commerce spec v2:
 |                                    |                | products) → value, coupon, products → items       |
 | Products Searched                  | search         | query                                             |
 | Product List / Category Viewed     | category_view  | category (without one: custom)                    |
+| Exit Intent (Tessera's tracker)    | exit_intent    | trigger (mouse_leave, back_button, tab_hidden,    |
+|                                    |                | else other)                                       |
+| Message Shown / Clicked / Dismissed | custom        | name message_shown / _clicked / _dismissed,       |
+|                                    |                | properties `schemas.onsite.MessageOutcome`        |
 | anything else                      | custom         | name = event, properties as sent                  |
 
 A call's `currency` is taken as sent; without one the schema's default (EUR) applies, not
@@ -59,7 +68,9 @@ the visitor_id. An invalid item keeps its original bytes in `raw` (the body itse
 object, the re-serialised item for an element of an array or batch) with `error` set to a
 `DeadLetterReason` and `detail` saying why; `key` is the visitor id if one can be read. Sizes are
 checked per item against `max_event_bytes` (input bytes and canonical bytes). Future timestamps are
-the ingest's job unless `max_future_skew_s` is given.
+the ingest's job unless `max_future_skew_s` is given (the HTTP routes give it: refused at the door).
+Every event's `context.site_id` is the `site_id` given (the site of the request's write key); a
+client's own `site_id` is dropped.
 """
 
 from __future__ import annotations
@@ -77,6 +88,7 @@ from pydantic import ValidationError
 
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.events import EVENT_ADAPTER, EVENT_TYPES
+from schemas.onsite import OUTCOME_EVENTS, MessageOutcome
 from streams.core.ingest import Rejected, clip_detail, dead_letter
 from streams.deadletters import dead_letter_record
 
@@ -85,15 +97,17 @@ __all__ = [
     "TRACK_EVENTS",
     "CollectorItem",
     "Routed",
+    "body_write_key",
     "dead_letter_of",
     "parse_body",
+    "parse_payload",
     "route_items",
 ]
 
 log = structlog.get_logger(__name__)
 
 SEGMENT_CALLS: Final = frozenset({"track", "page", "screen", "identify", "group", "alias"})
-_UNSUPPORTED_CALLS: Final = frozenset({"group", "alias"})
+_EXIT_TRIGGERS: Final = frozenset({"mouse_leave", "back_button", "tab_hidden", "other"})
 _PAGE_TYPES: Final = frozenset(
     {"home", "category", "product", "cart", "checkout", "search", "content", "other"}
 )
@@ -305,6 +319,27 @@ def _category_view(props: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return "category_view", {"category": category}
 
 
+def _exit_intent(props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    trigger = props.get("trigger")
+    return "exit_intent", {"trigger": trigger if trigger in _EXIT_TRIGGERS else "other"}
+
+
+def _message_outcome(event_name: str) -> Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]:
+    outcome = OUTCOME_EVENTS[event_name]
+
+    def mapped(props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        try:
+            report = MessageOutcome.model_validate({**props, "outcome": outcome})
+        except ValidationError as exc:
+            raise _Rejected(DeadLetterReason.schema_violation, _format_errors(exc)) from None
+        return "custom", {
+            "name": f"message_{outcome.value}",
+            "properties": report.model_dump(mode="json", exclude_none=True),
+        }
+
+    return mapped
+
+
 TRACK_EVENTS: Final[Mapping[str, Callable[[dict[str, Any]], tuple[str, dict[str, Any]] | None]]] = {
     "Product Viewed": _product_view,
     "Product Added": _add_to_cart,
@@ -318,8 +353,11 @@ TRACK_EVENTS: Final[Mapping[str, Callable[[dict[str, Any]], tuple[str, dict[str,
     "Products Searched": _search,
     "Product List Viewed": _category_view,
     "Product Category Viewed": _category_view,
+    "Exit Intent": _exit_intent,
+    **{name: _message_outcome(name) for name in OUTCOME_EVENTS},
 }
-"""Segment e-commerce event name → mapper to (Tessera type, properties); names are case-sensitive."""
+"""Segment e-commerce event name (and Tessera's own "Exit Intent" and message outcomes) → mapper to
+(Tessera type, properties); names are case-sensitive."""
 
 
 def _consent(value: Any) -> dict[str, bool] | None:
@@ -420,8 +458,6 @@ def _message_id(item: dict[str, Any]) -> str:
 
 def _from_segment(item: dict[str, Any], shared_ctx: dict[str, Any], received_at: datetime) -> dict[str, Any]:
     call = item["type"]
-    if call in _UNSUPPORTED_CALLS:
-        raise _Rejected(DeadLetterReason.unknown_type, f"Segment {call!r} calls are not supported")
     ctx = {**shared_ctx, **_dict(item.get("context"))}
     props = _dict(item.get("properties"))
     etype: str
@@ -439,6 +475,17 @@ def _from_segment(item: dict[str, Any], shared_ctx: dict[str, Any], received_at:
         )
     elif call == "identify":
         etype, properties = "identify", _identify_props(item, ctx)
+    elif call == "alias":
+        # Profiles are not merged: the alias says that the visitor `previousId` (usually the
+        # anonymous id) is the user `userId`, which an identify of that visitor records.
+        previous = _first(item, "previousId", "previous_id")
+        if previous is not None and _first(item, "anonymousId", "anonymous_id") is None:
+            item = {**item, "anonymousId": previous}
+        traits = {"previous_id": str(previous)} if previous is not None else {}
+        etype, properties = "identify", {"traits": traits}
+    elif call == "group":
+        group = _drop_none({"group_id": _first(item, "groupId", "group_id"), "traits": item.get("traits")})
+        etype, properties = "custom", {"name": "group", "properties": group}
     else:  # track
         name = item.get("event")
         mapper = TRACK_EVENTS.get(name) if isinstance(name, str) else None
@@ -484,18 +531,34 @@ def _items(payload: Any) -> tuple[list[Any], dict[str, Any], Any, bool]:
     return [payload], {}, None, True
 
 
+def _with_site(event: dict[str, Any], site_id: str | None) -> dict[str, Any]:
+    """`event` with `context.site_id` set to the site the collector accepted it for: a client never
+    names its own site (any `site_id` it sent is dropped)."""
+    context = event.get("context")
+    if context is not None and not isinstance(context, dict):
+        return event  # the schema refuses it
+    context = {k: v for k, v in (context or {}).items() if k != "site_id"}
+    if site_id is not None:
+        context["site_id"] = site_id
+    return {**event, "context": context}
+
+
 def _one(
     item: Any,
     shared_ctx: dict[str, Any],
     shared_sent_at: Any,
     received_at: datetime,
     max_future_skew_s: float | None,
+    default_type: str | None = None,
+    site_id: str | None = None,
 ) -> tuple[bytes, str]:
     """Canonical bytes and key of one item, or `_Rejected`."""
     if not isinstance(item, dict):
         raise _Rejected(
             DeadLetterReason.schema_violation, f"an event must be a JSON object, not {type(item).__name__}"
         )
+    if default_type is not None and "type" not in item:
+        item = {**item, "type": default_type}
     kind = item.get("type")
     if not isinstance(kind, str):
         raise _Rejected(DeadLetterReason.schema_violation, "type: Field required (a string)")
@@ -503,6 +566,8 @@ def _one(
     if kind in SEGMENT_CALLS and not (kind == "identify" and _is_tessera_identify(item)):
         event = _from_segment(item, shared_ctx, received_at)
         time_field = "event_time"
+        if _first(item, "timestamp", "originalTimestamp") is None:
+            sent_at = None  # stamped with the receive time: already on the server's clock
     elif kind in EVENT_TYPES:
         event = item
         time_field = "event_time" if "event_time" in item else "timestamp"
@@ -510,6 +575,7 @@ def _one(
         raise _Rejected(DeadLetterReason.unknown_type, clip_detail(f"unknown event type {kind!r}", 200))
     if sent_at is not None and event.get(time_field) is not None:
         event = {**event, time_field: _skew_corrected(event[time_field], sent_at, received_at)}
+    event = _with_site(event, site_id)
     try:
         model = EVENT_ADAPTER.validate_python(event)
     except ValidationError as exc:
@@ -525,25 +591,67 @@ def _one(
     return orjson.dumps(model.model_dump(mode="json", exclude_none=True)), model.visitor_id
 
 
+def body_write_key(payload: Any) -> str | None:
+    """The `writeKey` a decoded body carries at its top level (analytics.js puts it there when it
+    sends with `navigator.sendBeacon`, which cannot set headers; the Node SDK sends it too)."""
+    if isinstance(payload, dict):
+        key = payload.get("writeKey")
+        if isinstance(key, str) and key:
+            return key
+    return None
+
+
 def parse_body(
     body: bytes,
     received_at: datetime,
     max_event_bytes: int,
     *,
     max_future_skew_s: float | None = None,
+    default_type: str | None = None,
+    site_id: str | None = None,
 ) -> list[CollectorItem]:
     """The events of one request body, in order, each valid (canonical bytes) or with its reason."""
-    if received_at.tzinfo is None:
-        received_at = received_at.replace(tzinfo=UTC)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         detail = clip_detail(f"body is not JSON: {exc}")
         return [CollectorItem(0, body, None, DeadLetterReason.not_json, detail)]
+    return parse_payload(
+        payload,
+        body,
+        received_at,
+        max_event_bytes,
+        max_future_skew_s=max_future_skew_s,
+        default_type=default_type,
+        site_id=site_id,
+    )
+
+
+def parse_payload(
+    payload: Any,
+    body: bytes,
+    received_at: datetime,
+    max_event_bytes: int,
+    *,
+    max_future_skew_s: float | None = None,
+    default_type: str | None = None,
+    site_id: str | None = None,
+    client_ip: str | None = None,
+) -> list[CollectorItem]:
+    """`parse_body` of a body already decoded to `payload` (`body`: its bytes, kept for dead letters).
+
+    `default_type`: the Segment call of a single-call route (`/v1/track` → "track"), for items
+    without a `type`. `site_id`: the site the request's write key names, set as `context.site_id`
+    of every event (None: removed). `client_ip`: the address the request came from, the `ip` of
+    Segment calls whose context has none (as Segment's API does)."""
+    if received_at.tzinfo is None:
+        received_at = received_at.replace(tzinfo=UTC)
     try:
         items, shared_ctx, shared_sent_at, single = _items(payload)
     except _Rejected as rejected:
         return [CollectorItem(0, body, None, rejected.reason, rejected.detail)]
+    if client_ip is not None:
+        shared_ctx = {"ip": client_ip, **shared_ctx}
     out: list[CollectorItem] = []
     for index, item in enumerate(items):
         original = body if single else orjson.dumps(item)
@@ -553,7 +661,9 @@ def parse_body(
             out.append(CollectorItem(index, original, key, DeadLetterReason.too_large, detail))
             continue
         try:
-            raw, key = _one(item, shared_ctx, shared_sent_at, received_at, max_future_skew_s)
+            raw, key = _one(
+                item, shared_ctx, shared_sent_at, received_at, max_future_skew_s, default_type, site_id
+            )
         except _Rejected as rejected:
             out.append(CollectorItem(index, original, key, rejected.reason, rejected.detail))
             continue

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SEGMENTS_FILE = Path(__file__).resolve().parent.parent / "segments" / "default.yaml"
@@ -14,6 +14,21 @@ DEFAULT_SEGMENTS_FILE = Path(__file__).resolve().parent.parent / "segments" / "d
 EMBEDDED_SESSION_TIMEOUT_S = 4.0
 EMBEDDED_HEARTBEAT_INTERVAL_S = 4.0 / 3
 """Group timeouts on the embedded Tansu broker when neither is set (`Settings.for_embedded_broker`)."""
+
+
+class Site(BaseModel):
+    """One website or app allowed to send events (an entry of `Settings.sites`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    write_key: SecretStr = Field(
+        min_length=8, description="The site's write key: the HTTP Basic user name (or `writeKey` in a body)."
+    )
+    origins: tuple[str, ...] = Field(
+        (),
+        description="Browser origins allowed to call the collector with this key (`https://shop.example`, "
+        "or `*` for any); requests without an Origin header (servers, SDKs) are not origin-checked.",
+    )
 
 
 class Settings(BaseSettings):
@@ -136,6 +151,23 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         None,
         description="Bearer key of the admin routes (/v1/definitions...); unset turns them off (403).",
+    )
+    sites: dict[str, Site] = Field(
+        default_factory=dict,
+        description="Sites allowed to send events, JSON: site id → {write_key, origins}; none configured "
+        "means every collector call is refused (401) unless collector_open is set.",
+    )
+    collector_open: bool = Field(
+        False,
+        description="Local development only: the collector accepts calls without a known write key, from any "
+        "origin (a known key still names its site).",
+    )
+    max_batch_bytes: int = Field(
+        512_000, ge=1, description="Largest collector request body (a batch); larger ones are answered 413."
+    )
+    demo_shop_site: str | None = Field(
+        None,
+        description="Site id whose write key the demo shop at /shop/ uses; unset: no demo shop (404).",
     )
     geoip_db: Path | None = Field(None, description="MaxMind-format city database; unset uses DB-IP Lite.")
 

@@ -2,7 +2,12 @@
 
 | route | answer |
 |---|---|
-| `POST /v1/events` | the collector (`streams.collector`): per event accepted or rejected, 400 if all were |
+| `POST /v1/batch`, `/v1/events` | the collector (`streams.intake`): per event, 400 if all refused |
+| `POST /v1/track` … `/v1/group` | the same, one Segment call (`streams.intake.CALL_ROUTES`) |
+| `OPTIONS` of the above and of the inbox | CORS preflight: 204 for an origin some site allows, else 403 |
+| `GET /v1/inbox/{visitor_id}` | the visitor's unexpired on-site messages (write key, origin) |
+| `GET /tracker.js` | the browser tracker (`streams/browser/tracker.js`) |
+| `GET /shop/`, `/shop/c/{category}`, `/shop/p/{id}`, `/shop/cart` | the demo shop (`demo_shop_site`) |
 | `GET /v1/visitors/{visitor_id}` | the visitor as served from Redis; 404 for an unknown visitor |
 | `GET /v1/segments` | the definitions' segments with their member counts |
 | `GET /v1/report` | segment sizes and KPIs read back from ClickHouse |
@@ -14,6 +19,7 @@
 | `POST /v1/definitions/rollback` | admin: make an earlier version the head again (JSON `{version}`) |
 | `GET /v1/definitions/{version}` | admin: one version's record, its text included |
 
+A collector request refused whole is answered 401 (write key), 403 (origin) or 413 (size).
 Admin routes need the setting `admin_key` (`TESSERA_ADMIN_KEY`) and the header
 `Authorization: Bearer <key>`: without the setting they answer 403, with a missing or wrong key 401
 (`DefinitionsAdmin`, which answers them apart from HTTP).
@@ -34,50 +40,134 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import orjson
+import structlog
+from aiohttp.web import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 from pydantic import SecretStr
 
 from schemas.definitions import DefinitionsRecord
 from streams import gcstats
-from streams.collector import parse_body, route_items
+from streams.browser import tracker_js
+from streams.browser.shop import shop_page
 from streams.core.definitions import DefinitionError, Definitions, parse_definitions
 from streams.core.segments import Preview
 from streams.definitions_store import DefinitionsStore, UnknownVersion, VersionClash, record_path
+from streams.intake import CALL_ROUTES, Door, DoorAnswer, DoorRequest
 from streams.runtime import Runtime
 
 if TYPE_CHECKING:
     import faust
 
+log = structlog.get_logger(__name__)
+
 
 class WorkerView(View):
-    """A view of one worker: `runtime` is set on the subclass `register_views` registers."""
+    """A view of one worker: `runtime` and `door` are set on the subclass `register_views` registers."""
 
     runtime: ClassVar[Runtime]
+    door: ClassVar[Door]
 
     def answer(self, value: Any, status: int = 200) -> Response:
         """`value` as a JSON response (orjson)."""
         return self.bytes(orjson.dumps(value), content_type="application/json", status=status)
 
 
-class EventsView(WorkerView):
-    """Collector: one event, a JSON array, or a Segment-style batch; answers per event."""
+def door_request(request: Request, route: str) -> DoorRequest:
+    """What `streams.intake.Door` reads of an HTTP request (aiohttp's, under Faust's type)."""
+    raw = cast(Any, request)
+    headers = raw.headers
+    write_key = raw.query.get("writeKey")
+    return DoorRequest(
+        route=route,
+        authorization=headers.get("Authorization"),
+        origin=headers.get("Origin"),
+        own_origin=f"{raw.scheme}://{raw.host}",
+        content_length=raw.content_length,
+        content_encoding=headers.get("Content-Encoding"),
+        query_write_key=write_key if isinstance(write_key, str) else None,
+        client_ip=raw.remote,
+    )
+
+
+class DoorView(WorkerView):
+    """A route behind the collector's door (`streams.intake`): CORS preflights answered by it."""
+
+    door_route: ClassVar[str] = "events"
+    """The door's name of this route: `events`, `batch`, a Segment call, or `inbox`."""
+
+    def reply(self, answer: DoorAnswer) -> Response:
+        body = b"" if answer.status == 204 else orjson.dumps(answer.body)
+        return self.bytes(body, content_type="application/json", status=answer.status, headers=answer.headers)
+
+    async def options(self, request: Request) -> Response:
+        headers = request.headers
+        status, cors = self.door.preflight(
+            door_request(request, self.door_route),
+            headers.get("Access-Control-Request-Method"),
+            headers.get("Access-Control-Request-Headers"),
+        )
+        return self.bytes(b"", status=status, headers=cors)
+
+
+class CollectorView(DoorView):
+    """Collector: a Segment-spec route or `/v1/events`; answers per event (`Door.collect`)."""
 
     async def post(self, request: Request) -> Response:
         rt = self.runtime
-        body = await request.read()
-        received_at = datetime.now(UTC)
-        items = parse_body(body, received_at, rt.settings.max_event_bytes)
-        routed = route_items(
-            items,
-            events_topic=rt.settings.events_topic,
-            dlq_topic=rt.settings.dlq_topic,
-            received_at=received_at,
-        )
-        producer = await rt.engine.start_producer()
-        acks = [await producer.send(topic, value, key=key) for topic, key, value in routed.records]
-        if acks:
+        door = self.door
+        asked = door_request(request, self.door_route)
+        refused = door.before_body(asked)
+        if refused is not None:
+            return self.reply(refused)
+        try:
+            body = await request.read()
+        except HTTPRequestEntityTooLarge:  # a chunked body past aiohttp's own limit
+            return self.reply(door.too_large(asked, None))
+        answer = door.collect(asked, body, datetime.now(UTC))
+        if answer.records:
+            producer = await rt.engine.start_producer()
+            acks = [await producer.send(topic, value, key=key) for topic, key, value in answer.records]
             await asyncio.gather(*acks)
-        return self.answer(routed.answer, status=routed.status)
+        return self.reply(answer)
+
+
+class InboxView(DoorView):
+    """A visitor's on-site messages, for the tracker (write key and origin as the collector's)."""
+
+    door_route = "inbox"
+
+    async def get(self, request: Request, visitor_id: str) -> Response:
+        asked = door_request(request, self.door_route)
+        refused = self.door.inbox_refusal(asked)
+        if refused is not None:
+            return self.reply(refused)
+        found = await self.runtime.serving.get_visitor(visitor_id)
+        return self.reply(self.door.inbox(asked, visitor_id, found, datetime.now(UTC)))
+
+
+class TrackerView(WorkerView):
+    """`tracker.js`, gzipped for clients that accept it, cached for five minutes."""
+
+    async def get(self, request: Request) -> Response:
+        response = self.bytes(
+            tracker_js(),
+            content_type="application/javascript",
+            headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
+        )
+        cast(Any, response).enable_compression()
+        return response
+
+
+class ShopView(WorkerView):
+    """The demo shop (`streams.browser.shop`), when `demo_shop_site` names a configured site."""
+
+    async def get(self, request: Request, **_: str) -> Response:
+        settings = self.runtime.settings
+        site = settings.sites.get(settings.demo_shop_site or "")
+        if site is None:
+            return self.answer({"error": "the demo shop is off (TESSERA_DEMO_SHOP_SITE)"}, status=404)
+        status, html = shop_page(cast(Any, request).path, site.write_key.get_secret_value())
+        return self.html(html, status=status)
 
 
 class VisitorView(WorkerView):
@@ -136,9 +226,7 @@ class HealthView(WorkerView):
 Answer = tuple[int, dict[str, Any]]
 """(HTTP status, JSON body)."""
 
-ADMIN_OFF = (
-    "admin routes are off: set TESSERA_ADMIN_KEY on the worker and send Authorization: Bearer <key>"
-)
+ADMIN_OFF = "admin routes are off: set TESSERA_ADMIN_KEY on the worker and send Authorization: Bearer <key>"
 
 
 def definitions_body(body: bytes) -> tuple[str, str, str]:
@@ -160,9 +248,7 @@ def definitions_body(body: bytes) -> tuple[str, str, str]:
 
 
 def _refused_file(exc: DefinitionError) -> Answer:
-    return 400, {
-        "error": {"line": exc.line, "column": exc.column, "reason": exc.message, "path": exc.path}
-    }
+    return 400, {"error": {"line": exc.line, "column": exc.column, "reason": exc.message, "path": exc.path}}
 
 
 def _record_summary(record: DefinitionsRecord, head: DefinitionsRecord | None) -> dict[str, Any]:
@@ -331,8 +417,21 @@ class DefinitionVersionView(AdminView):
         return self.reply(await self.admin().version(_authorization(request), version))
 
 
+def _collector_route(route: str) -> type[CollectorView]:
+    attributes = {"door_route": route, "__doc__": CollectorView.__doc__}
+    return type(f"Collector{route.title()}View", (CollectorView,), attributes)
+
+
 ROUTES: tuple[tuple[str, type[WorkerView]], ...] = (
-    ("/v1/events", EventsView),
+    ("/v1/events", _collector_route("events")),
+    ("/v1/batch", _collector_route("batch")),
+    *((f"/v1/{call}", _collector_route(call)) for call in sorted(CALL_ROUTES)),
+    ("/v1/inbox/{visitor_id}", InboxView),
+    ("/tracker.js", TrackerView),
+    ("/shop/", ShopView),
+    ("/shop/cart", ShopView),
+    ("/shop/c/{category}", ShopView),
+    ("/shop/p/{product_id}", ShopView),
     ("/v1/visitors/{visitor_id}", VisitorView),
     ("/v1/segments", SegmentsView),
     ("/v1/report", ReportView),
@@ -348,6 +447,15 @@ ROUTES: tuple[tuple[str, type[WorkerView]], ...] = (
 
 def register_views(app: faust.App, runtime: Runtime) -> None:
     """Add every route of `ROUTES` to `app`, each view bound to `runtime`."""
+    door = Door.from_settings(runtime.settings)
+    if not runtime.settings.sites and not runtime.settings.collector_open:
+        log.warning(
+            "collector_closed",
+            reason="no sites configured: every collector call is answered 401; set TESSERA_SITES "
+            "(or TESSERA_COLLECTOR_OPEN=true for local development)",
+        )
+    elif runtime.settings.collector_open:
+        log.warning("collector_open", reason="TESSERA_COLLECTOR_OPEN: calls without a known key are accepted")
     for path, view in ROUTES:
-        bound = type(view.__name__, (view,), {"runtime": runtime, "__doc__": view.__doc__})
+        bound = type(view.__name__, (view,), {"runtime": runtime, "door": door, "__doc__": view.__doc__})
         app.page(path)(cast(type[WorkerView], bound))

@@ -7,6 +7,7 @@
 - `kafka`: topics read to their Fetch high watermark, a group's committed offsets;
 - `replay`: `replay_events` / `replay_records` / `replay_batches`, the profiles the pure core folds
   from a stream;
+- `sites`: a site's write key for tests that post to a collector (`sites_env`, `basic_auth`);
 - `fakes`: in-memory fakes of the analytics sink, the serving store, the producer and the consumer
   (and a producer appending to that consumer's topics), recording their calls in one `CallLog`.
 """
@@ -23,6 +24,7 @@ from streams.testing.fakes import (
 )
 from streams.testing.kafka import fetch_to_highwater, group_committed, read_topic
 from streams.testing.replay import event_records, replay_batches, replay_events, replay_records
+from streams.testing.sites import TEST_SITE, TEST_WRITE_KEY, basic_auth, sites_env
 from streams.testing.wait import (
     DEFAULT_INTERVAL_S,
     DEFAULT_TIMEOUT_S,
@@ -44,6 +46,8 @@ __all__ = [
     "DEFAULT_INTERVAL_S",
     "DEFAULT_TIMEOUT_S",
     "NOT_ANSWERING",
+    "TEST_SITE",
+    "TEST_WRITE_KEY",
     "CallLog",
     "ChildProcess",
     "FakeAck",
@@ -57,6 +61,7 @@ __all__ = [
     "WorkerConfig",
     "WorkerProcess",
     "async_wait_until",
+    "basic_auth",
     "changelog_records",
     "event_records",
     "fetch_to_highwater",
@@ -65,6 +70,7 @@ __all__ = [
     "replay_batches",
     "replay_events",
     "replay_records",
+    "sites_env",
     "unique_name",
     "wait_on_worker",
     "wait_until",

@@ -14,12 +14,14 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.testing import WorkerConfig, WorkerProcess, read_topic, wait_until
+from streams.testing import WorkerConfig, WorkerProcess, basic_auth, read_topic, sites_env, wait_until
 
 
 @pytest.mark.timeout(300)
 def test_collector_answers_per_event_and_serves_the_visitor(embedded_stack: Any, tmp_path: Path) -> None:
-    config = WorkerConfig(embedded_stack.kafka_bootstrap, embedded_stack.redis_url, tmp_path / "w")
+    config = WorkerConfig(
+        embedded_stack.kafka_bootstrap, embedded_stack.redis_url, tmp_path / "w", extra_env=sites_env()
+    )
     worker = WorkerProcess(config).start()
     try:
         now = datetime.now(UTC) - timedelta(seconds=1)
@@ -61,9 +63,10 @@ def test_collector_answers_per_event_and_serves_the_visitor(embedded_stack: Any,
             "type": "purchase",
             "properties": {"value": -5},
         }
-        status, answer = worker.post(
-            "/v1/events", orjson.dumps({"batch": [good, segment_style, bad_type, bad_schema]})
-        )
+        body = orjson.dumps({"batch": [good, segment_style, bad_type, bad_schema]})
+        status, answer = worker.post("/v1/events", body)
+        assert (status, answer["error"]) == (401, "missing_write_key")  # nothing accepted
+        status, answer = worker.post("/v1/events", body, headers=basic_auth())
         assert status == 200
         assert answer["accepted"] == 2
         assert [(r["index"], r["reason"]) for r in answer["rejected"]] == [
@@ -71,7 +74,7 @@ def test_collector_answers_per_event_and_serves_the_visitor(embedded_stack: Any,
             (3, "schema_violation"),
         ]
 
-        status, answer = worker.post("/v1/events", b"{oops")
+        status, answer = worker.post("/v1/events", b"{oops", headers=basic_auth())
         assert status == 400 and answer["rejected"][0]["reason"] == "not_json"
 
         def served() -> dict[str, Any] | None:

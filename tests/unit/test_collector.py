@@ -152,7 +152,7 @@ def test_batch_mixing_good_and_bad() -> None:
             7,  # 5 not an object
             {"anonymousId": "anon-6"},  # 6 no type
             tessera_event(event_id="e-7", visitor_id="v-7"),  # 7 ok
-            {"type": "alias", "userId": "u-8", "previousId": "anon-8"},  # 8 unsupported Segment call
+            {"type": "alias", "userId": "u-8", "previousId": "anon-8"},  # 8 ok: identify of anon-8
         ]
     }
     items = parse(body)
@@ -166,7 +166,7 @@ def test_batch_mixing_good_and_bad() -> None:
         DeadLetterReason.schema_violation,
         DeadLetterReason.schema_violation,
         None,
-        DeadLetterReason.unknown_type,
+        None,
     ]
     assert [i.key for i in items] == [
         "anon-1",
@@ -177,7 +177,7 @@ def test_batch_mixing_good_and_bad() -> None:
         None,
         "anon-6",
         "v-7",
-        "u-8",
+        "anon-8",
     ]
     assert "product_id" in (items[2].detail or "")
     assert "product_id" in (items[3].detail or "")
@@ -462,9 +462,20 @@ def test_missing_visitor_is_a_schema_violation() -> None:
     assert items[0].error == DeadLetterReason.schema_violation and "visitor_id" in (items[0].detail or "")
 
 
-def test_group_call_is_unknown_type() -> None:
-    items = parse({"type": "group", "groupId": "g", "anonymousId": "a"})
-    assert items[0].error == DeadLetterReason.unknown_type and items[0].key == "a"
+def test_group_call_is_a_custom_group_event() -> None:
+    event = one({"type": "group", "groupId": "g", "anonymousId": "a", "traits": {"plan": "pro"}})
+    assert event["type"] == "custom"
+    group = {"group_id": "g", "traits": {"plan": "pro"}}
+    assert event["properties"] == {"name": "group", "properties": group}
+
+
+def test_alias_is_an_identify_of_the_previous_id() -> None:
+    event = one({"type": "alias", "previousId": "anon-9", "userId": "u-9", "messageId": "m-9"})
+    assert (event["type"], event["visitor_id"], event["user_id"]) == ("identify", "anon-9", "u-9")
+    assert event["properties"]["traits"] == {"previous_id": "anon-9"}
+    # An anonymousId, when the call has one, stays the visitor.
+    event = one({"type": "alias", "anonymousId": "anon-1", "previousId": "old", "userId": "u-9"})
+    assert event["visitor_id"] == "anon-1"
 
 
 # -- clock skew ----------------------------------------------------------------------------------------
