@@ -1,0 +1,249 @@
+"""Delivery on the embedded stack (Tansu and redis-server, started here and stopped by PID): messages
+produced to the topic reach a local webhook server exactly once each, a restarted runner delivers
+nothing again, a fresh consumer group finds every id already delivered (Redis), on-site messages
+land in the inbox; and `export_audiences` turns segment changes and profiles into upload files."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import csv
+import functools
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from infra.stack import EmbeddedStack, StackEndpoints, free_port
+from infra.topics import TopicSpec, ensure_topics
+from schemas.changes import SegmentChange
+from schemas.messages import Message
+from sinks.delivery.plan import MESSAGE_ID_HEADER, SIGNATURE_HEADER, verify_signature
+from sinks.redis_serving import RedisServing
+from streams.core.profile import Profile
+from streams.delivery import export_audiences, run_delivery
+from streams.producer import produce_records
+from streams.recovery import open_changelog_consumer
+from streams.settings import Settings
+from streams.testing import async_wait_until, unique_name
+from streams.testing.kafka import group_committed
+
+pytestmark = pytest.mark.timeout(180)
+
+SECRET = "whsec-integration-0123456789"
+PARTITIONS = 2
+T0 = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
+    with EmbeddedStack(
+        tmp_path_factory.mktemp("delivery-stack"), clickhouse_dsn="chdb://unused"
+    ) as endpoints:
+        yield endpoints
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.read()))
+        return web.Response(text="ok")
+
+    def ids(self) -> collections.Counter[str]:
+        return collections.Counter(headers[MESSAGE_ID_HEADER] for headers, _ in self.requests)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    found = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", found.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield found, f"http://127.0.0.1:{port}/hook"
+    finally:
+        await runner.cleanup()
+
+
+def message(n: int, channel: str = "crm") -> Message:
+    return Message(
+        message_id=f"m-{n}",
+        visitor_id=f"v-{n}",
+        kind="escalation" if channel == "crm" else "exit_intent_overlay",
+        channel=channel,  # type: ignore[arg-type]
+        rule="top_spender_escalation" if channel == "crm" else "exit_intent_overlay",
+        event_time=T0,
+        payload={"n": n},
+    )
+
+
+def records(messages: list[Message]) -> list[tuple[bytes | None, bytes]]:
+    return [(m.visitor_id.encode(), m.model_dump_json().encode()) for m in messages]
+
+
+class Runner:
+    """`run_delivery` as a task, stopped through its event."""
+
+    def __init__(self, settings: Settings, stack: StackEndpoints) -> None:
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(
+            run_delivery(settings, stack.kafka_bootstrap, stack.redis_url, self.stop)
+        )
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 30)
+
+
+async def test_runner_delivers_each_message_once_across_restarts(
+    stack: StackEndpoints, receiver: tuple[Receiver, str]
+) -> None:
+    server, url = receiver
+    name = unique_name("delivery")
+    settings = Settings(
+        kafka_broker=stack.kafka_bootstrap,
+        redis_url=stack.redis_url,
+        partitions=PARTITIONS,
+        messages_topic=f"{name}.messages",
+        delivery_dlq_topic=f"{name}.messages.dlq",
+        delivery_group_id=f"{name}-group",
+        redis_prefix=name,
+        webhooks={"crm": {"url": url, "secret": SECRET}},
+        delivery_backoff_s=0.01,
+    ).for_embedded_broker()
+    topic = settings.messages_topic
+    await ensure_topics(stack.kafka_bootstrap, [TopicSpec(topic, PARTITIONS)])
+    first = [message(n) for n in range(6)] + [message(100, "onsite")]
+    ends = await produce_records(stack.kafka_bootstrap, topic, records(first))
+
+    async def committed(group: str, expected: dict[int, int]) -> bool:
+        found = await group_committed(stack.kafka_bootstrap, group, topic, PARTITIONS)
+        return all(found.get(p, 0) >= end for p, end in expected.items())
+
+    runner = Runner(settings, stack)
+    try:
+        await async_wait_until(lambda: len(server.ids()) >= 6, timeout=60, message="6 webhooks received")
+        await async_wait_until(
+            functools.partial(committed, settings.delivery_group_id, ends),
+            timeout=30,
+            message="offsets committed",
+        )
+    finally:
+        await runner.close()
+    assert server.ids() == collections.Counter({f"m-{n}": 1 for n in range(6)})
+    for headers, body in server.requests:
+        assert verify_signature(
+            SECRET.encode(), headers[SIGNATURE_HEADER], body, now=datetime.now(UTC).timestamp()
+        )
+    serving = RedisServing(stack.redis_url, prefix=name)
+    try:
+        visitor = await serving.get_visitor("v-100")
+    finally:
+        await serving.close()
+    assert visitor is not None and [m["message_id"] for m in visitor["inbox"]] == ["m-100"]
+
+    # A restart reads from the committed offsets: only the new messages are delivered.
+    later = [message(n) for n in range(6, 9)]
+    ends |= await produce_records(stack.kafka_bootstrap, topic, records(later))
+    runner = Runner(settings, stack)
+    try:
+        await async_wait_until(lambda: len(server.ids()) >= 9, timeout=60, message="9 webhooks received")
+        await async_wait_until(
+            functools.partial(committed, settings.delivery_group_id, ends),
+            timeout=30,
+            message="offsets committed",
+        )
+    finally:
+        await runner.close()
+    assert server.ids() == collections.Counter({f"m-{n}": 1 for n in range(9)})
+
+    # A fresh group reads the topic from the start: every id is a duplicate by Redis, nothing is sent.
+    fresh = settings.model_copy(update={"delivery_group_id": f"{name}-fresh"})
+    runner = Runner(fresh, stack)
+    try:
+        await async_wait_until(
+            functools.partial(committed, fresh.delivery_group_id, ends),
+            timeout=60,
+            message="fresh group done",
+        )
+    finally:
+        await runner.close()
+    assert server.ids() == collections.Counter({f"m-{n}": 1 for n in range(9)})
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def change(visitor: str, segment: str, transition: str, n: int) -> tuple[bytes | None, bytes]:
+    record = SegmentChange(
+        change_id=f"c-{n}",
+        visitor_id=visitor,
+        segment=segment,
+        transition=transition,  # type: ignore[arg-type]
+        event_time=T0,
+        processed_at=T0,
+        definition_version="1",
+    )
+    return visitor.encode(), record.model_dump_json().encode()
+
+
+def profile(visitor: str, traits: dict[str, str], country: str = "DE") -> tuple[bytes | None, bytes]:
+    return visitor.encode(), Profile(visitor_id=visitor, traits=dict(traits), country=country).to_bytes()
+
+
+def rows(path: Path) -> list[list[str]]:
+    with path.open() as handle:
+        return list(csv.reader(handle))
+
+
+async def test_audience_export_adds_and_removes(stack: StackEndpoints, tmp_path: Path) -> None:
+    name = unique_name("audiences")
+    changes, changelog = f"{name}.changes", f"{name}.changelog"
+    await ensure_topics(
+        stack.kafka_bootstrap, [TopicSpec(changes, PARTITIONS), TopicSpec(changelog, PARTITIONS)]
+    )
+    await produce_records(
+        stack.kafka_bootstrap,
+        changelog,
+        [
+            profile("v-ann", {"email": " Ann.Lee@Gmail.com ", "first_name": "Ann"}),
+            profile("v-bob", {"phone": "030 1234567"}),
+        ],
+    )
+    await produce_records(
+        stack.kafka_bootstrap,
+        changes,
+        [
+            change("v-ann", "cart_abandoners", "entered", 1),
+            change("v-bob", "cart_abandoners", "entered", 2),
+            change("v-anon", "cart_abandoners", "entered", 3),
+        ],
+    )
+    opener = functools.partial(open_changelog_consumer, stack.kafka_bootstrap)
+    first = await export_audiences(opener, changes, changelog, tmp_path, now=T0)
+    assert first.audiences == {"cart_abandoners": {"members": 3, "add": 2, "remove": 0, "skipped": 1}}
+    meta_add = rows(tmp_path / first.run / "cart_abandoners.meta.add.csv")
+    assert meta_add[0] == ["email", "phone", "fn", "ln", "zip", "ct", "st", "country"]
+    assert sorted(r[0] for r in meta_add[1:]) == sorted(["", sha("ann.lee@gmail.com")])
+    assert sorted(r[1] for r in meta_add[1:]) == sorted(["", sha("49301234567")])
+    google_add = rows(tmp_path / first.run / "cart_abandoners.google.add.csv")
+    assert google_add[0] == ["Email", "Phone", "First Name", "Last Name", "Country", "Zip"]
+    assert sorted(r[1] for r in google_add[1:]) == sorted(["", sha("+49301234567")])
+
+    # Ann buys: the next run removes her and adds nobody.
+    await produce_records(stack.kafka_bootstrap, changes, [change("v-ann", "cart_abandoners", "exited", 4)])
+    second = await export_audiences(opener, changes, changelog, tmp_path, now=T0.replace(hour=10))
+    assert second.changes_read == 1
+    assert second.audiences == {"cart_abandoners": {"members": 2, "add": 0, "remove": 1, "skipped": 1}}
+    meta_remove = rows(tmp_path / second.run / "cart_abandoners.meta.remove.csv")
+    assert [r[0] for r in meta_remove[1:]] == [sha("ann.lee@gmail.com")]
+    assert rows(tmp_path / second.run / "cart_abandoners.meta.add.csv") == [meta_add[0]]
