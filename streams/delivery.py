@@ -526,15 +526,26 @@ async def run_delivery(
     """`tessera deliver`: the runner on the messages topic until `stop` is set."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from infra.topics import TopicSpec, ensure_topics
+    from infra.topics import DLQ_RETENTION_MS, EVENTS_RETENTION_MS, TopicSpec, ensure_topics
     from streams.kafka import consumer_options, producer_options, send_all
 
     s = settings
     await ensure_topics(
         bootstrap,
         [
-            TopicSpec(s.messages_topic, s.partitions, s.replication_factor),
-            TopicSpec(s.delivery_dlq_topic, s.partitions, s.replication_factor),
+            # As the worker creates them (`infra.topics.default_topic_specs`); whoever starts first.
+            TopicSpec(
+                s.messages_topic,
+                s.partitions,
+                s.replication_factor,
+                {"retention.ms": str(EVENTS_RETENTION_MS)},
+            ),
+            TopicSpec(
+                s.delivery_dlq_topic,
+                s.partitions,
+                s.replication_factor,
+                {"retention.ms": str(DLQ_RETENTION_MS)},
+            ),
         ],
     )
     options = consumer_options(s) | {"group_id": s.delivery_group_id}
