@@ -267,3 +267,55 @@ async def test_a_failed_step_commits_nothing_and_reads_the_batch_again() -> None
         raise AssertionError("the step should fail")
     assert consumer.commits == []
     assert consumer.seeks == [(tp0, 7)]
+
+
+class PositionedConsumer:
+    """One partition read from a position that `seek` moves back (as aiokafka's does)."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
+        self.position = 0
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Record]]:
+        batch, self.position = self.records[self.position :], len(self.records)
+        return {TopicPartition("messages", 0): batch} if batch else {}
+
+    async def commit(self, offsets: Any = None) -> None:
+        self.commits.append(dict(offsets))
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.position = offset
+
+
+async def test_the_runner_survives_a_failed_step_and_delivers_on_the_next() -> None:
+    import asyncio
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    consumer = PositionedConsumer(
+        [Record("messages", 0, 0, b"v-1", message("m-1").model_dump_json().encode())]
+    )
+
+    class FlakyIds(MemoryDeliveredIds):
+        failures = 1
+
+        async def seen(self, channel: str, message_id: str) -> bool:
+            if self.failures:
+                self.failures -= 1
+                raise RedisConnectionError("redis went away")
+            return await super().seen(channel, message_id)
+
+    sender = CountingSender()
+    dispatcher = Dispatcher({"webhook": Idempotent(sender, FlakyIds())}, {"crm": "webhook"})
+
+    async def no_dead_letters(records: list[tuple[bytes | None, bytes]]) -> None:
+        raise AssertionError("nothing to dead-letter")
+
+    runner = DeliveryRunner(consumer, dispatcher, no_dead_letters)
+    stop = asyncio.Event()
+    await asyncio.wait_for(runner.run(stop, on_progress=lambda stats: stop.set()), timeout=10)
+    assert sender.sent == 1
+    assert consumer.commits == [{TopicPartition("messages", 0): 1}]
