@@ -483,7 +483,7 @@ async def export_audiences(
 
 def build_dispatcher(settings: Settings, redis: Redis, redis_url: str, bootstrap: str) -> Dispatcher:
     """Every adapter of `settings`, each idempotent through the delivered ids in `redis`."""
-    from sinks.delivery import AudienceSender, Idempotent, RedisDeliveredIds
+    from sinks.delivery import AudienceSender, ChannelSender, Idempotent, RedisDeliveredIds
     from sinks.delivery.email import EmailSender
     from sinks.delivery.inbox import InboxSender
     from sinks.delivery.webhook import WebhookSender, WebhookTarget
@@ -492,19 +492,20 @@ def build_dispatcher(settings: Settings, redis: Redis, redis_url: str, bootstrap
 
     s = settings
     delivered = RedisDeliveredIds(redis, s.redis_prefix, s.delivered_ids_ttl_s)
-    retry = {
-        "max_attempts": s.delivery_max_attempts,
-        "backoff_s": s.delivery_backoff_s,
-        "backoff_max_s": s.delivery_backoff_max_s,
-    }
     targets = {
         name: WebhookTarget(target.url, target.secret.get_secret_value().encode())
         for name, target in s.webhooks.items()
     }
     contacts = ChangelogContacts(lambda: open_changelog_consumer(bootstrap), s.changelog_topic)
-    senders = [
+    senders: list[ChannelSender] = [
         InboxSender(RedisServing(redis_url, prefix=s.redis_prefix)),
-        WebhookSender(targets, timeout_s=s.delivery_timeout_s, **retry),
+        WebhookSender(
+            targets,
+            max_attempts=s.delivery_max_attempts,
+            backoff_s=s.delivery_backoff_s,
+            backoff_max_s=s.delivery_backoff_max_s,
+            timeout_s=s.delivery_timeout_s,
+        ),
         EmailSender(
             s.smtp_host,
             s.smtp_port,
@@ -514,7 +515,9 @@ def build_dispatcher(settings: Settings, redis: Redis, redis_url: str, bootstrap
             password=s.smtp_password.get_secret_value() if s.smtp_password else None,
             starttls=s.smtp_starttls,
             timeout_s=s.delivery_timeout_s,
-            **retry,
+            max_attempts=s.delivery_max_attempts,
+            backoff_s=s.delivery_backoff_s,
+            backoff_max_s=s.delivery_backoff_max_s,
         ),
         AudienceSender(),
     ]

@@ -125,8 +125,9 @@ def render_email(message: Message) -> RenderedEmail:
     payload = message.payload
     named = EMAIL_TEMPLATES.get(str(payload.get("template", "")))
     template = named or GENERIC_TEMPLATE
-    subject = payload.get("subject") if isinstance(payload.get("subject"), str) else template.subject
-    body = payload.get("body") if isinstance(payload.get("body"), str) else template.body
+    own_subject, own_body = payload.get("subject"), payload.get("body")
+    subject = own_subject if isinstance(own_subject, str) else template.subject
+    body = own_body if isinstance(own_body, str) else template.body
     values: dict[str, Any] = {k: _text(v) for k, v in payload.items()}
     values.update(
         message_id=message.message_id,
