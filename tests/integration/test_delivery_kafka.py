@@ -23,6 +23,7 @@ from schemas.changes import SegmentChange
 from schemas.messages import Message
 from sinks.delivery.plan import MESSAGE_ID_HEADER, SIGNATURE_HEADER, verify_signature
 from sinks.redis_serving import RedisServing
+from streams.cli import build_parser, cmd_audiences
 from streams.core.profile import Profile
 from streams.delivery import export_audiences, run_delivery
 from streams.producer import produce_records
@@ -205,7 +206,9 @@ def rows(path: Path) -> list[list[str]]:
         return list(csv.reader(handle))
 
 
-async def test_audience_export_adds_and_removes(stack: StackEndpoints, tmp_path: Path) -> None:
+async def test_audience_export_adds_and_removes(
+    stack: StackEndpoints, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     name = unique_name("audiences")
     changes, changelog = f"{name}.changes", f"{name}.changelog"
     await ensure_topics(
@@ -247,3 +250,11 @@ async def test_audience_export_adds_and_removes(stack: StackEndpoints, tmp_path:
     meta_remove = rows(tmp_path / second.run / "cart_abandoners.meta.remove.csv")
     assert [r[0] for r in meta_remove[1:]] == [sha("ann.lee@gmail.com")]
     assert rows(tmp_path / second.run / "cart_abandoners.meta.add.csv") == [meta_add[0]]
+
+    # The command: a third run with nothing new writes header-only files and says so.
+    settings = Settings(kafka_broker=stack.kafka_bootstrap, changes_topic=changes, changelog_topic=changelog)
+    args = build_parser().parse_args(["audiences", "export", "--out", str(tmp_path)])
+    assert await asyncio.to_thread(cmd_audiences, settings, args) == 0
+    printed = capsys.readouterr().out
+    assert "0 segment changes read" in printed
+    assert "cart_abandoners" in printed and "add      0" in printed and "remove      0" in printed
