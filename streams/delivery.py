@@ -271,8 +271,9 @@ async def read_identifiers(
     from streams.core.profile import Profile
 
     wanted = set(visitors) if visitors is not None else None
-    partitions = await _partitions(consumer, topic)
-    tps = [TopicPartition(topic, p) for p in partitions]
+    tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+    if not tps:  # no such topic (yet): nobody has identifiers
+        return {}
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     latest: dict[str, bytes | None] = {}
@@ -283,8 +284,7 @@ async def read_identifiers(
             if visitor is not None and (wanted is None or visitor in wanted):
                 latest[visitor] = record.value
 
-    if tps:
-        await fetch_to_high_watermark(consumer, tps, keep)
+    await fetch_to_high_watermark(consumer, tps, keep)
     found: dict[str, Identifiers] = {}
     for visitor, raw in latest.items():
         if raw is None:
@@ -375,8 +375,9 @@ async def read_changes(
     """Every segment change of `topic` from `offsets` (partition → next offset; the beginning for a
     partition not named) to the high watermark, in order per partition, as (visitor, segment,
     transition); `offsets` is advanced. The number read."""
-    partitions = await _partitions(consumer, topic)
-    tps = [TopicPartition(topic, p) for p in partitions]
+    tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+    if not tps:  # no such topic (yet): no changes
+        return 0
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     for tp in tps:
@@ -394,8 +395,7 @@ async def read_changes(
         if progress is not None:
             progress(read)
 
-    if tps:
-        await fetch_to_high_watermark(consumer, tps, take)
+    await fetch_to_high_watermark(consumer, tps, take)
     return read
 
 

@@ -10,9 +10,13 @@ import collections
 import csv
 import functools
 import hashlib
+import json
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -20,6 +24,7 @@ from aiohttp import web
 from infra.stack import EmbeddedStack, StackEndpoints, free_port
 from infra.topics import TopicSpec, ensure_topics
 from schemas.changes import SegmentChange
+from schemas.deadletter import DeadLetter
 from schemas.messages import Message
 from sinks.delivery.plan import MESSAGE_ID_HEADER, SIGNATURE_HEADER, verify_signature
 from sinks.redis_serving import RedisServing
@@ -29,7 +34,7 @@ from streams.delivery import export_audiences, run_delivery
 from streams.producer import produce_records
 from streams.recovery import open_changelog_consumer
 from streams.settings import Settings
-from streams.testing import async_wait_until, unique_name
+from streams.testing import ChildProcess, async_wait_until, read_topic, unique_name
 from streams.testing.kafka import group_committed
 
 pytestmark = pytest.mark.timeout(180)
@@ -178,6 +183,54 @@ async def test_runner_delivers_each_message_once_across_restarts(
     finally:
         await runner.close()
     assert server.ids() == collections.Counter({f"m-{n}": 1 for n in range(9)})
+
+
+async def test_tessera_deliver_command(
+    stack: StackEndpoints, receiver: tuple[Receiver, str], tmp_path: Path
+) -> None:
+    """`tessera deliver` as its own process, configured by environment variables, stopped by
+    SIGTERM: webhooks delivered, an e-mail without an address dead-lettered on messages.dlq."""
+    server, url = receiver
+    name = unique_name("deliver-cmd")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")} | {
+        "TESSERA_KAFKA_BROKER": stack.kafka_bootstrap,
+        "TESSERA_REDIS_URL": stack.redis_url,
+        "TESSERA_DATA_DIR": str(tmp_path / "data"),
+        "TESSERA_PARTITIONS": str(PARTITIONS),
+        "TESSERA_MESSAGES_TOPIC": f"{name}.messages",
+        "TESSERA_DELIVERY_DLQ_TOPIC": f"{name}.messages.dlq",
+        "TESSERA_CHANGELOG_TOPIC": f"{name}.changelog",
+        "TESSERA_DELIVERY_GROUP_ID": f"{name}-group",
+        "TESSERA_REDIS_PREFIX": name,
+        "TESSERA_WEBHOOKS": json.dumps({"top_spender_escalation": {"url": url, "secret": SECRET}}),
+        "TESSERA_SESSION_TIMEOUT_S": "4",
+        "TESSERA_HEARTBEAT_INTERVAL_S": "1.33",
+    }
+    topic = env["TESSERA_MESSAGES_TOPIC"]
+    await ensure_topics(stack.kafka_bootstrap, [TopicSpec(topic, PARTITIONS)])
+    unaddressed = Message.model_validate(
+        message(200).model_dump() | {"channel": "email", "kind": "coupon_email", "rule": "cart_coupon"}
+    )
+    await produce_records(stack.kafka_bootstrap, topic, records([message(1), message(2), unaddressed]))
+    child = ChildProcess(
+        "deliver", [sys.executable, "-m", "streams.cli", "deliver"], env, tmp_path / "deliver.log"
+    )
+    child.spawn()
+    try:
+        await async_wait_until(lambda: len(server.ids()) >= 2, timeout=60, message="2 webhooks received")
+
+        async def dead_lettered() -> list[Any]:
+            child.check_alive()
+            return await read_topic(stack.kafka_bootstrap, env["TESSERA_DELIVERY_DLQ_TOPIC"], deadline_s=2)
+
+        letters = await async_wait_until(dead_lettered, timeout=60, message="the e-mail dead-lettered")
+    finally:
+        code = await asyncio.to_thread(child.stop, 30.0)
+    assert code == 0, child.log_tail()
+    assert server.ids() == collections.Counter({"m-1": 1, "m-2": 1})
+    letter = DeadLetter.model_validate_json(letters[0].value)
+    assert (letter.reason, letter.source, letter.key) == ("undeliverable", "delivery", "v-200")
+    assert "no e-mail address" in letter.detail
 
 
 def sha(text: str) -> str:
