@@ -27,6 +27,10 @@ class DeadLetterReason(StrEnum):
     """A message no adapter can take: no route for its channel, no webhook target, no recipient."""
 
 
+DELIVERY_REASONS = frozenset({DeadLetterReason.delivery_failed, DeadLetterReason.undeliverable})
+"""The reasons only the delivery runner gives (on `messages.dlq`); every other one is an event's."""
+
+
 class DeadLetter(BaseModel):
     """Version 1. `original_b64` holds the rejected bytes exactly as they arrived.
 

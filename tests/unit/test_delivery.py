@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import DELIVERY_REASONS, DeadLetter
 from schemas.messages import Message
 from sinks.delivery import (
     AudienceSender,
@@ -241,6 +241,7 @@ async def test_runner_delivers_then_dead_letters_then_commits() -> None:
         (0, 11, "not_json", "delivery", None),
     ]
     assert dead[0].original == failing.model_dump_json().encode()
+    assert {d.reason for d in dead} >= DELIVERY_REASONS  # every reason only delivery gives
     assert runner.stats.by_status == {"delivered": 1, "failed": 1, "undeliverable": 1, "dead_lettered": 3}
 
 
