@@ -7,7 +7,8 @@
 
 1. **poll** a batch of records from the owned partitions;
 2. **decode** each: a record that is not a valid `Message` becomes a dead letter (`not_json` or
-   `schema_violation`), the rest are routed (`sinks.delivery.plan.route`, pure);
+   `schema_violation`); a campaign's holdout record is counted `holdout` and not delivered; the
+   rest are routed (`sinks.delivery.plan.route`, pure);
 3. **deliver** them, at most `TESSERA_DELIVERY_CONCURRENCY` at once: each adapter skips a message
    id it has delivered (`duplicate`), sends, retries with back-off, and marks the id delivered in
    Redis once the channel has accepted it; a message not delivered (`failed`, `undeliverable`)
@@ -62,7 +63,7 @@ from sinks.delivery.audiences import (
     meta_row,
     write_audience_files,
 )
-from sinks.delivery.plan import route
+from sinks.delivery.plan import is_holdout, route
 from streams.deadletters import dead_letter_record
 from streams.logging import get_logger
 from streams.recovery import ChangelogConsumer, fetch_to_high_watermark
@@ -138,6 +139,8 @@ class Dispatcher:
         self.routes = dict(routes)
 
     async def dispatch(self, message: Message) -> DeliveryResult:
+        if is_holdout(message):
+            return DeliveryResult(message.message_id, str(message.channel), DeliveryStatus.holdout)
         name = route(message, self.routes)
         adapter = self.adapters.get(name) if name is not None else None
         if adapter is None:

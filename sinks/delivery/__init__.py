@@ -34,6 +34,8 @@ class DeliveryStatus(StrEnum):
     """The channel accepted the message."""
     duplicate = "duplicate"
     """This message id was delivered before: nothing sent."""
+    holdout = "holdout"
+    """A campaign's holdout record (`Message.holdout`): never delivered, by design."""
     deferred = "deferred"
     """The channel takes it another way (ad audiences: `tessera audiences export`)."""
     failed = "failed"

@@ -1,6 +1,6 @@
-"""Delivery decisions, pure: which adapter takes a message, which webhook target, what is signed,
-how long to wait before each retry, what an e-mail says. Values in, values out; the adapters and
-the runner (`streams.delivery`) do the I/O.
+"""Delivery decisions, pure: whether a message is delivered at all (not a holdout record), which
+adapter takes it, which webhook target, what is signed, how long to wait before each retry, what an
+e-mail says. Values in, values out; the adapters and the runner (`streams.delivery`) do the I/O.
 
 **Webhook signature** (like Stripe's): header ``Tessera-Signature: t=<unix seconds>,v1=<hex>``
 where ``<hex>`` is HMAC-SHA256 with the target's secret over ``"<t>." + body`` (the exact bytes
@@ -39,6 +39,12 @@ DEFAULT_ROUTES: dict[str, str] = {"onsite": "inbox", "email": "email", "crm": "w
 def route(message: Message, routes: Mapping[str, str]) -> str | None:
     """The adapter that takes `message` (by its channel), or None when no route is configured."""
     return routes.get(str(message.channel))
+
+
+def is_holdout(message: Message) -> bool:
+    """Whether `message` records what a campaign's holdout visitor WOULD have got: no channel
+    delivers it (read tolerantly: messages before version 2 carry no `holdout`)."""
+    return bool(getattr(message, "holdout", False))
 
 
 def campaign_of(message: Message) -> str | None:

@@ -320,3 +320,18 @@ async def test_the_runner_survives_a_failed_step_and_delivers_on_the_next() -> N
     await asyncio.wait_for(runner.run(stop, on_progress=lambda stats: stop.set()), timeout=10)
     assert sender.sent == 1
     assert consumer.commits == [{TopicPartition("messages", 0): 1}]
+
+
+async def test_a_holdout_record_is_never_delivered() -> None:
+    class Campaigned(Message):  # the fields version 2 of the message adds
+        campaign: str | None = None
+        holdout: bool = False
+
+    sender = CountingSender()
+    dispatcher = Dispatcher({"webhook": Idempotent(sender, MemoryDeliveredIds())}, {"crm": "webhook"})
+    held = Campaigned(**message("m-h").model_dump(), campaign="cafe_morning", holdout=True)
+    messaged = Campaigned(**message("m-v").model_dump(), campaign="cafe_morning", holdout=False)
+    assert (await dispatcher.dispatch(held)).status is DeliveryStatus.holdout
+    assert (await dispatcher.dispatch(messaged)).status is DeliveryStatus.delivered
+    assert sender.sent == 1
+    assert not (await dispatcher.dispatch(held)).dead
