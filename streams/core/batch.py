@@ -50,7 +50,7 @@ from streams.core.dependencies import Changes
 from streams.core.enrich import Enricher
 from streams.core.guardrails import BudgetLedger
 from streams.core.ingest import Rejected, dead_letter, decode_timed, processing_error
-from streams.core.journeys import JourneyEvent, Messenger, advance, next_due
+from streams.core.journeys import JourneyEvent, Messenger, advance, may_advance, next_due
 from streams.core.profile import Profile, apply, event_id_hash, new_profile
 from streams.core.segments import Evaluation, diff, evaluate, timer_check
 from streams.core.sketch import CohortMove
@@ -516,15 +516,28 @@ class _Batch:
         _record_cohort_values(profile, defs, evaluation, changes, effect.partition, result.cohort_deltas)
         context: dict[str, Any] = {**evaluation.context, "segments": profile.segments}
         event_types = frozenset(self.seen_types.get(visitor_id, ()))
-        if defs.journeys or defs.campaigns or defs.guardrails.screens or profile.journey_state:
-            env = TriggerEnv(profile, entered, exited, event_types, defs, now, context)
-            messenger = Messenger(profile, defs, now, self.budget, env.holds)
-            decide(profile, entered, exited, event_types, defs, now, context, messenger.guard, env)
-            outcome = advance(
+        # Every message goes through the messenger (guard rails, sent records for caps and
+        # attribution), built on first use: most evaluations send nothing. Journeys advance only
+        # where they can act (`may_advance`).
+        env = TriggerEnv(profile, entered, exited, event_types, defs, now, context)
+        messenger: Messenger | None = None
+
+        def guard(message: Message) -> Message | None:
+            nonlocal messenger
+            if messenger is None:
+                messenger = Messenger(profile, defs, now, self.budget, env.holds)
+            return messenger.guard(message)
+
+        decide(profile, entered, exited, event_types, defs, now, context, guard, env)
+        if may_advance(profile, defs, entered, event_types):
+            if messenger is None:
+                messenger = Messenger(profile, defs, now, self.budget, env.holds)
+            journey_events = self.journey_events.get(visitor_id, ())
+            advance(
                 profile,
                 defs,
                 now,
-                self.journey_events.get(visitor_id, ()),
+                journey_events,
                 event_types,
                 entered,
                 exited,
@@ -532,12 +545,15 @@ class _Batch:
                 env.render,
                 env.holds,
             )
+        elif messenger is not None:
+            messenger.store(now)
+        messages: list[Message] = []
+        if messenger is not None:
+            outcome = messenger.outcome
             messages = outcome.messages
             result.conversions.extend(outcome.conversions)
             for _, why in outcome.suppressed:
                 result.suppressed[why] = result.suppressed.get(why, 0) + 1
-        else:
-            messages = decide(profile, entered, exited, event_types, defs, now, context)
         next_check, profile.timer_moments = timer_check(profile, defs, now, (effect.events_before, codes))
         profile.next_check_at = _earliest(next_check, next_due(profile))
         effect.entered, effect.exited, effect.messages = entered, exited, messages

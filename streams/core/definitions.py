@@ -315,6 +315,16 @@ class Definitions:
     guardrails: Guardrails = field(default_factory=Guardrails)
     """The house rules of every message (``guardrails:``, `streams.core.guardrails`)."""
 
+    @functools.cached_property
+    def journey_entry_segments(self) -> frozenset[str]:
+        """Segments whose entry starts a journey."""
+        return frozenset(s for j in self.journeys if j.entry == "enter" for s in j.entry_targets)
+
+    @functools.cached_property
+    def journey_entry_events(self) -> frozenset[str]:
+        """Event types that start a journey."""
+        return frozenset(e for j in self.journeys if j.entry == "event" for e in j.entry_targets)
+
     def timer_plan(self, members: Iterable[str]) -> TimerPlan:
         """What `next_check_at` scans for a visitor in `members`, and what its timer evaluates
         (`streams.core.timer_plan`)."""

@@ -63,6 +63,7 @@ __all__ = [
     "Outcome",
     "advance",
     "journey_message_id",
+    "may_advance",
     "next_due",
 ]
 
@@ -204,6 +205,21 @@ class Messenger:
             state["sent"] = rows
         else:
             state.pop("sent", None)
+
+
+def may_advance(
+    profile: Profile, defs: Definitions, entered: Sequence[str], event_types: frozenset[str]
+) -> bool:
+    """Whether `advance` can do anything for this visitor now: it has journey state (active
+    journeys, sent messages to attribute), or it entered a segment or saw an event a journey is
+    entered on. False for most evaluations, which then skip `advance` (the hot path)."""
+    if profile.journey_state:
+        return True
+    if not defs.journeys:
+        return False
+    if entered and not defs.journey_entry_segments.isdisjoint(entered):
+        return True
+    return not defs.journey_entry_events.isdisjoint(event_types)
 
 
 def next_due(profile: Profile) -> float | None:
