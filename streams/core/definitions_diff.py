@@ -83,7 +83,7 @@ def _step(step: Step) -> str:
         what += f"; else → {step.otherwise}"
     else:
         what = "end"
-    return f"{step.id}: {what}" + (f" → {step.next}" if step.action in ("send", "wait") else "")
+    return what + (f" → {step.next}" if step.action in ("send", "wait") else "")
 
 
 def _journey_fields(journey: JourneyDef) -> dict[str, str]:
@@ -94,9 +94,17 @@ def _journey_fields(journey: JourneyDef) -> dict[str, str]:
         "exit_on": ", ".join(exits) or "-",
         "campaign": journey.campaign or "-",
         "reentry": f"{journey.reentry_s:g}s",
-        "steps": " | ".join(_step(s) for s in journey.steps),
+        "steps": ", ".join(s.id for s in journey.steps),
+        **{f"step {s.id}": _step(s) for s in journey.steps},
         "description": journey.description,
     }
+
+
+def _journey_changes(_name: str, a: JourneyDef, b: JourneyDef) -> list[str]:
+    """Field by field and step by step (a step only one side has reads ``-`` on the other)."""
+    old, new = _journey_fields(a), _journey_fields(b)
+    found = [f"{key}: {old.get(key, '-')} → {value}" for key, value in new.items() if old.get(key) != value]
+    return found + [f"{key}: {value} → -" for key, value in old.items() if key not in new]
 
 
 def _section(
@@ -207,6 +215,6 @@ def diff_definitions(old: Definitions, new: Definitions) -> list[str]:
         {j.id: j for j in old.journeys},
         {j.id: j for j in new.journeys},
         lambda j: f"entry {_journey_fields(j)['entry']}, {len(j.steps)} steps",
-        lambda _n, a, b: _field_changes(_journey_fields(a), _journey_fields(b)),
+        _journey_changes,
     )
     return lines

@@ -13,6 +13,7 @@ import pytest
 
 from schemas.messages import Message
 from streams.core.definitions import DefinitionError, Definitions, load_definitions, parse_definitions
+from streams.core.definitions_diff import diff_definitions
 from streams.core.guardrails import (
     BudgetLedger,
     SentRecord,
@@ -486,3 +487,16 @@ def test_an_unknown_campaign_is_refused(defs: Definitions) -> None:
         DefinitionError, match="unknown campaign 'cafe_brekfast' \\(did you mean 'cafe_breakfast'"
     ):
         parse_definitions(text)
+
+
+def test_a_changed_journey_shows_in_the_definitions_diff(defs: Definitions) -> None:
+    text = DEFAULT_SEGMENTS_FILE.read_text(encoding="utf-8")
+    changed = parse_definitions(
+        text.replace("wait: 24h\n", "wait: 12h\n").replace("holdout: 0.1\n", "holdout: 0.2\n")
+    )
+    lines = diff_definitions(defs, changed)
+    assert any(
+        "step wait_first_coupon: wait 86400s → cart_still_full → wait 43200s → cart_still_full" in line
+        for line in lines
+    ), lines
+    assert any("holdout" in line and "0.2" in line for line in lines), lines
