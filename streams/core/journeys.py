@@ -45,6 +45,7 @@ touch; held-out records convert too: that is the holdout group's baseline).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -443,7 +444,7 @@ def _attribute(
             record = sent[i]
             if record.converted or record.at > event.at or event.at - record.at > window:
                 continue
-            sent[i] = SentRecord(*record.to_row()[:-1], converted=True)
+            sent[i] = dataclasses.replace(record, converted=True)
             messenger.outcome.conversions.append(
                 Conversion(
                     message_id=record.message_id,
