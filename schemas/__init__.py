@@ -16,7 +16,7 @@ from schemas.events import (
     Event,
     EventType,
 )
-from schemas.messages import Message, MessageKind
+from schemas.messages import Conversion, Message, MessageKind
 from schemas.onsite import InboxAnswer, MessageOutcome, Outcome
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "CollectorError",
     "CollectorRejection",
     "Context",
+    "Conversion",
     "DeadLetter",
     "DeadLetterReason",
     "DefinitionsRecord",

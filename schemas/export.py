@@ -15,7 +15,7 @@ from schemas.deadletter import DeadLetter
 from schemas.definitions import DefinitionsRecord
 from schemas.enriched import EnrichedEvent
 from schemas.events import EVENT_ADAPTER
-from schemas.messages import Message
+from schemas.messages import Conversion, Message
 from schemas.onsite import InboxAnswer, MessageOutcome
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "jsonschema"
@@ -27,7 +27,8 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "event.v1.json": EVENT_ADAPTER,
         "enriched_event.v1.json": TypeAdapter(EnrichedEvent),
         "segment_change.v1.json": TypeAdapter(SegmentChange),
-        "message.v1.json": TypeAdapter(Message),
+        "message.v2.json": TypeAdapter(Message),
+        "conversion.v1.json": TypeAdapter(Conversion),
         "dead_letter.v1.json": TypeAdapter(DeadLetter),
         "definitions_record.v1.json": TypeAdapter(DefinitionsRecord),
         "cohort_sketch_record.v1.json": TypeAdapter(CohortSketchRecord),

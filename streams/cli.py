@@ -416,7 +416,10 @@ async def _head_definitions(store: DefinitionsStore) -> tuple[DefinitionsRecord 
 def _segments_validate(settings: Settings, args: argparse.Namespace) -> int:
     path = Path(args.file) if args.file else settings.segments_file
     _, defs = _file_definitions(path)
-    print(f"ok: {path} version {defs.version}: {len(defs.segments)} segments, {len(defs.triggers)} triggers")
+    print(
+        f"ok: {path} version {defs.version}: {len(defs.segments)} segments, {len(defs.triggers)} triggers, "
+        f"{len(defs.journeys)} journeys, {len(defs.campaigns)} campaigns"
+    )
     return 0
 
 

@@ -49,6 +49,7 @@ from streams.core.batch import (
 )
 from streams.core.definitions import Definitions
 from streams.core.enrich import Enricher
+from streams.core.guardrails import BudgetLedger
 from streams.core.profile import Profile
 from streams.core.segments import Preview, preview
 from streams.core.sketch import PartitionCohorts
@@ -158,6 +159,8 @@ class Engine:
         self.watch_loop = True
         """Record loop stalls (`stats.loop_lag_max_ms`); the worker turns it on after its set-up."""
         self.unprocessable: dict[tuple[int, int], str] = {}
+        self.budget = BudgetLedger(share=settings.budget_share)
+        """Campaign spend per local day, this worker's (`streams.core.guardrails`: its limits)."""
         """(partition, offset) → why: events-topic records whose fold failed on a live profile
         (`UnprocessableRecord`); the replay after the restart dead-letters them."""
         self._stopping = asyncio.Event()
@@ -417,6 +420,7 @@ class Engine:
             topic=self.settings.events_topic,
             unprocessable=self.unprocessable,
             cohorts=self.thresholds,
+            budget=self.budget,
         )
         self._last_core_s = time.perf_counter() - core_begun
         self._remember(result)
@@ -473,6 +477,9 @@ class Engine:
         st.replayed += result.replayed
         st.changes += len(result.changes)
         st.messages += len(result.messages)
+        st.conversions += len(result.conversions)
+        for reason, count in result.suppressed.items():
+            st.suppressed[reason] = st.suppressed.get(reason, 0) + count
         st.timer_evaluations += result.timer_evaluations
         st.bots += result.bots
 

@@ -361,7 +361,9 @@ class Door:
         its unexpired on-site messages, oldest first (an unknown visitor has none)."""
         messages = [Message.model_validate(m) for m in (found or {}).get("inbox", [])]
         onsite = [
-            m for m in messages if m.channel == "onsite" and (m.expires_at is None or m.expires_at > now)
+            m
+            for m in messages
+            if m.channel == "onsite" and m.deliverable and (m.expires_at is None or m.expires_at > now)
         ]
         answer = InboxAnswer(visitor_id=visitor_id, messages=onsite)
         headers = {**self.cors_headers(request), "Cache-Control": "no-store"}

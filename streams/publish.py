@@ -72,7 +72,8 @@ class Publisher:
                         segments=list(profile.segments),
                         entered=effect.entered,
                         exited=effect.exited,
-                        messages=effect.messages,
+                        # A holdout record goes to the messages topic (uplift), never to an inbox.
+                        messages=[m for m in effect.messages if not m.holdout],
                     )
                 )
                 self._served.add(visitor_id)

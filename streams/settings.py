@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         description="Seconds without records before a caught-up partition's clock follows the wall clock "
         "(0: at once; a partition behind its high watermark follows event time alone).",
     )
+    budget_share: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Share of each campaign's daily budget this worker may spend (1/N for N workers: the "
+        "spend ledger is per worker, `streams.core.guardrails`).",
+    )
     cohort_alpha: float = Field(
         0.01,
         gt=0.0,

@@ -19,6 +19,10 @@ class EngineStats:
     replayed: int = 0
     changes: int = 0
     messages: int = 0
+    conversions: int = 0
+    """Purchases attributed to a message (`BatchResult.conversions`)."""
+    suppressed: dict[str, int] = field(default_factory=dict)
+    """Messages a guard rail refused, by reason (`BatchResult.suppressed`)."""
     timer_evaluations: int = 0
     bots: int = 0
     """Bot events kept out of profiles and segments (`TESSERA_EXCLUDE_BOTS`); ClickHouse has them."""
@@ -45,6 +49,8 @@ class EngineStats:
             "replayed": self.replayed,
             "changes": self.changes,
             "messages": self.messages,
+            "conversions": self.conversions,
+            "suppressed": dict(sorted(self.suppressed.items())),
             "timer_evaluations": self.timer_evaluations,
             "bots": self.bots,
             "restarts": self.restarts,

@@ -108,7 +108,7 @@ EMAIL_TEMPLATES: dict[str, EmailTemplate] = {
     "cart_coupon": EmailTemplate(
         subject="Your cart is waiting: a coupon for you",
         body="Hello,\n\nyou left items worth $cart_value in your cart. Complete your order within "
-        "$coupon_valid_for and get a discount.\n\nYour shop\n",
+        "$coupon_valid_for and save $discount_percent %.\n\nYour shop\n",
     ),
     "cart_reminder": EmailTemplate(
         subject="You left something in your cart",

@@ -525,7 +525,16 @@ class LazyValues:
         view = self._views.get(window)
         if view is None:
             p, days = self.profile, self.ascending_days()
-            view = view_of(window, self.now, self.plan.zone, days, p.timeline, p.timeline_from_day, p.totals)
+            view = view_of(
+                window,
+                self.now,
+                self.plan.zone,
+                days,
+                p.timeline,
+                p.timeline_from_day,
+                p.totals,
+                p.first_seen,
+            )
             self._views[window] = view
         return view
 

@@ -43,17 +43,19 @@ from typing import Any, Protocol
 from schemas.changes import ChangeReason, SegmentChange, Transition
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.enriched import EnrichedEvent
-from schemas.events import Event
-from schemas.messages import Message
+from schemas.events import Event, EventType
+from schemas.messages import Conversion, Message
 from streams.core.definitions import Definitions
 from streams.core.dependencies import Changes
 from streams.core.enrich import Enricher
+from streams.core.guardrails import BudgetLedger
 from streams.core.ingest import Rejected, dead_letter, decode_timed, processing_error
+from streams.core.journeys import JourneyEvent, Messenger, advance, may_advance, next_due
 from streams.core.profile import Profile, apply, event_id_hash, new_profile
 from streams.core.segments import Evaluation, diff, evaluate, timer_check
 from streams.core.sketch import CohortMove
 from streams.core.timeline import CODES
-from streams.core.triggers import decide
+from streams.core.triggers import TriggerEnv, decide
 
 
 class Record(Protocol):
@@ -131,6 +133,14 @@ class BatchResult:
     """Partition → cohort → the moves of its profiles' recorded values (`Profile.cohort_values`):
     (visitor id, old value, new value), None for none. The partition's sketches apply them
     (`streams.core.sketch.PartitionCohorts.apply`)."""
+    conversions: list[Conversion] = field(default_factory=list)
+    """Purchases attributed to a message (last touch within ``guardrails: attribution_window``,
+    `streams.core.journeys`), held-out records included: the rows uplift is computed from. Ids
+    are deterministic (message id + order id), so a replayed batch yields the same rows; a writer
+    (ClickHouse, a topic) stores them idempotently by (message_id, order_id)."""
+    suppressed: dict[str, int] = field(default_factory=dict)
+    """Messages a guard rail refused, by reason (``schedule``, ``quiet_hours``, ``channel_cap``,
+    ``campaign_cap``, ``budget``, ``audience``, ``consent``)."""
 
 
 class UnprocessableRecord(Exception):
@@ -197,8 +207,13 @@ def process_batch(
     load: Callable[[bytes], Profile] = Profile.from_bytes,
     unprocessable: Mapping[tuple[int, int], str] | None = None,
     cohorts: Mapping[str, float] | None = None,
+    budget: BudgetLedger | None = None,
 ) -> BatchResult:
     """Fold `records` into profiles, fire `due_visitors`' timers, return every effect.
+
+    After segments, each evaluated visitor's trigger rules and journeys decide its messages, each
+    screened by the guard rails (`streams.core.guardrails`); `budget` is the worker's spend
+    ledger that campaign budgets read and add to (None: budgets are not enforced).
 
     `unprocessable` maps (partition, offset) → detail of records whose fold raised in an earlier
     attempt (`UnprocessableRecord`): they are dead-lettered as `processing_error` without folding.
@@ -225,6 +240,7 @@ def process_batch(
     not depend on the order they arrived in.
     """
     batch = _Batch(profiles, load, defs, enricher, limits, wall_now, topic, unprocessable or {}, cohorts)
+    batch.budget = budget
     batch.decode(records, clocks)
     batch.fold_events()
     batch.wake_due(due_visitors)
@@ -238,9 +254,11 @@ class _Batch:
 
     __slots__ = (
         "accepted",
+        "budget",
         "defs",
         "enricher",
         "failed",
+        "journey_events",
         "known",
         "last_event_at",
         "last_event_id",
@@ -296,6 +314,10 @@ class _Batch:
         self.rows_by_visitor: dict[str, list[EnrichedEvent]] = {}
         self.late: set[str] = set()
         """Visitors with an applied event stamped before their profile's `evaluated_at` (late)."""
+        self.journey_events: dict[str, list[JourneyEvent]] = {}
+        """Each visitor's applied purchases and custom events (outcomes): what journeys and
+        attribution read."""
+        self.budget: BudgetLedger | None = None
 
     def effect_for(self, visitor_id: str, partition: int) -> VisitorEffect:
         current = self.working.get(visitor_id)
@@ -397,6 +419,8 @@ class _Batch:
             if event_at < effect.profile.evaluated_at:  # the batch's evaluation comes after the folds
                 late.add(event.visitor_id)
             seen_types.setdefault(event.visitor_id, set()).add(event.type.value)
+            if event.type is EventType.purchase or event.type is EventType.custom:
+                self.journey_events.setdefault(event.visitor_id, []).append(_journey_event(event, event_at))
             last_event_at[event.visitor_id] = max(last_event_at.get(event.visitor_id, event_at), event_at)
             last_event_id[event.visitor_id] = event.event_id
             if event.context.consent.analytics:
@@ -491,18 +515,47 @@ class _Batch:
         )
         _record_cohort_values(profile, defs, evaluation, changes, effect.partition, result.cohort_deltas)
         context: dict[str, Any] = {**evaluation.context, "segments": profile.segments}
-        messages = decide(
-            profile,
-            entered,
-            exited,
-            frozenset(self.seen_types.get(visitor_id, ())),
-            defs,
-            now,
-            context,
-        )
-        profile.next_check_at, profile.timer_moments = timer_check(
-            profile, defs, now, (effect.events_before, codes)
-        )
+        event_types = frozenset(self.seen_types.get(visitor_id, ()))
+        # Every message goes through the messenger (guard rails, sent records for caps and
+        # attribution), built on first use: most evaluations send nothing. Journeys advance only
+        # where they can act (`may_advance`).
+        env = TriggerEnv(profile, entered, exited, event_types, defs, now, context)
+        messenger: Messenger | None = None
+
+        def guard(message: Message) -> Message | None:
+            nonlocal messenger
+            if messenger is None:
+                messenger = Messenger(profile, defs, now, self.budget, env.holds)
+            return messenger.guard(message)
+
+        decide(profile, entered, exited, event_types, defs, now, context, guard, env)
+        if may_advance(profile, defs, entered, event_types):
+            if messenger is None:
+                messenger = Messenger(profile, defs, now, self.budget, env.holds)
+            journey_events = self.journey_events.get(visitor_id, ())
+            advance(
+                profile,
+                defs,
+                now,
+                journey_events,
+                event_types,
+                entered,
+                exited,
+                messenger,
+                env.render,
+                env.holds,
+            )
+        elif messenger is not None:
+            messenger.store(now)
+        messages: list[Message] = []
+        if messenger is not None:
+            outcome = messenger.outcome
+            messages = outcome.messages
+            result.conversions.extend(outcome.conversions)
+            for _, why in outcome.suppressed:
+                result.suppressed[why] = result.suppressed.get(why, 0) + 1
+        next_check, profile.timer_moments = timer_check(profile, defs, now, (effect.events_before, codes))
+        profile.next_check_at = _earliest(next_check, next_due(profile))
         effect.entered, effect.exited, effect.messages = entered, exited, messages
         result.messages.extend(messages)
         members = tuple(profile.segments)
@@ -563,10 +616,28 @@ def reevaluate(
             profile, defs, now, processed_at, reason, None, result.changes, changes, known
         )
         recorded = _record_cohort_values(profile, defs, evaluation, changes, partition, result.cohort_deltas)
-        profile.next_check_at, profile.timer_moments = timer_check(profile, defs, now)
+        # Journeys do not advance here (a mass re-evaluation messages nobody), but their next
+        # moments stay timers.
+        next_check, profile.timer_moments = timer_check(profile, defs, now)
+        profile.next_check_at = _earliest(next_check, next_due(profile))
         if entered or exited or recorded or profile.next_check_at != next_before:
             result.visitors[visitor_id] = VisitorEffect(profile, partition, entered, exited)
     return result
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None or a <= b else b
+
+
+def _journey_event(event: Event, at: float) -> JourneyEvent:
+    """What journeys and attribution read of a purchase or a custom event."""
+    props: Any = event.properties
+    if event.type is EventType.purchase:
+        return JourneyEvent("purchase", at, None, props.order_id, float(props.value), props.currency)
+    message_id = props.properties.get("message_id")
+    return JourneyEvent(props.name, at, message_id if isinstance(message_id, str) else None)
 
 
 def _evaluate_membership(

@@ -80,6 +80,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn
@@ -114,6 +115,22 @@ from streams.core.attributes import (
 )
 from streams.core.dependencies import DependencyIndex
 from streams.core.fastcel import condition_guards
+from streams.core.journey_defs import (
+    DEFAULT_ATTRIBUTION_S,
+    END,
+    OPT_OUT,
+    OUTCOME_NAMES,
+    Budget,
+    CampaignDef,
+    Caps,
+    Guardrails,
+    JourneyDef,
+    QuietHours,
+    Schedule,
+    SendSpec,
+    Step,
+    Variant,
+)
 from streams.core.profile import DIMENSIONED_METRICS
 from streams.core.timeline import CODES, TYPES
 from streams.core.timer_plan import (
@@ -168,6 +185,8 @@ class TriggerRule:
     ttl_s: float | None = None
     description: str = ""
     line: int | None = None
+    campaign: str | None = None
+    """The campaign whose guard rails, holdout and variants apply (`streams.core.guardrails`)."""
 
     @property
     def needs_consent(self) -> bool:
@@ -289,6 +308,22 @@ class Definitions:
     """Segments reading `local_hour`/`local_weekday`: members are rechecked at every full hour."""
     cohorts: Mapping[str, CohortDef] = field(default_factory=dict)
     """Cohort thresholds by `CohortDef.name` (``cohorts:``)."""
+    journeys: tuple[JourneyDef, ...] = ()
+    """Multi-step flows (``journeys:``, `streams.core.journeys`)."""
+    campaigns: Mapping[str, CampaignDef] = field(default_factory=dict)
+    """Campaigns by id (``campaigns:``, `streams.core.guardrails`)."""
+    guardrails: Guardrails = field(default_factory=Guardrails)
+    """The house rules of every message (``guardrails:``, `streams.core.guardrails`)."""
+
+    @functools.cached_property
+    def journey_entry_segments(self) -> frozenset[str]:
+        """Segments whose entry starts a journey."""
+        return frozenset(s for j in self.journeys if j.entry == "enter" for s in j.entry_targets)
+
+    @functools.cached_property
+    def journey_entry_events(self) -> frozenset[str]:
+        """Event types that start a journey."""
+        return frozenset(e for j in self.journeys if j.entry == "event" for e in j.entry_targets)
 
     def timer_plan(self, members: Iterable[str]) -> TimerPlan:
         """What `next_check_at` scans for a visitor in `members`, and what its timer evaluates
@@ -351,7 +386,8 @@ class Definitions:
 # -- loading ----------------------------------------------------------------------------------------------
 
 _TOP_KEYS = (
-    "version", "description", "timezone", "params", "attributes", "cohorts", "segments", "triggers"
+    "version", "description", "timezone", "params", "attributes", "cohorts", "segments", "campaigns",
+    "guardrails", "triggers", "journeys",
 )  # fmt: skip
 _COHORT_KEYS = ("attribute", "key", "quantile", "description")
 _ATTRIBUTE_KEYS = (
@@ -359,7 +395,18 @@ _ATTRIBUTE_KEYS = (
 )  # fmt: skip
 _SEGMENT_KEYS = ("id", "description", "when", "recheck", "for_each")
 _RECHECK_KEYS = ("after", "delay")
-_TRIGGER_KEYS = ("id", "description", "on", "when", "send", "cap")
+_TRIGGER_KEYS = ("id", "description", "on", "when", "send", "cap", "campaign")
+_JOURNEY_KEYS = ("id", "description", "entry", "exit_on", "steps", "campaign", "reentry")
+_STEP_KEYS = ("id", "send", "campaign", "wait", "until", "on_until", "branch", "else", "end", "next")
+_BRANCH_KEYS = ("if", "goto")
+_CAMPAIGN_KEYS = ("id", "description", "when", "schedule", "budget", "cap", "holdout", "variants")
+_SCHEDULE_KEYS = ("weekdays", "hours", "from", "until", "timezone")
+_BUDGET_KEYS = ("daily", "cost_per_message", "currency")
+_CAPS_KEYS = ("hour", "day", "week")
+_VARIANT_KEYS = ("share", "payload")
+_GUARDRAIL_KEYS = ("caps", "quiet_hours", "attribution_window")
+_QUIET_KEYS = ("from", "to", "channels")
+_HOURS_RE = re.compile(r"^([01]?[0-9]|2[0-4]):([0-5][0-9])$")
 _ON_KEYS = ("event", "enter", "exit")
 _SEND_KEYS = ("kind", "channel", "payload", "compute", "ttl")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -682,9 +729,14 @@ def _load(text: str, path: str, params_override: Mapping[str, Any] | None) -> De
             reader.cohort_keys[cohort.group] = keys | {cohort.key or ""}
     reader.maps |= frozenset(reader.cohort_keys)
     segments = _SegmentLoader(reader, attributes, params, cohorts).load(top["segments"][1])
-    triggers = _TriggerLoader(reader, segments, attributes, params, cohorts).load(
-        top["triggers"][1] if "triggers" in top else None
+    trigger_loader = _TriggerLoader(reader, segments, attributes, params, cohorts)
+    campaigns = _CampaignLoader(trigger_loader, zone).load(
+        top["campaigns"][1] if "campaigns" in top else None
     )
+    trigger_loader.campaigns = frozenset(campaigns)
+    guardrails = _load_guardrails(reader, top["guardrails"][1] if "guardrails" in top else None)
+    triggers = trigger_loader.load(top["triggers"][1] if "triggers" in top else None)
+    journeys = _JourneyLoader(trigger_loader).load(top["journeys"][1] if "journeys" in top else None)
     return _prepare(
         version,
         description,
@@ -696,6 +748,9 @@ def _load(text: str, path: str, params_override: Mapping[str, Any] | None) -> De
         source_sha=_source_sha(text, override),
         zone=zone,
         cohorts=cohorts,
+        journeys=journeys,
+        campaigns=campaigns,
+        guardrails=guardrails,
     )
 
 
@@ -1316,6 +1371,8 @@ class _TriggerLoader:
         )
         self.seen: dict[str, int] = {}
         """Line of each trigger id read so far (duplicates are refused)."""
+        self.campaigns: frozenset[str] = frozenset()
+        """Ids of the campaigns (``campaigns:``), once read."""
 
     def load(self, node: Node | None) -> list[TriggerRule]:
         out: list[TriggerRule] = []
@@ -1363,7 +1420,44 @@ class _TriggerLoader:
             if "description" in spec
             else "",
             line=item.start_mark.line + 1,
+            campaign=self.campaign(spec["campaign"][1], where) if "campaign" in spec else None,
         )
+
+    def campaign(self, node: Node, where: str) -> str:
+        name = self.reader.string(node, f"{where}: campaign")
+        if name not in self.campaigns:
+            self.reader.fail(f"{where}: unknown campaign '{name}'{_suggest(name, self.campaigns)}", node)
+        return name
+
+    def send_spec(self, node: Node, where: str) -> SendSpec:
+        """A ``send:`` mapping (kind, channel, payload, compute, ttl) as a `SendSpec`."""
+        reader = self.reader
+        send = reader.mapping(node, f"{where}: send", _SEND_KEYS)
+        for required in ("kind", "channel"):
+            if required not in send:
+                reader.fail(f"{where}: send needs '{required}'", node)
+        return SendSpec(
+            kind=MessageKind(self.kind(send["kind"][1], where)),
+            channel=self.channel(send["channel"][1], where),
+            payload=MappingProxyType(self.payload(send["payload"][1], where) if "payload" in send else {}),
+            compute=MappingProxyType(self.compute(send["compute"][1], where) if "compute" in send else {}),
+            ttl_s=self.duration(send, "ttl", where),
+        )
+
+    def segment_names(self, node: Node, where: str) -> frozenset[str]:
+        """Segment ids or globs (one or a list), each matching at least one segment."""
+        nodes = node.value if isinstance(node, SequenceNode) else [node]
+        found: set[str] = set()
+        for t_node in nodes:
+            target = self.reader.string(t_node, where)
+            matched = fnmatch.filter(self.segment_ids, target)
+            if not matched:
+                what = "pattern" if any(c in target for c in "*?[") else "segment"
+                self.reader.fail(
+                    f"{where}: unknown {what} '{target}'{_suggest(target, self.segment_ids)}", t_node
+                )
+            found.update(matched)
+        return frozenset(found)
 
     def rule_id(self, id_node: Node) -> tuple[str, str]:
         """The rule's id and the ``trigger '<id>'`` prefix of its messages."""
@@ -1447,6 +1541,448 @@ class _TriggerLoader:
             self.reader.fail(f"{where}: {key}: {exc}", holder[key][1])
 
 
+# -- campaigns, guard rails and journeys -----------------------------------------------------------------
+
+
+def _minute_of_day(reader: _YamlReader, node: Node, where: str) -> int:
+    """``"07:30"`` → 450 (``"24:00"`` is the end of the day)."""
+    text = str(reader.value(node)) if isinstance(node, ScalarNode) else ""
+    match = _HOURS_RE.match(text)
+    if match is None or (int(match.group(1)) == 24 and match.group(2) != "00"):
+        reader.fail(f"{where}: bad time of day {text!r}: write it like 07:00 or 13:30", node)
+    return int(match.group(1)) * 60 + int(match.group(2))
+
+
+def _caps(reader: _YamlReader, node: Node, where: str) -> Caps:
+    spec = reader.mapping(node, where, _CAPS_KEYS)
+    values: dict[str, int] = {}
+    for key, (_, value_node) in spec.items():
+        value = reader.value(value_node)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            reader.fail(f"{where}: {key} must be a whole number ≥ 0 (messages per {key})", value_node)
+        values[key] = value
+    return Caps(**values)
+
+
+def _share(reader: _YamlReader, node: Node, where: str) -> float:
+    value = reader.value(node)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        reader.fail(f"{where} must be a share between 0.0 and 1.0", node)
+    return float(value)
+
+
+class _CampaignLoader:
+    """The ``campaigns`` list: who (``when``), when (``schedule``), how often (``cap``), at what
+    cost (``budget``), the experiment (``holdout``, ``variants``)."""
+
+    def __init__(self, triggers: _TriggerLoader, zone: str) -> None:
+        self.triggers, self.reader, self.zone = triggers, triggers.reader, zone
+
+    def load(self, node: Node | None) -> dict[str, CampaignDef]:
+        out: dict[str, CampaignDef] = {}
+        if node is None:
+            return out
+        for item in self.reader.sequence(node, "campaigns"):
+            campaign = self.campaign(item, out)
+            out[campaign.id] = campaign
+        return out
+
+    def campaign(self, item: Node, seen: Mapping[str, CampaignDef]) -> CampaignDef:
+        reader = self.reader
+        spec = reader.mapping(item, "campaign", _CAMPAIGN_KEYS)
+        if "id" not in spec:
+            reader.fail("campaign: missing 'id'", item)
+        campaign_id = reader.string(spec["id"][1], "campaign id")
+        where = f"campaign '{campaign_id}'"
+        if not _ID_RE.match(campaign_id):
+            reader.fail(f"{where}: use lowercase letters, digits and _ (≤ 64)", spec["id"][1])
+        if campaign_id in seen:
+            reader.fail(
+                f"duplicate campaign id '{campaign_id}' (first at line {seen[campaign_id].line})",
+                spec["id"][1],
+            )
+        when = (
+            reader.expression(spec["when"][1], f"{where}: when", self.triggers.known, self.triggers.params)
+            if "when" in spec
+            else None
+        )
+        schedule = self.schedule(spec["schedule"][1], where) if "schedule" in spec else None
+        budget = self.budget(spec["budget"][1], where) if "budget" in spec else None
+        cap = _caps(reader, spec["cap"][1], f"{where}: cap") if "cap" in spec else None
+        holdout = _share(reader, spec["holdout"][1], f"{where}: holdout") if "holdout" in spec else 0.0
+        variants = self.variants(spec["variants"][1], where) if "variants" in spec else ()
+        return CampaignDef(
+            id=campaign_id,
+            description=reader.string(spec["description"][1], f"{where}: description")
+            if "description" in spec
+            else "",
+            when=when,
+            schedule=schedule,
+            budget=budget,
+            cap=cap,
+            holdout=holdout,
+            variants=variants,
+            line=item.start_mark.line + 1,
+        )
+
+    def schedule(self, node: Node, where: str) -> Schedule:
+        reader = self.reader
+        spec = reader.mapping(node, f"{where}: schedule", _SCHEDULE_KEYS)
+        weekdays = frozenset(range(1, 8))
+        if "weekdays" in spec:
+            days = reader.value(spec["weekdays"][1])
+            if (
+                not isinstance(days, list)
+                or not days
+                or any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 7 for d in days)
+            ):
+                reader.fail(
+                    f"{where}: weekdays must be a list of 1 (Monday) … 7 (Sunday)", spec["weekdays"][1]
+                )
+            weekdays = frozenset(days)
+        hours: list[tuple[int, int]] = []
+        if "hours" in spec:
+            hours_node = spec["hours"][1]
+            for range_node in hours_node.value if isinstance(hours_node, SequenceNode) else [hours_node]:
+                text = reader.string(range_node, f"{where}: hours")
+                start_text, dash, end_text = text.partition("-")
+                if not dash:
+                    reader.fail(f"{where}: hours {text!r}: write a range like 07:00-13:00", range_node)
+                start = _minute_of_day(
+                    reader,
+                    ScalarNode(
+                        "tag:yaml.org,2002:str",
+                        start_text.strip(),
+                        range_node.start_mark,
+                        range_node.end_mark,
+                    ),
+                    f"{where}: hours",
+                )
+                end = _minute_of_day(
+                    reader,
+                    ScalarNode(
+                        "tag:yaml.org,2002:str", end_text.strip(), range_node.start_mark, range_node.end_mark
+                    ),
+                    f"{where}: hours",
+                )
+                if end <= start:
+                    reader.fail(f"{where}: hours {text!r}: the end must be after the start", range_node)
+                hours.append((start, end))
+        dates: dict[str, date | None] = {"from": None, "until": None}
+        for key in dates:
+            if key in spec:
+                value = reader.value(spec[key][1])
+                if not isinstance(value, date):
+                    reader.fail(f"{where}: {key} must be a date like 2026-12-01", spec[key][1])
+                dates[key] = value
+        if dates["from"] and dates["until"] and dates["until"] < dates["from"]:
+            reader.fail(f"{where}: until is before from", spec["until"][1])
+        zone = self.zone
+        if "timezone" in spec:
+            zone = reader.string(spec["timezone"][1], f"{where}: timezone")
+            try:
+                zone_of(zone)
+            except ValueError as exc:
+                reader.fail(f"{where}: {exc}", spec["timezone"][1])
+        return Schedule(weekdays, tuple(hours) or ((0, 1440),), dates["from"], dates["until"], zone)
+
+    def budget(self, node: Node, where: str) -> Budget:
+        reader = self.reader
+        spec = reader.mapping(node, f"{where}: budget", _BUDGET_KEYS)
+        numbers: dict[str, float] = {}
+        for key in ("daily", "cost_per_message"):
+            if key not in spec:
+                reader.fail(f"{where}: budget needs '{key}'", node)
+            value = reader.value(spec[key][1])
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or value < 0
+                or not math.isfinite(value)
+            ):
+                reader.fail(f"{where}: budget {key} must be a number ≥ 0", spec[key][1])
+            numbers[key] = float(value)
+        currency = reader.string(spec["currency"][1], f"{where}: currency") if "currency" in spec else "EUR"
+        return Budget(numbers["daily"], numbers["cost_per_message"], currency)
+
+    def variants(self, node: Node, where: str) -> tuple[Variant, ...]:
+        reader = self.reader
+        out: list[Variant] = []
+        for name, (key_node, value_node) in reader.mapping(node, f"{where}: variants").items():
+            if not _ID_RE.match(name):
+                reader.fail(f"{where}: variant '{name}': use lowercase letters, digits and _", key_node)
+            spec = reader.mapping(value_node, f"{where}: variant '{name}'", _VARIANT_KEYS)
+            if "share" not in spec:
+                reader.fail(f"{where}: variant '{name}' needs 'share'", value_node)
+            share = _share(reader, spec["share"][1], f"{where}: variant '{name}': share")
+            payload = (
+                self.triggers.payload(spec["payload"][1], f"{where}: variant '{name}'")
+                if "payload" in spec
+                else {}
+            )
+            out.append(Variant(name, share, MappingProxyType(payload)))
+        if out and abs(sum(v.share for v in out) - 1.0) > 1e-9:
+            reader.fail(
+                f"{where}: variant shares must add up to 1.0 (they add up to {sum(v.share for v in out):g})",
+                node,
+            )
+        return tuple(out)
+
+
+def _load_guardrails(reader: _YamlReader, node: Node | None) -> Guardrails:
+    """``guardrails: {caps: {email: {day: 1}}, quiet_hours: {from, to, channels}, attribution_window}``."""
+    if node is None:
+        return Guardrails()
+    spec = reader.mapping(node, "guardrails", _GUARDRAIL_KEYS)
+    caps: dict[str, Caps] = {}
+    if "caps" in spec:
+        for channel, (key_node, caps_node) in reader.mapping(spec["caps"][1], "guardrails: caps").items():
+            if channel not in CHANNELS:
+                reader.fail(
+                    f"guardrails: caps: unknown channel '{channel}' (known: {', '.join(CHANNELS)})", key_node
+                )
+            caps[channel] = _caps(reader, caps_node, f"guardrails: caps {channel}")
+    quiet: QuietHours | None = None
+    if "quiet_hours" in spec:
+        quiet_node = spec["quiet_hours"][1]
+        q = reader.mapping(quiet_node, "guardrails: quiet_hours", _QUIET_KEYS)
+        for required in ("from", "to"):
+            if required not in q:
+                reader.fail(f"guardrails: quiet_hours needs '{required}'", quiet_node)
+        channels = frozenset(CONSENT_CHANNELS)
+        if "channels" in q:
+            listed = reader.value(q["channels"][1])
+            if not isinstance(listed, list) or any(c not in CHANNELS for c in listed):
+                reader.fail(
+                    f"guardrails: quiet_hours channels must be a list of {', '.join(CHANNELS)}",
+                    q["channels"][1],
+                )
+            channels = frozenset(listed)
+        quiet = QuietHours(
+            _minute_of_day(reader, q["from"][1], "guardrails: quiet_hours from"),
+            _minute_of_day(reader, q["to"][1], "guardrails: quiet_hours to"),
+            channels,
+        )
+    window = DEFAULT_ATTRIBUTION_S
+    if "attribution_window" in spec:
+        try:
+            window = parse_duration(reader.value(spec["attribution_window"][1]))
+        except ValueError as exc:
+            reader.fail(f"guardrails: attribution_window: {exc}", spec["attribution_window"][1])
+    return Guardrails(MappingProxyType(caps), quiet, window)
+
+
+class _JourneyLoader:
+    """The ``journeys`` list: entry, exits and steps, each step's references checked, and no cycle
+    of steps without a wait (it would run forever at one moment)."""
+
+    def __init__(self, triggers: _TriggerLoader) -> None:
+        self.triggers, self.reader = triggers, triggers.reader
+        self.seen: dict[str, int] = {}
+
+    def load(self, node: Node | None) -> list[JourneyDef]:
+        if node is None:
+            return []
+        return [self.journey(item) for item in self.reader.sequence(node, "journeys")]
+
+    def journey(self, item: Node) -> JourneyDef:
+        reader, triggers = self.reader, self.triggers
+        spec = reader.mapping(item, "journey", _JOURNEY_KEYS)
+        for required in ("id", "entry", "steps"):
+            if required not in spec:
+                reader.fail(f"journey: missing '{required}'", item)
+        id_node = spec["id"][1]
+        journey_id = reader.string(id_node, "journey id")
+        where = f"journey '{journey_id}'"
+        if not _ID_RE.match(journey_id):
+            reader.fail(f"{where}: use lowercase letters, digits and _ (≤ 64)", id_node)
+        if journey_id in self.seen:
+            reader.fail(
+                f"duplicate journey id '{journey_id}' (first at line {self.seen[journey_id]})", id_node
+            )
+        self.seen[journey_id] = id_node.start_mark.line + 1
+        entry_node = spec["entry"][1]
+        entry = reader.mapping(entry_node, f"{where}: entry", ("enter", "event"))
+        if len(entry) != 1:
+            reader.fail(f"{where}: 'entry' takes one of enter, event", entry_node)
+        ((entry_kind, (_, target_node)),) = entry.items()
+        if entry_kind == "enter":
+            targets = triggers.segment_names(target_node, f"{where}: entry enter")
+        else:
+            targets = frozenset(self.event_names(target_node, f"{where}: entry event", outcomes=False))
+        campaign = triggers.campaign(spec["campaign"][1], where) if "campaign" in spec else None
+        exit_events, opt_out, exit_segments = (
+            self.exits(spec["exit_on"][1], where) if "exit_on" in spec else (frozenset(), False, frozenset())
+        )
+        reentry = triggers.duration(spec, "reentry", where) or 0.0
+        steps = self.steps(spec["steps"][1], where)
+        return JourneyDef(
+            id=journey_id,
+            entry=entry_kind,  # type: ignore[arg-type]
+            entry_targets=targets,
+            steps=steps,
+            exit_events=exit_events,
+            exit_opt_out=opt_out,
+            exit_segments=exit_segments,
+            campaign=campaign,
+            reentry_s=reentry,
+            description=reader.string(spec["description"][1], f"{where}: description")
+            if "description" in spec
+            else "",
+            line=item.start_mark.line + 1,
+        )
+
+    def event_names(self, node: Node, where: str, outcomes: bool = True) -> list[str]:
+        nodes = node.value if isinstance(node, SequenceNode) else [node]
+        known = list(EventType.__members__) + (sorted(OUTCOME_NAMES) if outcomes else [])
+        names: list[str] = []
+        for n in nodes:
+            name = self.reader.string(n, where)
+            if name not in known:
+                self.reader.fail(f"{where}: unknown event '{name}'{_suggest(name, known)}", n)
+            names.append(name)
+        return names
+
+    def exits(self, node: Node, where: str) -> tuple[frozenset[str], bool, frozenset[str]]:
+        """``exit_on: [purchase, opt_out, message_clicked, {exit: segment}]``."""
+        reader = self.reader
+        known = [*EventType.__members__, *sorted(OUTCOME_NAMES), OPT_OUT]
+        events: set[str] = set()
+        segments: set[str] = set()
+        opt_out = False
+        for n in reader.sequence(node, f"{where}: exit_on"):
+            if isinstance(n, MappingNode):
+                spec = reader.mapping(n, f"{where}: exit_on", ("exit",))
+                if "exit" not in spec:
+                    reader.fail(f"{where}: exit_on: write {{exit: segment}}", n)
+                segments |= self.triggers.segment_names(spec["exit"][1], f"{where}: exit_on exit")
+                continue
+            name = reader.string(n, f"{where}: exit_on")
+            if name == OPT_OUT:
+                opt_out = True
+            elif name in known:
+                events.add(name)
+            else:
+                reader.fail(f"{where}: exit_on: unknown event '{name}'{_suggest(name, known)}", n)
+        return frozenset(events), opt_out, frozenset(segments)
+
+    def steps(self, node: Node, where: str) -> tuple[Step, ...]:
+        reader = self.reader
+        items = reader.sequence(node, f"{where}: steps")
+        if not items:
+            reader.fail(f"{where}: steps is empty", node)
+        ids: dict[str, Node] = {}
+        specs: list[tuple[Node, dict[str, tuple[Node, Node]], str]] = []
+        for item in items:
+            spec = reader.mapping(item, f"{where}: step", _STEP_KEYS)
+            if "id" not in spec:
+                reader.fail(f"{where}: step: missing 'id'", item)
+            step_id = reader.string(spec["id"][1], f"{where}: step id")
+            if not _ID_RE.match(step_id) or step_id == END:
+                reader.fail(
+                    f"{where}: step '{step_id}': use lowercase letters, digits and _ (not '{END}')",
+                    spec["id"][1],
+                )
+            if step_id in ids:
+                reader.fail(
+                    f"{where}: duplicate step id '{step_id}' "
+                    f"(first at line {ids[step_id].start_mark.line + 1})",
+                    spec["id"][1],
+                )
+            ids[step_id] = item
+            specs.append((item, spec, step_id))
+        refs: list[tuple[str, Node]] = []
+
+        def ref(ref_node: Node, what: str) -> str:
+            target = reader.string(ref_node, what)
+            refs.append((target, ref_node))
+            return target
+
+        steps: list[Step] = []
+        for i, (item, spec, step_id) in enumerate(specs):
+            at = f"{where}: step '{step_id}'"
+            actions = [key for key in ("send", "wait", "branch", "end") if key in spec]
+            if len(actions) != 1:
+                reader.fail(f"{at}: needs exactly one of send, wait, branch, end", item)
+            action = actions[0]
+            following = specs[i + 1][2] if i + 1 < len(specs) else END
+            nxt = ref(spec["next"][1], f"{at}: next") if "next" in spec else following
+            if action == "send":
+                campaign = self.triggers.campaign(spec["campaign"][1], at) if "campaign" in spec else None
+                steps.append(
+                    Step(
+                        step_id,
+                        "send",
+                        nxt,
+                        send=self.triggers.send_spec(spec["send"][1], at),
+                        campaign=campaign,
+                        line=item.start_mark.line + 1,
+                    )
+                )
+            elif action == "wait":
+                try:
+                    wait_s = parse_duration(reader.value(spec["wait"][1]))
+                except ValueError as exc:
+                    reader.fail(f"{at}: wait: {exc}", spec["wait"][1])
+                if wait_s <= 0:
+                    reader.fail(f"{at}: wait must be longer than 0s", spec["wait"][1])
+                until = (
+                    frozenset(self.event_names(spec["until"][1], f"{at}: until"))
+                    if "until" in spec
+                    else frozenset()
+                )
+                on_until = ref(spec["on_until"][1], f"{at}: on_until") if "on_until" in spec else None
+                if on_until is not None and not until:
+                    reader.fail(f"{at}: on_until needs until", spec["on_until"][1])
+                steps.append(
+                    Step(
+                        step_id,
+                        "wait",
+                        nxt,
+                        wait_s=wait_s,
+                        until=until,
+                        on_until=on_until,
+                        line=item.start_mark.line + 1,
+                    )
+                )
+            elif action == "branch":
+                branches: list[tuple[Expr, str]] = []
+                for b_node in reader.sequence(spec["branch"][1], f"{at}: branch"):
+                    b = reader.mapping(b_node, f"{at}: branch", _BRANCH_KEYS)
+                    if "if" not in b or "goto" not in b:
+                        reader.fail(f"{at}: each branch needs 'if' and 'goto'", b_node)
+                    cond = reader.expression(
+                        b["if"][1], f"{at}: if", self.triggers.known, self.triggers.params
+                    )
+                    branches.append((cond, ref(b["goto"][1], f"{at}: goto")))
+                if not branches:
+                    reader.fail(f"{at}: branch is empty", spec["branch"][1])
+                otherwise = ref(spec["else"][1], f"{at}: else") if "else" in spec else nxt
+                steps.append(
+                    Step(
+                        step_id,
+                        "branch",
+                        nxt,
+                        branches=tuple(branches),
+                        otherwise=otherwise,
+                        line=item.start_mark.line + 1,
+                    )
+                )
+            else:
+                steps.append(Step(step_id, "end", END, line=item.start_mark.line + 1))
+            if action not in ("send", "wait", "branch") and "next" in spec:
+                reader.fail(f"{at}: an end step has no next", spec["next"][1])
+        for target, ref_node in refs:
+            if target != END and target not in ids:
+                reader.fail(f"{where}: unknown step '{target}'{_suggest(target, [*ids, END])}", ref_node)
+        # A cycle that never passes a wait would run forever at one moment.
+        graph = {s.id: [t for t in s.targets() if t != END] for s in steps if s.action != "wait"}
+        cycle = find_cycle({k: [t for t in v if t in graph] for k, v in graph.items()})
+        if cycle:
+            reader.fail(f"{where}: steps {' → '.join(cycle)} form a cycle without a wait", ids[cycle[0]])
+        return tuple(steps)
+
+
 # -- derived, prepared once -------------------------------------------------------------------------------
 
 
@@ -1514,14 +2050,26 @@ def _prepare(
     source_sha: str,
     zone: str = DEFAULT_ZONE,
     cohorts: Mapping[str, CohortDef] | None = None,
+    journeys: list[JourneyDef] | None = None,
+    campaigns: Mapping[str, CampaignDef] | None = None,
+    guardrails: Guardrails | None = None,
 ) -> Definitions:
     cohorts = cohorts or {}
+    journeys = journeys or []
+    campaigns = campaigns or {}
     # A cohort's attribute is computed at every evaluation (the profile's recorded value), and its
     # window's exits are timers like those of the attributes segments read.
     cohort_attributes = frozenset(cohort.attribute for cohort in cohorts.values())
     trigger_exprs = [
         e for rule in triggers for e in ([rule.when] if rule.when else []) + list(rule.compute.values())
     ]
+    # Journey conditions and payloads and campaign conditions read what triggers read.
+    for journey in journeys:
+        for step in journey.steps:
+            trigger_exprs += [cond for cond, _ in step.branches]
+            if step.send is not None:
+                trigger_exprs += list(step.send.compute.values())
+    trigger_exprs += [c.when for c in campaigns.values() if c.when is not None]
     _add_named_dimensions(attributes, [seg.when for seg in segments] + trigger_exprs)
     seg_vars, seg_functions, seg_custom = _reads_and_functions([seg.when for seg in segments], attributes)
     trig_vars, trig_functions, trig_custom = _reads_and_functions(trigger_exprs, attributes)
@@ -1567,4 +2115,7 @@ def _prepare(
         ),
         local_time_segments=frozenset(seg.id for seg in segments if seg.when.variables & LOCAL_TIME_FACTS),
         cohorts=MappingProxyType(dict(cohorts)),
+        journeys=tuple(journeys),
+        campaigns=MappingProxyType(dict(campaigns)),
+        guardrails=guardrails or Guardrails(),
     )

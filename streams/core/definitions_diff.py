@@ -1,6 +1,7 @@
 """What changed between two definitions, as readable lines (`tessera segments diff`). Pure.
 
-Sections in file order: version, timezone, params, attributes, cohorts, segments, triggers. A segment whose
+Sections in file order: version, timezone, params, attributes, cohorts, segments, triggers, campaigns,
+guard rails, journeys. A segment whose
 condition is written the same but reads a changed param, attribute or cohort is reported as changed,
 with what it reads that changed: its members can change as much as if its condition had been
 rewritten.
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 from streams.core.attributes import AttributeDef, base_name
 from streams.core.definitions import CohortDef, Definitions, SegmentDef, TriggerRule
+from streams.core.journey_defs import CampaignDef, JourneyDef, Step
 
 __all__ = ["diff_definitions"]
 
@@ -50,8 +52,59 @@ def _trigger_fields(rule: TriggerRule) -> dict[str, str]:
         "compute": _value({name: e.written or e.source for name, e in rule.compute.items()}),
         "cap": "-" if rule.cap_s is None else f"{rule.cap_s:g}s",
         "ttl": "-" if rule.ttl_s is None else f"{rule.ttl_s:g}s",
+        "campaign": rule.campaign or "-",
         "description": rule.description,
     }
+
+
+def _campaign_fields(campaign: CampaignDef) -> dict[str, str]:
+    return {
+        "when": (campaign.when.written or campaign.when.source) if campaign.when is not None else "-",
+        "schedule": _value(campaign.schedule),
+        "budget": _value(campaign.budget),
+        "cap": _value(campaign.cap),
+        "holdout": f"{campaign.holdout:g}",
+        "variants": _value(
+            {v.name: {"share": v.share, "payload": dict(v.payload)} for v in campaign.variants}
+        ),
+        "description": campaign.description,
+    }
+
+
+def _step(step: Step) -> str:
+    if step.action == "send" and step.send is not None:
+        what = f"send {step.send.kind} via {step.send.channel} {_value(dict(step.send.payload))}"
+    elif step.action == "wait":
+        what = f"wait {step.wait_s:g}s" + (
+            f" until {sorted(step.until)} → {step.on_until}" if step.until else ""
+        )
+    elif step.action == "branch":
+        what = "branch " + "; ".join(f"{c.written or c.source} → {t}" for c, t in step.branches)
+        what += f"; else → {step.otherwise}"
+    else:
+        what = "end"
+    return what + (f" → {step.next}" if step.action in ("send", "wait") else "")
+
+
+def _journey_fields(journey: JourneyDef) -> dict[str, str]:
+    exits = sorted(journey.exit_events) + (["opt_out"] if journey.exit_opt_out else [])
+    exits += [f"exit {s}" for s in sorted(journey.exit_segments)]
+    return {
+        "entry": f"{journey.entry} {', '.join(sorted(journey.entry_targets))}",
+        "exit_on": ", ".join(exits) or "-",
+        "campaign": journey.campaign or "-",
+        "reentry": f"{journey.reentry_s:g}s",
+        "steps": ", ".join(s.id for s in journey.steps),
+        **{f"step {s.id}": _step(s) for s in journey.steps},
+        "description": journey.description,
+    }
+
+
+def _journey_changes(_name: str, a: JourneyDef, b: JourneyDef) -> list[str]:
+    """Field by field and step by step (a step only one side has reads ``-`` on the other)."""
+    old, new = _journey_fields(a), _journey_fields(b)
+    found = [f"{key}: {old.get(key, '-')} → {value}" for key, value in new.items() if old.get(key) != value]
+    return found + [f"{key}: {value} → -" for key, value in old.items() if key not in new]
 
 
 def _section(
@@ -147,5 +200,21 @@ def diff_definitions(old: Definitions, new: Definitions) -> list[str]:
         {rule.id: rule for rule in new.triggers},
         lambda rule: f"on {_trigger_fields(rule)['on']}, send {_trigger_fields(rule)['send']}",
         lambda _n, a, b: _field_changes(_trigger_fields(a), _trigger_fields(b)),
+    )
+    lines += _section(
+        "campaigns",
+        old.campaigns,
+        new.campaigns,
+        lambda c: f"holdout {c.holdout:g}, {len(c.variants)} variants",
+        lambda _n, a, b: _field_changes(_campaign_fields(a), _campaign_fields(b)),
+    )
+    if _value(old.guardrails) != _value(new.guardrails):
+        lines.append(f"guardrails: {_value(old.guardrails)} → {_value(new.guardrails)}")
+    lines += _section(
+        "journeys",
+        {j.id: j for j in old.journeys},
+        {j.id: j for j in new.journeys},
+        lambda j: f"entry {_journey_fields(j)['entry']}, {len(j.steps)} steps",
+        _journey_changes,
     )
     return lines

@@ -175,6 +175,11 @@ class Profile:
     event that source counts has arrived: ``[events, timeline_from_day, index, moment, ...]`` —
     `totals["events"]` and `timeline_from_day` then, and per `Definitions.timer_source_index`
     its moment (None: none pending). Empty: nothing kept."""
+    journey_state: dict[str, Any] = field(default_factory=dict)
+    """Journeys and messaging (`streams.core.journeys`): ``active`` journey id → its state (entry
+    time, current step, due moment, step count), ``entered`` journey id → latest entry (re-entry),
+    ``sent`` the recent messages as `streams.core.guardrails.SentRecord` rows (caps, attribution).
+    Empty for a visitor never messaged."""
 
     # -- (de)serialisation -----------------------------------------------------------------------
 
@@ -248,14 +253,14 @@ class Profile:
         }
 
 
-FORMAT_NUMBER = 6
+FORMAT_NUMBER = 7
 FORMAT_TAG = b"TP" + bytes([FORMAT_NUMBER]) + b"\xff"
 """First bytes of a serialised profile: "TP", the format number, and 0xFF (as a little-endian uint32
 that is beyond LZ4's block limit, so never the size prefix of a legacy profile)."""
-_BODY_LENGTHS = {1: 38, 2: 39, 3: 43, 4: 44, 5: 43}
+_BODY_LENGTHS = {1: 38, 2: 39, 3: 43, 4: 44, 5: 43, 6: 44}
 """Body fields of each older format: formats 1–4 differ only by fields appended at the end; format
 5 moved `cohort_values` (format 4's last body field) to the header; format 6 appended
-`timer_moments`."""
+`timer_moments`; format 7 appended `journey_state`."""
 _OLDER_TAGS = frozenset(b"TP" + bytes([number]) + b"\xff" for number in _BODY_LENGTHS)
 _FORMAT_4_TAG = b"TP\x04\xff"
 _HEADER = struct.Struct("<4sddH")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,9 +41,11 @@ import cel
 from schemas.messages import Message
 from streams.core.attributes import Expr, LazyValues, cel_functions
 from streams.core.definitions import Definitions
+from streams.core.journey_defs import SendSpec
 from streams.core.profile import Profile
 
 __all__ = [
+    "TriggerEnv",
     "decide",
     "message_id",
 ]
@@ -68,7 +70,7 @@ def _jsonable(value: Any) -> Any:
 
 
 class _Env:
-    """The CEL context for one visitor's triggers, built on first use."""
+    """The CEL context for one visitor's triggers (and journeys), built on first use."""
 
     def __init__(
         self,
@@ -102,6 +104,18 @@ class _Env:
             self._context = env
         return self._context
 
+    def holds(self, expr: Expr, segment: str | None) -> bool:
+        """Whether a condition is true (a failing one is not)."""
+        ok, result = self.run(expr, segment)
+        return ok and result is True
+
+    def render(self, spec: SendSpec) -> dict[str, Any]:
+        """A journey send's payload: its literal payload and its ``compute`` fields."""
+        payload = copy.deepcopy(dict(spec.payload))
+        for name, expr in spec.compute.items():
+            payload[name] = _jsonable(self.run(expr, None)[1])
+        return payload
+
     def run(self, expr: Expr, segment: str | None) -> tuple[bool, Any]:
         env = self.get()
         env.add_variable("segment", segment or "")  # registered, not resolved: it changes per message
@@ -109,6 +123,10 @@ class _Env:
             return True, expr.program.execute(env)
         except Exception:  # a failing expression: the rule does not fire / the field is null
             return False, None
+
+
+TriggerEnv = _Env
+"""The CEL context of trigger rules, journeys and campaigns for one visitor's evaluation."""
 
 
 def decide(
@@ -119,6 +137,8 @@ def decide(
     defs: Definitions,
     now: float,
     context: Mapping[str, Any],
+    guard: Callable[[Message], Message | None] | None = None,
+    env: _Env | None = None,
 ) -> list[Message]:
     """The messages to send for this visitor after a batch, in rule order.
 
@@ -128,11 +148,16 @@ def decide(
     rule reads that it lacks are computed from the profile, and without ``segments`` the members
     are ``profile.segments - exited + entered``.
 
+    `guard` (`streams.core.journeys.Messenger.guard`: campaigns and guard rails) returns the
+    message as sent, or None when a guard rail refuses it (then it does not count as sent); `env`
+    is the CEL context to use (one is built from the other arguments without it).
+
     Mutates `profile`, like `streams.core.profile.apply`: ``profile.trigger_last_sent[rule] = now``
     for every rule that sent a message (the frequency-cap state travels with the profile).
     """
     messages: list[Message] = []
-    env = _Env(profile, entered, exited, event_types, defs, now, context)
+    if env is None:
+        env = _Env(profile, entered, exited, event_types, defs, now, context)
     for rule in defs.triggers:
         if rule.on == "event":
             fired: list[str | None] = [None] if not rule.targets.isdisjoint(event_types) else []
@@ -152,20 +177,23 @@ def decide(
             for name, expr in rule.compute.items():
                 payload[name] = _jsonable(env.run(expr, segment)[1])
             at = datetime.fromtimestamp(now, tz=UTC)
-            messages.append(
-                Message(
-                    message_id=message_id(profile.visitor_id, rule.id, now, segment),
-                    visitor_id=profile.visitor_id,
-                    kind=rule.kind,
-                    channel=rule.channel,
-                    rule=rule.id,
-                    segment=segment,
-                    event_time=at,
-                    expires_at=None
-                    if rule.ttl_s is None
-                    else datetime.fromtimestamp(now + rule.ttl_s, tz=UTC),
-                    payload=payload,
-                )
+            message = Message(
+                message_id=message_id(profile.visitor_id, rule.id, now, segment),
+                visitor_id=profile.visitor_id,
+                kind=rule.kind,
+                channel=rule.channel,
+                rule=rule.id,
+                segment=segment,
+                event_time=at,
+                expires_at=None if rule.ttl_s is None else datetime.fromtimestamp(now + rule.ttl_s, tz=UTC),
+                payload=payload,
+                campaign=rule.campaign,
             )
+            if guard is not None:
+                guarded = guard(message)
+                if guarded is None:
+                    continue
+                message = guarded
+            messages.append(message)
             profile.trigger_last_sent[rule.id] = now
     return messages

@@ -204,11 +204,18 @@ def view_of(
     timeline: list[Entry],
     timeline_from_day: int,
     totals: Mapping[str, float],
+    first_seen: float = 0.0,
 ) -> WindowView:
-    """The `WindowView` of `window` at `now` (`ascending_days`: the profile's bucket days, sorted)."""
+    """The `WindowView` of `window` at `now` (`ascending_days`: the profile's bucket days, sorted).
+
+    `first_seen`: the profile's oldest event time; when the window starts before it, every event
+    is inside and the view is the lifetime totals (most visitors are younger than most windows).
+    Not for a profile without lifetime totals (formats before 2 kept none)."""
     if window.kind == "lifetime":
         return WindowView([], {}, totals)
     cut = window.cut(now, zone)
+    if 0.0 < cut < first_seen and totals.get("events"):
+        return WindowView(ascending_days, {}, totals)  # every bucket day inside whole (active days)
     first = math.floor(cut / DAY_S)
     days = ascending_days[bisect_right(ascending_days, first) :]
     partial: dict[str, float] = {}

@@ -239,7 +239,12 @@ async def test_email_one_mail_per_message_id(smtp_server: tuple[Mailbox, int]) -
         rule="cart_abandoners_coupon_email",
         segment="cart_abandoners",
         event_time=T0,
-        payload={"template": "cart_coupon", "coupon_valid_for": "48h", "cart_value": 129.5},
+        payload={
+            "template": "cart_coupon",
+            "discount_percent": 10,
+            "coupon_valid_for": "48h",
+            "cart_value": 129.5,
+        },
     )
     first = await adapter.deliver(coupon)
     again = await adapter.deliver(coupon)
@@ -257,7 +262,7 @@ async def test_email_one_mail_per_message_id(smtp_server: tuple[Mailbox, int]) -
     body = mail.get_body(("plain",))
     assert body is not None
     text = body.get_content()
-    assert "worth 129.50" in text and "within 48h" in text
+    assert "worth 129.50" in text and "within 48h and save 10 %" in text
 
 
 async def test_email_address_in_payload_wins(smtp_server: tuple[Mailbox, int]) -> None:

@@ -14,7 +14,15 @@ from schemas.changes import SegmentChange
 from schemas.deadletter import DELIVERY_REASONS, DeadLetterReason
 from schemas.enriched import Device, EnrichedEvent, Geo
 from schemas.events import Event
-from streams.core.batch import BatchResult, IngestLimits, SourceRecord, UnprocessableRecord, process_batch
+from schemas.messages import Message
+from streams.core.batch import (
+    BatchResult,
+    IngestLimits,
+    SourceRecord,
+    UnprocessableRecord,
+    process_batch,
+    reevaluate,
+)
 from streams.core.definitions import Definitions, load_definitions
 from streams.core.enrich import Enricher
 from streams.core.profile import Profile, apply
@@ -53,7 +61,8 @@ def records(*values: dict[str, object] | bytes, partition: int = 0, start: int =
     out = []
     for offset, value in enumerate(values, start):
         raw = value if isinstance(value, bytes) else orjson.dumps(value)
-        out.append(SourceRecord(partition, offset, b"v1", raw))
+        key = str(value["visitor_id"]).encode() if isinstance(value, dict) else b"v1"
+        out.append(SourceRecord(partition, offset, key, raw))
     return out
 
 
@@ -363,3 +372,100 @@ def test_every_dead_letter_reason_is_produced(defs: Definitions, monkeypatch: py
     ]
     # Every reason an event can be rejected for (the delivery runner's own are tested with it).
     assert {d.reason for d in result.dead_letters} == set(DeadLetterReason) - DELIVERY_REASONS
+
+
+# -- journeys through the batch core ---------------------------------------------------------------
+
+
+def _journey_visitor(defs: Definitions) -> str:
+    from streams.core.guardrails import assignment
+
+    return next(
+        v for v in (f"j{i}" for i in range(100)) if not assignment(v, defs.campaigns["cart_recovery"])[0]
+    )
+
+
+def _fire_all(defs: Definitions, store: dict[str, bytes], visitor: str, until: datetime) -> list[Message]:
+    """Fire the visitor's timers one by one up to `until`; every message they sent."""
+    sent: list[Message] = []
+    for _ in range(60):
+        due_at = Profile.from_bytes(store[visitor]).next_check_at
+        if due_at is None or due_at > until.timestamp():
+            return sent
+        sent += run(defs, [], store, until, due={visitor: (0, due_at)}).messages
+    raise AssertionError(f"more than 60 timers of {visitor} due by {until}")
+
+
+def test_a_journey_fires_every_step_from_the_timer_and_a_replay_with_another_cut_has_the_same_ids(
+    defs: Definitions,
+) -> None:
+    visitor = _journey_visitor(defs)
+    add = event("a1", "add_to_cart", T0, visitor, product_id="P-1", price=40.0, quantity=2)
+    view = event("p1", "page_view", T0 + timedelta(minutes=5), visitor, page_type="home")
+    later_view = event("p2", "page_view", T0 + timedelta(hours=25), visitor, page_type="home")
+
+    # Cut 1: both first events in one batch; every step from the timer; then a later page view.
+    live: dict[str, bytes] = {}
+    first = run(defs, records(add, view), live, T0 + timedelta(minutes=6)).messages
+    first += _fire_all(defs, live, visitor, T0 + timedelta(hours=24, minutes=40))
+    first += run(defs, records(later_view, start=2), live, T0 + timedelta(hours=25)).messages
+    first += _fire_all(defs, live, visitor, T0 + timedelta(days=5))
+
+    # Cut 2: one record per batch, and the later page view arrives before the coupon's timer fired:
+    # that evaluation runs the step due at 24 h 30 min (stamped at its own moment).
+    replay: dict[str, bytes] = {}
+    second = run(defs, records(add), replay, T0 + timedelta(minutes=1)).messages
+    second += run(defs, records(view, start=1), replay, T0 + timedelta(minutes=6)).messages
+    second += _fire_all(defs, replay, visitor, T0 + timedelta(hours=1))
+    second += run(defs, records(later_view, start=2), replay, T0 + timedelta(hours=25)).messages
+    second += _fire_all(defs, replay, visitor, T0 + timedelta(days=5))
+
+    for sent in (first, second):
+        journey = [m for m in sent if m.journey == "cart_recovery"]
+        assert [m.step for m in journey] == ["retarget", "coupon_10", "coupon_15"]
+        assert [m.event_time for m in journey] == [
+            T0 + timedelta(minutes=30),
+            T0 + timedelta(hours=24, minutes=30),
+            T0 + timedelta(hours=72, minutes=30),
+        ]
+    assert [m.message_id for m in first] == [m.message_id for m in second]
+    assert len({m.message_id for m in first}) == len(first)
+    assert (
+        Profile.from_bytes(live[visitor]).next_check_at is None
+        or "active" not in Profile.from_bytes(live[visitor]).journey_state
+    )
+
+
+def test_a_purchase_ends_the_journey_in_the_batch_and_is_a_conversion(defs: Definitions) -> None:
+    visitor = _journey_visitor(defs)
+    store: dict[str, bytes] = {}
+    run(defs, records(event("a1", "add_to_cart", T0, visitor, product_id="P-1", price=40.0)), store, T0)
+    retarget = _fire_all(defs, store, visitor, T0 + timedelta(hours=1))
+    assert [m.step for m in retarget] == ["retarget"]
+    buy = event("b1", "purchase", T0 + timedelta(hours=2), visitor, order_id="o-9", value=40.0)
+    bought = run(defs, records(buy, start=1), store, T0 + timedelta(hours=2))
+    assert [(c.message_id, c.order_id, c.value) for c in bought.conversions] == [
+        (retarget[0].message_id, "o-9", 40.0)
+    ]
+    assert _fire_all(defs, store, visitor, T0 + timedelta(days=5)) == []
+
+
+def test_reevaluation_keeps_the_journeys_timer_and_sends_nothing(defs: Definitions) -> None:
+    visitor = _journey_visitor(defs)
+    store: dict[str, bytes] = {}
+    run(defs, records(event("a1", "add_to_cart", T0, visitor, product_id="P-1", price=40.0)), store, T0)
+    _fire_all(defs, store, visitor, T0 + timedelta(hours=1))
+    before = Profile.from_bytes(store[visitor])
+    due = T0 + timedelta(hours=24, minutes=30)
+    assert before.next_check_at is not None and before.next_check_at <= due.timestamp()
+    result = reevaluate(
+        [(visitor, 0)],
+        lambda v, p: store.get(v),
+        defs,
+        {0: (T0 + timedelta(hours=30)).timestamp()},
+        wall_now=(T0 + timedelta(hours=30)).timestamp(),
+    )
+    assert result.messages == []
+    profile = result.visitors[visitor].profile if visitor in result.visitors else before
+    assert profile.journey_state["active"] == before.journey_state["active"], "no journey advanced"
+    assert profile.next_check_at is not None and profile.next_check_at <= due.timestamp()

@@ -95,10 +95,10 @@ def test_default_file_loads_with_the_promised_segments(defs: Definitions) -> Non
     assert defs.params["product_x"] == "P-1001" and defs.params["product_y"] == "P-2002"
     assert {t.id for t in defs.triggers} == {
         "exit_intent_overlay",
-        "cart_abandoners_retargeting",
-        "cart_abandoners_coupon_email",
         "top_spender_escalation",
+        "cafe_breakfast_offer",
     }
+    assert [j.id for j in defs.journeys] == ["cart_recovery"]
 
 
 def test_an_empty_visitor_is_in_nothing(defs: Definitions) -> None:

@@ -77,6 +77,26 @@ def full_profile() -> Profile:
         definitions_sha="5d41402abc4b2a76",
         cohort_values={"electronics_spend_p95": 2319.9, "orders_p90": 4.0},
         timer_moments=[42, 20_400, 123_456_789, 0, 1_790_000_000.5, 3, None],
+        journey_state={
+            "active": {
+                "cart_recovery": {"entered": 1795206400.5, "step": "wait_1", "due": 1795292800.5, "seq": 2}
+            },
+            "entered": {"cart_recovery": 1795206400.5},
+            "sent": [
+                [
+                    1795206400.5,
+                    "ads",
+                    "cart_recovery",
+                    "ab12",
+                    "cart_recovery.retarget",
+                    None,
+                    False,
+                    "cart_recovery",
+                    "retarget",
+                    False,
+                ]
+            ],
+        },
     )
 
 
@@ -147,7 +167,7 @@ def test_serialised_form_is_smaller_than_legacy() -> None:
 
 
 def older_format_bytes(profile: Profile, number: int) -> bytes:
-    """Format `number` (1–5) of `profile`: the same header and event ids, no cohorts segment before
+    """Format `number` (1–6) of `profile`: the same header and event ids, no cohorts segment before
     format 5 (which moved `cohort_values` there; format 4's body ends with it), and a body without
     the fields appended since."""
     raw = profile.to_bytes()
@@ -155,11 +175,11 @@ def older_format_bytes(profile: Profile, number: int) -> bytes:
     cohorts_end = ids_end + 4 + struct.unpack_from("<I", raw, ids_end)[0]
     body = orjson.loads(lz4.block.decompress(raw[cohorts_end:]))
     tag = b"TP" + bytes([number]) + b"\xff"
-    if number == 5:
+    if number in (5, 6):
         return (
             tag
             + raw[len(FORMAT_TAG) : cohorts_end]
-            + lz4.block.compress(orjson.dumps(body[: _BODY_LENGTHS[5]]))
+            + lz4.block.compress(orjson.dumps(body[: _BODY_LENGTHS[number]]))
         )
     body = (
         [*body[: _BODY_LENGTHS[5]], profile.cohort_values] if number == 4 else body[: _BODY_LENGTHS[number]]
@@ -174,13 +194,20 @@ def older_format_bytes(profile: Profile, number: int) -> bytes:
             1,
             [
                 *("evaluated_at", "timeline", "timeline_from_day", "totals", "definitions_sha"),
-                *("cohort_values", "timer_moments"),
+                *("cohort_values", "timer_moments", "journey_state"),
             ],
         ),
-        (2, ["timeline", "timeline_from_day", "totals", "definitions_sha", "cohort_values", "timer_moments"]),
-        (3, ["cohort_values", "timer_moments"]),
-        (4, ["timer_moments"]),
-        (5, ["timer_moments"]),
+        (
+            2,
+            [
+                *("timeline", "timeline_from_day", "totals", "definitions_sha", "cohort_values"),
+                *("timer_moments", "journey_state"),
+            ],
+        ),
+        (3, ["cohort_values", "timer_moments", "journey_state"]),
+        (4, ["timer_moments", "journey_state"]),
+        (5, ["timer_moments", "journey_state"]),
+        (6, ["journey_state"]),
     ],
 )
 def test_older_formats_decode_with_defaults_for_new_fields(number: int, added: list[str]) -> None:

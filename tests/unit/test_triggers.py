@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from schemas.messages import MessageKind
-from streams.core.definitions import Definitions, load_definitions, parse_definitions
+from streams.core.definitions import Definitions, parse_definitions
 from streams.core.profile import DAY_S, Profile
 from streams.core.segments import diff, evaluate
 from streams.core.triggers import decide, message_id
@@ -20,9 +20,38 @@ HOUR = 3600.0
 NO_EVENTS: frozenset[str] = frozenset()
 
 
+CART_RULES = """\
+  - id: cart_abandoners_retargeting
+    description: Abandoned cart — retargeting ads.
+    on: {enter: cart_abandoners}
+    send:
+      kind: retargeting
+      channel: ads
+      payload: {audience: cart_abandoners}
+      compute: {products: cart_products, cart_value: cart_value}
+      ttl: 7d
+
+  - id: cart_abandoners_coupon_email
+    description: Abandoned cart — a time-limited coupon by e-mail, at most one per day.
+    on: {enter: cart_abandoners}
+    send:
+      kind: coupon_email
+      channel: email
+      payload: {template: cart_coupon, coupon_valid_for: 48h}
+      compute: {cart_value: cart_value}
+      ttl: 48h
+    cap: 24h
+
+"""
+"""The two one-shot cart rules the default file had before the `cart_recovery` journey replaced
+them: the rule mechanics (caps, consent, payloads) are tested with them."""
+
+
 @pytest.fixture(scope="module")
 def defs() -> Definitions:
-    return load_definitions(ROOT / "segments" / "default.yaml")
+    text = (ROOT / "segments" / "default.yaml").read_text(encoding="utf-8")
+    text = text.replace("\ntriggers:\n", "\ntriggers:\n" + CART_RULES, 1)
+    return parse_definitions(text)
 
 
 def shopper(**fields: Any) -> Profile:
