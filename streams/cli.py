@@ -1,4 +1,5 @@
-"""The `tessera` command: worker, up, demo, simulate, produce, visitor, segments, schemas."""
+"""The `tessera` command: worker, up, demo, simulate, produce, visitor, segments, deliver, audiences,
+schemas."""
 
 from __future__ import annotations
 
@@ -148,6 +149,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             print(f"Demo shop         {web}/shop/  (exit through the top of the window with a full cart)")
         print(f"Visitor API       GET  {web}/v1/visitors/<visitor_id>")
         print(f"Segments / report GET  {web}/v1/segments   {web}/v1/report   {web}/v1/status")
+        print("Delivery          tessera deliver (inbox, webhooks, e-mail); tessera audiences export")
         print("Ctrl-C stops the worker and the embedded stack.", flush=True)
         try:
             run_worker(settings, Endpoints(ep.kafka_bootstrap, ep.redis_url, ep.clickhouse_dsn))
@@ -570,6 +572,77 @@ def cmd_segments(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
 
+# -- delivery -------------------------------------------------------------------------------------
+
+
+def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
+    """The delivery runner on the messages topic until SIGINT/SIGTERM (`streams.delivery`)."""
+    import signal
+
+    from streams.delivery import DeliveryStats, run_delivery
+
+    endpoints = _endpoints_for(settings)
+    if endpoints is None:
+        print(
+            "no Kafka broker and Redis: set TESSERA_KAFKA_BROKER and TESSERA_REDIS_URL, or run `tessera up`",
+            file=sys.stderr,
+        )
+        return 2
+
+    def progress(stats: DeliveryStats) -> None:
+        counts = ", ".join(f"{status} {n:,}" for status, n in sorted(stats.by_status.items()))
+        sys.stderr.write(f"\rdelivery: {counts}   ")
+        sys.stderr.flush()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_delivery(
+            settings,
+            endpoints["kafka_bootstrap"],
+            endpoints["redis_url"],
+            stop,
+            progress if sys.stderr.isatty() else None,
+        )
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_audiences(settings: Settings, args: argparse.Namespace) -> int:
+    """`tessera audiences export --out DIR`: one export run (`streams.delivery.export_audiences`)."""
+    import functools
+
+    from streams.delivery import export_audiences
+    from streams.recovery import open_changelog_consumer
+
+    bootstrap = _kafka_for(settings)
+    if bootstrap is None:
+        print("no Kafka broker: set TESSERA_KAFKA_BROKER or run `tessera up`", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else (settings.audience_dir or settings.data_dir / "audiences")
+    report = asyncio.run(
+        export_audiences(
+            functools.partial(open_changelog_consumer, bootstrap),
+            settings.changes_topic,
+            settings.changelog_topic,
+            out,
+            settings.audience_segments,
+            progress=lambda label, n: _progress(label, n),
+        )
+    )
+    sys.stderr.write("\n")
+    print(f"run {report.run}: {report.changes_read:,} segment changes read; files in {out / report.run}")
+    for audience, counts in sorted(report.audiences.items()):
+        print(
+            f"  {audience:32} members {counts['members']:>7,}  add {counts['add']:>6,}  "
+            f"remove {counts['remove']:>6,}  skipped (no e-mail or phone) {counts['skipped']:>6,}"
+        )
+    return 0
+
+
 def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
     from schemas.export import SCHEMA_DIR, main
 
@@ -621,6 +694,15 @@ def build_parser() -> argparse.ArgumentParser:
     visitor.add_argument("visitor_id")
     visitor.add_argument("--json", action="store_true")
     _segments_parser(sub.add_parser("segments", help="segment definitions: check, compare, apply, roll back"))
+    sub.add_parser("deliver", help="deliver the messages topic to its channels (inbox, webhook, e-mail, ads)")
+    audiences = sub.add_parser("audiences", help="ad audiences as Meta and Google upload files")
+    audience_actions = audiences.add_subparsers(dest="action", required=True)
+    export = audience_actions.add_parser(
+        "export", help="write the additions and removals since the last export, per audience"
+    )
+    export.add_argument(
+        "--out", default=None, help="folder (default: TESSERA_AUDIENCE_DIR, else <data dir>/audiences)"
+    )
     sub.add_parser("schemas", help="export the JSON Schemas of every wire format")
     return parser
 
@@ -633,6 +715,8 @@ COMMANDS = {
     "produce": cmd_produce,
     "visitor": cmd_visitor,
     "segments": cmd_segments,
+    "deliver": cmd_deliver,
+    "audiences": cmd_audiences,
     "schemas": cmd_schemas,
 }
 
@@ -640,7 +724,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    quiet = args.command in ("demo", "visitor", "segments", "schemas", "simulate", "produce")
+    quiet = args.command in ("demo", "visitor", "segments", "schemas", "simulate", "produce", "audiences")
     configure_logging("WARNING" if quiet else settings.log_level, settings.log_json)
     return COMMANDS[args.command](settings, args)
 

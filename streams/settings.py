@@ -31,6 +31,18 @@ class Site(BaseModel):
     )
 
 
+class WebhookTarget(BaseModel):
+    """Where one campaign's, rule's or channel's webhook messages go (an entry of `Settings.webhooks`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(min_length=1, description="The URL the message JSON is POSTed to.")
+    secret: SecretStr = Field(
+        min_length=16,
+        description="HMAC-SHA256 key of the `Tessera-Signature` header (shared with the receiver).",
+    )
+
+
 class Settings(BaseSettings):
     """Runtime configuration; unset connection fields mean "start the embedded part"."""
 
@@ -185,6 +197,58 @@ class Settings(BaseSettings):
     gc_gen0_threshold: int = Field(
         1_000_000,
         description="Allocations between young-generation GC passes in the worker (Python's default: 700).",
+    )
+
+    # -- delivery (`tessera deliver`, `tessera audiences export`) ----------------------------------
+    delivery_group_id: str = Field(
+        "tessera-delivery", description="Kafka consumer group of the delivery runner on the messages topic."
+    )
+    delivery_dlq_topic: str = Field(
+        "messages.dlq", description="Dead letters of messages that could not be delivered (typed reason)."
+    )
+    delivery_routes: dict[str, str] = Field(
+        default_factory=lambda: {"onsite": "inbox", "email": "email", "crm": "webhook", "ads": "audience"},
+        description="JSON: message channel → adapter (inbox, webhook, email, audience); a channel without "
+        "a route is dead-lettered as undeliverable.",
+    )
+    webhooks: dict[str, WebhookTarget] = Field(
+        default_factory=dict,
+        description="JSON: campaign, rule or channel → {url, secret}; a webhook message goes to its "
+        "campaign's target, else its rule's, else its channel's.",
+    )
+    delivery_max_attempts: int = Field(
+        5, ge=1, description="Most sends of one message (webhook and e-mail) before it is dead-lettered."
+    )
+    delivery_backoff_s: float = Field(
+        0.5, ge=0.0, description="Wait before the second attempt (s); doubled before each further one."
+    )
+    delivery_backoff_max_s: float = Field(30.0, ge=0.0, description="Longest wait between two attempts (s).")
+    delivery_timeout_s: float = Field(
+        10.0, gt=0.0, description="Timeout of one webhook request or SMTP session (s)."
+    )
+    delivery_concurrency: int = Field(
+        16, ge=1, description="Messages the delivery runner sends at once (retries of one wait in place)."
+    )
+    delivered_ids_ttl_s: int = Field(
+        30 * 24 * 3600,
+        ge=1,
+        description="How long a delivered message id is remembered in Redis (redeliveries within it are "
+        "dropped); longer than the messages topic's retention.",
+    )
+    smtp_host: str = Field("127.0.0.1", description="SMTP server of the e-mail channel.")
+    smtp_port: int = Field(25, description="SMTP port of the e-mail channel.")
+    smtp_from: str = Field(
+        "Tessera <tessera@localhost>", description="From address of e-mails; its domain ends each Message-ID."
+    )
+    smtp_username: str | None = Field(None, description="SMTP login (unset: no AUTH).")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    audience_dir: Path | None = Field(
+        None, description="Folder of the ad-audience upload files; unset: <data_dir>/audiences."
+    )
+    audience_segments: list[str] = Field(
+        default_factory=list,
+        description="JSON list of the segments exported as ad audiences; empty: every segment.",
     )
 
     log_level: str = Field("INFO", description="Log level of Tessera and Faust.")
