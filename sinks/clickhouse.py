@@ -18,7 +18,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -329,6 +329,16 @@ def ddl_statements(database: str = DDL_DATABASE, path: Path = DDL_PATH) -> list[
 # -- the sink -------------------------------------------------------------------------------------
 
 
+RETENTION_COLUMNS: dict[str, str] = {
+    "events": "event_time",
+    "segment_changes": "event_time",
+    "messages": "event_time",
+    "segment_rollup_minute": "minute",
+    "segment_flow_minute": "minute",
+}
+"""Tables with a configurable TTL (`Settings.clickhouse_retention`) → the time column it counts from."""
+
+
 class ClickHouseSink:
     """Writes analytics batches to ClickHouse (a server over HTTP, or chDB in-process).
 
@@ -362,6 +372,30 @@ class ClickHouseSink:
             for stmt in statements:
                 self._client.command(stmt)
         log.info("clickhouse.ddl_applied", database=self.database, statements=len(statements))
+
+    def apply_retention(self, days_by_table: Mapping[str, int]) -> None:
+        """Set each table's TTL to its days (`RETENTION_COLUMNS` names the time column), or remove it
+        for 0. Existing parts are not rewritten at once (`materialize_ttl_after_modify = 0`): rows past
+        the TTL go at the parts' next merges, so a restart with a new TTL costs no mutation."""
+        with self._lock:
+            for table, days in days_by_table.items():
+                column = RETENTION_COLUMNS[table]
+                name = f"{self.database}.{table}"
+                if days > 0:
+                    self._client.command(
+                        f"ALTER TABLE {name} MODIFY TTL toDateTime({column}) + INTERVAL {int(days)} DAY"
+                        " SETTINGS materialize_ttl_after_modify = 0"
+                    )
+                elif self._has_ttl(table):
+                    self._client.command(f"ALTER TABLE {name} REMOVE TTL")
+        log.info("clickhouse.retention_applied", database=self.database, days=dict(days_by_table))
+
+    def _has_ttl(self, table: str) -> bool:
+        (create,) = self._client.query(
+            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            parameters={"db": self.database, "t": table},
+        ).result_rows[0]
+        return " TTL " in str(create)
 
     # -- writes -----------------------------------------------------------------------------------
 
