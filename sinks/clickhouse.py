@@ -18,7 +18,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -435,6 +436,25 @@ class ClickHouseSink:
         """Rows of a read query (for dashboards and tests); serialised with the writes."""
         with self._lock:
             return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
+
+    @contextmanager
+    def arrow_batches(
+        self, sql: str, parameters: dict[str, Any] | None = None, block_rows: int = 65_536
+    ) -> Iterator[Iterator[Any]]:
+        """The rows of a read query as pyarrow RecordBatches of at most about `block_rows`, streamed
+        (ClickHouse sends block by block; memory stays at one block). Holds the lock until closed."""
+        with (
+            self._lock,
+            self._client.query_arrow_stream(
+                sql, parameters=parameters, settings={"max_block_size": block_rows}
+            ) as stream,
+        ):
+            yield iter(stream)
+
+    def arrow_schema(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """The pyarrow schema of a read query's rows (it runs with `LIMIT 0`)."""
+        with self._lock:
+            return self._client.query_arrow(f"SELECT * FROM ({sql}) LIMIT 0", parameters=parameters).schema
 
     def command(self, sql: str) -> None:
         """Run one statement that returns no rows (DDL, ALTER, ...); serialised with the writes."""

@@ -133,7 +133,8 @@ def page_views_per_user(ch: ClickHouseReader, rng: TimeRange) -> dict[str, float
 
 def kpi_table(ch: ClickHouseReader, rng: TimeRange) -> list[SegmentKpis]:
     """Every segment with events in the range, the baseline `*` first, then by visitors."""
-    kpis = ", ".join(f"{KPI_SQL[k]} AS {k}" for k in KPIS)
+    # No aliases: an alias named like a rollup column would replace that column in later expressions.
+    kpis = ", ".join(KPI_SQL[k] for k in KPIS)
     rows = ch.query(
         f"SELECT toString(segment), uniqExactMerge(events), {_VISITORS}, uniqExactMerge(sessions),"
         f" {_PAGE_VIEWS}, {_BUYERS}, {kpis}"
@@ -376,12 +377,16 @@ def events_sql(database: str) -> str:
 
 def kpi_export_sql(database: str) -> str:
     """The KPI table per segment and minute of the range (one row per minute with events)."""
-    kpis = ", ".join(f"{KPI_SQL[k]} AS {k}" for k in KPIS)
+    # Inner aliases carry a prefix: one named like a rollup column would replace it in later expressions.
+    inner = ", ".join(f"{KPI_SQL[k]} AS k_{k}" for k in KPIS)
+    outer = ", ".join(f"k_{k} AS {k}" for k in KPIS)
     return (
-        f"SELECT minute, toString(segment) AS segment, uniqExactMerge(events) AS events,"
-        f" {_VISITORS} AS visitors, {kpis}"
-        f" FROM {database}.segment_rollup_minute WHERE {_IN_RANGE}"
-        " GROUP BY segment, minute ORDER BY minute, segment"
+        "SELECT k_minute AS minute, k_segment AS segment, k_events AS events, k_visitors AS visitors,"
+        f" {outer} FROM (SELECT minute AS k_minute, toString(segment) AS k_segment,"
+        " uniqExactMerge(events) AS k_events,"
+        f" {_VISITORS} AS k_visitors, {inner}"
+        f" FROM {database}.segment_rollup_minute WHERE {_IN_RANGE} GROUP BY segment, minute)"
+        " ORDER BY minute, segment"
     )
 
 
