@@ -40,14 +40,16 @@ def export_query(
 def _csv_ready(batch: Any) -> Any:
     """The batch with dictionary columns decoded and list columns joined with `|` (CSV has neither)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     columns = []
     for column in batch.columns:
         if pa.types.is_dictionary(column.type):
             column = column.cast(column.type.value_type)
         if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-            column = pc.binary_join(column.cast(pa.list_(pa.string())), "|")
+            # In Python, one block at a time: a list of dictionary-encoded strings has no arrow cast.
+            column = pa.array(
+                ["|".join(map(str, v)) if v is not None else None for v in column.to_pylist()], pa.string()
+            )
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
