@@ -615,7 +615,7 @@ def _when(value: str | None) -> datetime | None:
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     """One export, streamed from ClickHouse (a chDB folder can be read only while no worker holds it)."""
     from sinks.clickhouse import ClickHouseSink
-    from sinks.export import export
+    from sinks.export import Format, export
     from sinks.kpis import TimeRange
 
     dsn = _clickhouse_dsn(settings, args.clickhouse)
@@ -624,7 +624,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     whole = TimeRange.everything()
     rng = TimeRange(_when(args.start) or whole.start, _when(args.end) or whole.end)
-    fmt = args.format or ("parquet" if args.out.endswith(".parquet") else "csv")
+    fmt: Format = args.format or ("parquet" if args.out.endswith(".parquet") else "csv")
     sink = ClickHouseSink(dsn, database=args.database)
     try:
         manifest = export(
