@@ -338,14 +338,14 @@ def personas(ch: ClickHouseReader, top: int = 5) -> list[Persona]:
         """
     )
     for segment, bought, spent, recency, sessions in rows:
-        fields = found.get(str(segment))
-        if fields is None:
+        persona = found.get(str(segment))
+        if persona is None:
             continue
-        fields["purchases"] = int(bought)
-        fields["revenue"] = round(float(spent), 6)
-        fields["average_order_value"] = round(float(spent) / int(bought), 6) if bought else 0.0
-        fields["recency_days"] = round(float(recency), 3)
-        fields["frequency_sessions"] = round(float(sessions), 3)
+        persona["purchases"] = int(bought)
+        persona["revenue"] = round(float(spent), 6)
+        persona["average_order_value"] = round(float(spent) / int(bought), 6) if bought else 0.0
+        persona["recency_days"] = round(float(recency), 3)
+        persona["frequency_sessions"] = round(float(sessions), 3)
     baseline = Persona(**found.pop(ALL_VISITORS))
     ordered = sorted((Persona(**f) for f in found.values()), key=lambda p: (-p.members, p.segment))
     return [baseline, *ordered]

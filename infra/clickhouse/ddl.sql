@@ -176,7 +176,8 @@ CREATE TABLE IF NOT EXISTS tessera.segment_rollup_minute
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
-ORDER BY (segment, minute);
+ORDER BY (segment, minute)
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS tessera.segment_rollup_minute_mv
 TO tessera.segment_rollup_minute AS
@@ -205,7 +206,8 @@ CREATE TABLE IF NOT EXISTS tessera.segment_flow_minute
     exits   AggregateFunction(uniqExact, String)
 )
 ENGINE = AggregatingMergeTree
-ORDER BY (segment, minute);
+ORDER BY (segment, minute)
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS tessera.segment_flow_minute_mv
 TO tessera.segment_flow_minute AS

@@ -13,7 +13,7 @@ import pytest
 from infra.grafana import dashboard
 from sinks import kpis
 from sinks.clickhouse import ClickHouseSink
-from tests.integration.test_clickhouse_sink import BASE
+from tests.integration.test_clickhouse_sink import BASE, make_messages
 from tests.integration.test_kpis import chdb_path, insert, known_events, make_changes, sink  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
@@ -40,8 +40,9 @@ def test_dashboard_file_is_built_from_the_kpi_module() -> None:
 
 def test_every_panel_runs_and_the_kpi_table_matches(sink: ClickHouseSink) -> None:  # noqa: F811
     events = known_events(seed=12, n=400)
-    insert(sink, events, 50, "first", changes=make_changes())
-    insert(sink, events[60:], 29, "replay", changes=make_changes()[3:])
+    messages = make_messages()
+    insert(sink, events, 50, "first", changes=make_changes(), messages=messages)
+    insert(sink, events[60:], 29, "replay", changes=make_changes()[3:], messages=messages[2:])
     start, end = BASE - timedelta(minutes=1), BASE + timedelta(minutes=30)
     panels = json.loads(dashboard.PATH.read_text())["panels"]
     ran = 0
