@@ -156,7 +156,10 @@ GROUP BY minute, segment;
 -- long as a replayed row carries the same values as the first one (the same event_id, event_time,
 -- revenue and segments): the commit protocol replays the same events into the same profiles.
 -- Cost: a state holds a 128-bit hash per distinct id per (minute, segment); revenue keeps one pair
--- per purchase. The segment `*` is every visitor (bots excluded): the baseline of the KPIs.
+-- per purchase. CPU, measured on the hot-path bench's sink step (chDB in-process, quick run): 24 us
+-- per event without these views, 44 us with them (49 us with 64-bit hashes of the ids instead of
+-- strings: the views' rows and the state merges cost, not the hashing). With a ClickHouse server the
+-- cost is the server's; with the embedded chDB it is the worker process's. The segment `*` is every visitor (bots excluded): the baseline of the KPIs.
 -- A rollup holds only what was inserted after it was created; rows inserted before can be added with
 -- `INSERT INTO tessera.segment_rollup_minute SELECT ... FROM tessera.events` using the view's SELECT
 -- (safe to repeat or to overlap new inserts, for the reason above).
