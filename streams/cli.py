@@ -148,6 +148,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             print(f"Demo shop         {web}/shop/  (exit through the top of the window with a full cart)")
         print(f"Visitor API       GET  {web}/v1/visitors/<visitor_id>")
         print(f"Segments / report GET  {web}/v1/segments   {web}/v1/report   {web}/v1/status")
+        print(f"Dashboard         {web}/dashboard   (persona report: tessera report --out report.html)")
         print("Ctrl-C stops the worker and the embedded stack.", flush=True)
         try:
             run_worker(settings, Endpoints(ep.kafka_bootstrap, ep.redis_url, ep.clickhouse_dsn))
