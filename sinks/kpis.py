@@ -220,26 +220,51 @@ def segment_flows(ch: ClickHouseReader, rng: TimeRange, bucket_minutes: int) -> 
 # -- the message funnel ---------------------------------------------------------------------------
 
 
+def funnel_columns(ch: ClickHouseReader) -> tuple[str, str, str]:
+    """The campaign, variant and holdout expressions over `messages`, from the columns it has: Message
+    v2 (issue 17) carries `campaign`, `variant` and `holdout`, which the table may gain later."""
+    have = {
+        str(name)
+        for (name,) in ch.query(
+            "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'messages'",
+            {"db": ch.database},
+        )
+    }
+    campaign = (
+        "if(ifNull(campaign, '') != '', toString(campaign), toString(rule))"
+        if "campaign" in have
+        else "toString(rule)"
+    )
+    variant = (
+        "ifNull(toString(variant), '')" if "variant" in have else "JSONExtractString(payload, 'variant')"
+    )
+    holdout = "holdout" if "holdout" in have else f"{variant} = 'holdout'"
+    return campaign, variant, holdout
+
+
 def message_funnel(ch: ClickHouseReader, rng: TimeRange) -> list[FunnelRow]:
-    """Per campaign (the trigger rule) and variant (`payload.variant`, `""` when the message has none;
-    `holdout` names the control group): messages decided in the range, how many visitors bought
-    within `ATTRIBUTION_DAYS` after their message, and that revenue. Read from `messages FINAL` and
-    the purchases of `events FINAL` (exact under replays)."""
+    """Per campaign and variant: messages decided in the range, how many visitors bought within
+    `ATTRIBUTION_DAYS` after their message, and that revenue; read from `messages FINAL` and the
+    purchases of `events FINAL` (exact under replays). Tolerant of the `messages` table's columns
+    (`funnel_columns`): the campaign is the `campaign` column where there is one and it is set, else
+    the trigger rule; the variant the `variant` column, else `payload.variant` (`""` without one); a
+    holdout record is `holdout = 1`, else a variant named `holdout`."""
     db = ch.database
+    campaign, variant, holdout = funnel_columns(ch)
     attributed = (
         f"p.event_time > m.event_time AND p.event_time <= m.event_time + toIntervalDay({ATTRIBUTION_DAYS})"
     )
     rows = ch.query(
         f"""
-        SELECT campaign, kind, variant, count() AS sent, sum(converted), sum(attributed)
+        SELECT campaign, kind, variant, is_holdout, count() AS sent, sum(converted), sum(attributed)
         FROM (
-            SELECT m.message_id AS message_id, any(m.rule) AS campaign, any(m.kind) AS kind,
-                   any(m.variant) AS variant,
+            SELECT m.message_id AS message_id, any(m.campaign) AS campaign, any(m.kind) AS kind,
+                   any(m.variant) AS variant, any(m.is_holdout) AS is_holdout,
                    max({attributed}) AS converted,
                    sumIf(p.revenue, {attributed}) AS attributed
             FROM (
-                SELECT message_id, visitor_id, toString(rule) AS rule, toString(kind) AS kind,
-                       JSONExtractString(payload, 'variant') AS variant, event_time
+                SELECT message_id, visitor_id, {campaign} AS campaign, toString(kind) AS kind,
+                       {variant} AS variant, toUInt8({holdout}) AS is_holdout, event_time
                 FROM {db}.messages FINAL
                 WHERE event_time >= toDateTime({{start:UInt32}}, 'UTC')
                   AND event_time < toDateTime({{end:UInt32}}, 'UTC')
@@ -250,25 +275,29 @@ def message_funnel(ch: ClickHouseReader, rng: TimeRange) -> list[FunnelRow]:
             ) AS p ON p.visitor_id = m.visitor_id
             GROUP BY m.message_id
         )
-        GROUP BY campaign, kind, variant
-        ORDER BY campaign, kind, variant
+        GROUP BY campaign, kind, variant, is_holdout
+        ORDER BY campaign, is_holdout, kind, variant
         """,
         rng.parameters(),
     )
-    rates: dict[tuple[str, str], float] = {}
-    for campaign, _kind, variant, sent, converted, _revenue in rows:
-        if variant == "holdout" and sent:
-            rates[(str(campaign), "holdout")] = int(converted) / int(sent)
+    holdout_sent: dict[str, int] = {}
+    holdout_converted: dict[str, int] = {}
+    for name, _kind, _variant, is_holdout, sent, converted, _revenue in rows:
+        if is_holdout:
+            holdout_sent[str(name)] = holdout_sent.get(str(name), 0) + int(sent)
+            holdout_converted[str(name)] = holdout_converted.get(str(name), 0) + int(converted)
     funnel = []
-    for campaign, kind, variant, sent, converted, attributed in rows:
+    for name, kind, label, is_holdout, sent, converted, attributed in rows:
         rate = int(converted) / int(sent) if sent else 0.0
-        holdout = rates.get((str(campaign), "holdout"))
-        uplift = None if holdout is None or variant == "holdout" else round(rate - holdout, 6)
+        control = holdout_sent.get(str(name), 0)
+        uplift = None
+        if control and not is_holdout:
+            uplift = round(rate - holdout_converted[str(name)] / control, 6)
         funnel.append(
             FunnelRow(
-                campaign=str(campaign),
+                campaign=str(name),
                 kind=str(kind),
-                variant=str(variant),
+                variant="holdout" if is_holdout and not label else str(label),
                 sent=int(sent),
                 converted=int(converted),
                 revenue=round(float(attributed), 6),

@@ -260,6 +260,31 @@ def test_message_funnel_with_holdout(sink: ClickHouseSink) -> None:
     )
     assert got["holdout"].uplift is None
 
+    # Message v2's campaign, variant and holdout as columns of `messages` (the table may gain them):
+    # the funnel reads them instead of the rule and the payload, with the same figures.
+    db = sink.database
+    sink.command(
+        f"ALTER TABLE {db}.messages ADD COLUMN IF NOT EXISTS campaign Nullable(String),"
+        " ADD COLUMN IF NOT EXISTS variant Nullable(String),"
+        " ADD COLUMN IF NOT EXISTS holdout Bool DEFAULT false"
+    )
+    sink.command(
+        f"ALTER TABLE {db}.messages UPDATE campaign = 'spring',"
+        " variant = if(JSONExtractString(payload, 'variant') = 'holdout', NULL,"
+        " JSONExtractString(payload, 'variant')),"
+        " holdout = JSONExtractString(payload, 'variant') = 'holdout' WHERE true SETTINGS mutations_sync = 2"
+    )
+    by_columns = {
+        row.variant: row for row in kpis.message_funnel(sink, kpis.TimeRange(BASE, BASE + timedelta(days=1)))
+    }
+    assert {row.campaign for row in by_columns.values()} == {"spring"}
+    for variant in ("a", "holdout"):
+        assert (by_columns[variant].sent, by_columns[variant].converted, by_columns[variant].uplift) == (
+            got[variant].sent,
+            got[variant].converted,
+            got[variant].uplift,
+        )
+
 
 def converted_rate(row: list[Any]) -> float:
     return row[1] / row[0]
