@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from schemas.analytics import DashboardAnswer, ExportManifest, PersonaReport
 from schemas.changes import SegmentChange
 from schemas.cohorts import CohortSketchRecord
 from schemas.collector import CollectorAnswer, CollectorError
@@ -36,6 +37,9 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "collector_error.v1.json": TypeAdapter(CollectorError),
         "inbox_answer.v1.json": TypeAdapter(InboxAnswer),
         "message_outcome.v1.json": TypeAdapter(MessageOutcome),
+        "dashboard_answer.v1.json": TypeAdapter(DashboardAnswer),
+        "persona_report.v1.json": TypeAdapter(PersonaReport),
+        "export_manifest.v1.json": TypeAdapter(ExportManifest),
     }
     return {name: adapter.json_schema(mode="validation") for name, adapter in adapters.items()}
 

@@ -18,7 +18,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -329,6 +330,16 @@ def ddl_statements(database: str = DDL_DATABASE, path: Path = DDL_PATH) -> list[
 # -- the sink -------------------------------------------------------------------------------------
 
 
+RETENTION_COLUMNS: dict[str, str] = {
+    "events": "event_time",
+    "segment_changes": "event_time",
+    "messages": "event_time",
+    "segment_rollup_minute": "minute",
+    "segment_flow_minute": "minute",
+}
+"""Tables with a configurable TTL (`Settings.clickhouse_retention`) → the time column it counts from."""
+
+
 class ClickHouseSink:
     """Writes analytics batches to ClickHouse (a server over HTTP, or chDB in-process).
 
@@ -362,6 +373,30 @@ class ClickHouseSink:
             for stmt in statements:
                 self._client.command(stmt)
         log.info("clickhouse.ddl_applied", database=self.database, statements=len(statements))
+
+    def apply_retention(self, days_by_table: Mapping[str, int]) -> None:
+        """Set each table's TTL to its days (`RETENTION_COLUMNS` names the time column), or remove it
+        for 0. Existing parts are not rewritten at once (`materialize_ttl_after_modify = 0`): rows past
+        the TTL go at the parts' next merges, so a restart with a new TTL costs no mutation."""
+        with self._lock:
+            for table, days in days_by_table.items():
+                column = RETENTION_COLUMNS[table]
+                name = f"{self.database}.{table}"
+                if days > 0:
+                    self._client.command(
+                        f"ALTER TABLE {name} MODIFY TTL toDateTime({column}) + INTERVAL {int(days)} DAY"
+                        " SETTINGS materialize_ttl_after_modify = 0"
+                    )
+                elif self._has_ttl(table):
+                    self._client.command(f"ALTER TABLE {name} REMOVE TTL")
+        log.info("clickhouse.retention_applied", database=self.database, days=dict(days_by_table))
+
+    def _has_ttl(self, table: str) -> bool:
+        (create,) = self._client.query(
+            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            parameters={"db": self.database, "t": table},
+        ).result_rows[0]
+        return " TTL " in str(create)
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -401,6 +436,25 @@ class ClickHouseSink:
         """Rows of a read query (for dashboards and tests); serialised with the writes."""
         with self._lock:
             return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
+
+    @contextmanager
+    def arrow_batches(
+        self, sql: str, parameters: dict[str, Any] | None = None, block_rows: int = 65_536
+    ) -> Iterator[Iterator[Any]]:
+        """The rows of a read query as pyarrow RecordBatches of at most about `block_rows`, streamed
+        (ClickHouse sends block by block; memory stays at one block). Holds the lock until closed."""
+        with (
+            self._lock,
+            self._client.query_arrow_stream(
+                sql, parameters=parameters, settings={"max_block_size": block_rows}
+            ) as stream,
+        ):
+            yield iter(stream)
+
+    def arrow_schema(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """The pyarrow schema of a read query's rows (it runs with `LIMIT 0`)."""
+        with self._lock:
+            return self._client.query_arrow(f"SELECT * FROM ({sql}) LIMIT 0", parameters=parameters).schema
 
     def command(self, sql: str) -> None:
         """Run one statement that returns no rows (DDL, ALTER, ...); serialised with the writes."""

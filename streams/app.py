@@ -66,9 +66,10 @@ class _DeferredUaParser:
         return self._parser.get().parse(ua)
 
 
-def _open_analytics(dsn: str) -> ClickHouseSink:
+def _open_analytics(dsn: str, retention: dict[str, int]) -> ClickHouseSink:
     sink = ClickHouseSink(dsn)
     sink.apply_ddl()
+    sink.apply_retention(retention)
     return sink
 
 
@@ -148,7 +149,8 @@ async def start_engine(settings: Settings, endpoints: Endpoints, setup: ThreadPo
     # now; the set-up below then runs during the broker's wait (it holds the GIL for a while).
     await asyncio.to_thread(_import_web_stack)
     setup.submit(parser.run, UaParserDevice)
-    setup.submit(analytics.sink.run, lambda: _open_analytics(endpoints.clickhouse_dsn))
+    retention = settings.clickhouse_retention()
+    setup.submit(analytics.sink.run, lambda: _open_analytics(endpoints.clickhouse_dsn, retention))
     return Runtime(
         settings, endpoints, engine, analytics, serving, engine_task, parser, definitions, definitions_task
     )

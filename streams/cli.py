@@ -1,5 +1,5 @@
 """The `tessera` command: worker, up, demo, simulate, produce, visitor, segments, deliver, audiences,
-schemas."""
+report, export, schemas."""
 
 from __future__ import annotations
 
@@ -150,6 +150,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         print(f"Visitor API       GET  {web}/v1/visitors/<visitor_id>")
         print(f"Segments / report GET  {web}/v1/segments   {web}/v1/report   {web}/v1/status")
         print("Delivery          tessera deliver (inbox, webhooks, e-mail); tessera audiences export")
+        print(f"Dashboard         {web}/dashboard   (persona report: tessera report --out report.html)")
         print("Ctrl-C stops the worker and the embedded stack.", flush=True)
         try:
             run_worker(settings, Endpoints(ep.kafka_bootstrap, ep.redis_url, ep.clickhouse_dsn))
@@ -640,6 +641,83 @@ def cmd_audiences(settings: Settings, args: argparse.Namespace) -> int:
             f"  {audience:32} members {counts['members']:>7,}  add {counts['add']:>6,}  "
             f"remove {counts['remove']:>6,}  skipped (no e-mail or phone) {counts['skipped']:>6,}"
         )
+# -- report and exports -----------------------------------------------------------------------------
+
+
+def _clickhouse_dsn(settings: Settings, given: str | None) -> str | None:
+    return given or settings.clickhouse_dsn or _saved_endpoints(settings).get("clickhouse_dsn")
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    """The persona report as one HTML file: from a ClickHouse (`--clickhouse`), else from a running
+    worker's `/v1/personas` (`--worker`, else `tessera up`'s, else the configured web address)."""
+    from schemas.analytics import PersonaReport
+    from streams.report import render_html
+
+    if args.clickhouse:
+        from sinks.clickhouse import ClickHouseSink
+        from streams.core.definitions import load_definitions
+        from streams.dashboard import persona_report
+
+        defs = load_definitions(settings.segments_file)
+        sink = ClickHouseSink(args.clickhouse, database=args.database)
+        try:
+            report = persona_report(sink, defs.version, {seg.id: seg.description for seg in defs.segments})
+        finally:
+            sink.close()
+    else:
+        import urllib.request
+
+        web = (
+            args.worker
+            or _saved_endpoints(settings).get("web")
+            or f"http://{settings.web_host}:{settings.web_port}"
+        )
+        with urllib.request.urlopen(f"{web.rstrip('/')}/v1/personas", timeout=args.timeout) as answer:
+            report = PersonaReport.model_validate_json(answer.read())
+    out = Path(args.out)
+    out.write_text(render_html(report), encoding="utf-8")
+    segments = sum(1 for p in report.personas if p.segment != "*")
+    print(f"wrote {out} ({segments} segments with members, {out.stat().st_size:,} bytes)")
+    return 0
+
+
+def _when(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    """One export, streamed from ClickHouse (a chDB folder can be read only while no worker holds it)."""
+    from sinks.clickhouse import ClickHouseSink
+    from sinks.export import Format, export
+    from sinks.kpis import TimeRange
+
+    dsn = _clickhouse_dsn(settings, args.clickhouse)
+    if not dsn:
+        print("no ClickHouse: pass --clickhouse DSN or set TESSERA_CLICKHOUSE_DSN", file=sys.stderr)
+        return 2
+    whole = TimeRange.everything()
+    rng = TimeRange(_when(args.start) or whole.start, _when(args.end) or whole.end)
+    fmt: Format = args.format or ("parquet" if args.out.endswith(".parquet") else "csv")
+    sink = ClickHouseSink(dsn, database=args.database)
+    try:
+        manifest = export(
+            sink,
+            args.kind,
+            fmt,
+            Path(args.out),
+            segment=args.segment,
+            rng=rng,
+            block_rows=args.block_rows,
+            progress=lambda rows: _progress(f"export {args.kind}", rows),
+        )
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        sink.close()
+    sys.stderr.write("\n")
+    print(f"wrote {args.out}: {manifest.rows:,} rows ({fmt}); manifest {args.out}.manifest.json")
     return 0
 
 
@@ -703,6 +781,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--out", default=None, help="folder (default: TESSERA_AUDIENCE_DIR, else <data dir>/audiences)"
     )
+    report = sub.add_parser("report", help="the persona report: one self-contained HTML file")
+    report.add_argument("--out", default="report.html")
+    report.add_argument(
+        "--worker", default=None, help="a worker's address (default: tessera up's, or the settings')"
+    )
+    report.add_argument(
+        "--clickhouse", default=None, help="read this ClickHouse DSN instead of asking a worker"
+    )
+    report.add_argument("--database", default="tessera")
+    report.add_argument("--timeout", type=float, default=120.0)
+    exp = sub.add_parser("export", help="a segment's members, the KPI table or the events as CSV or Parquet")
+    exp.add_argument("kind", choices=["members", "kpis", "events"])
+    exp.add_argument("--out", required=True, help="the file; .parquet means Parquet unless --format says")
+    exp.add_argument("--format", choices=["csv", "parquet"], default=None)
+    exp.add_argument("--segment", default=None, help="the segment (members)")
+    exp.add_argument("--start", default=None, help="ISO time, inclusive (kpis, events)")
+    exp.add_argument("--end", default=None, help="ISO time, exclusive (kpis, events)")
+    exp.add_argument("--clickhouse", default=None, help="ClickHouse DSN (default: TESSERA_CLICKHOUSE_DSN)")
+    exp.add_argument("--database", default="tessera")
+    exp.add_argument("--block-rows", type=int, default=65_536, help="rows per streamed block")
     sub.add_parser("schemas", help="export the JSON Schemas of every wire format")
     return parser
 
@@ -717,6 +815,8 @@ COMMANDS = {
     "segments": cmd_segments,
     "deliver": cmd_deliver,
     "audiences": cmd_audiences,
+    "report": cmd_report,
+    "export": cmd_export,
     "schemas": cmd_schemas,
 }
 
@@ -724,7 +824,17 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    quiet = args.command in ("demo", "visitor", "segments", "schemas", "simulate", "produce", "audiences")
+    quiet = args.command in (
+        "demo",
+        "visitor",
+        "segments",
+        "schemas",
+        "simulate",
+        "produce",
+        "audiences",
+        "report",
+        "export",
+    )
     configure_logging("WARNING" if quiet else settings.log_level, settings.log_json)
     return COMMANDS[args.command](settings, args)
 

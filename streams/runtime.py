@@ -93,6 +93,12 @@ class Analytics:
         with self._lock:
             return sink.segment_report(), sink.totals()
 
+    def read(self, reader: Callable[[ClickHouseSink], T]) -> T:
+        """`reader(sink)` with no insert between its queries (dashboards, the persona report)."""
+        sink = self.sink.get()
+        with self._lock:
+            return reader(sink)
+
     def close(self) -> None:
         if self.sink.ready():
             with self._lock:

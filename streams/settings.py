@@ -190,6 +190,29 @@ class Settings(BaseSettings):
     )
     geoip_db: Path | None = Field(None, description="MaxMind-format city database; unset uses DB-IP Lite.")
 
+    # -- ClickHouse retention (TTL per table, set at start; 0 keeps rows for ever) ------------------
+    clickhouse_ttl_events_days: int = Field(
+        0, ge=0, description="Days the enriched events (table `events`) are kept; 0: for ever."
+    )
+    clickhouse_ttl_segment_changes_days: int = Field(
+        0,
+        ge=0,
+        description="Days segment entries and exits are kept; 0: for ever (members and sizes count from "
+        "the oldest change kept).",
+    )
+    clickhouse_ttl_messages_days: int = Field(
+        0, ge=0, description="Days the trigger messages (table `messages`) are kept; 0: for ever."
+    )
+    clickhouse_ttl_rollup_days: int = Field(
+        0, ge=0, description="Days the per-minute KPI rollup (`segment_rollup_minute`) is kept; 0: for ever."
+    )
+    clickhouse_ttl_flow_days: int = Field(
+        0,
+        ge=0,
+        description="Days the per-minute entries and exits (`segment_flow_minute`) are kept; 0: for ever "
+        "(sizes over time count from the oldest minute kept).",
+    )
+
     profile_store: Literal["memory", "rocksdb"] = Field(
         "memory",
         description="Where a worker keeps its partitions' profiles: memory, or RocksDB in data_dir/profiles.",
@@ -253,6 +276,16 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", description="Log level of Tessera and Faust.")
     log_json: bool = Field(False, description="Log JSON lines instead of console output.")
+
+    def clickhouse_retention(self) -> dict[str, int]:
+        """Table → days its rows are kept (0: for ever), for `ClickHouseSink.apply_retention`."""
+        return {
+            "events": self.clickhouse_ttl_events_days,
+            "segment_changes": self.clickhouse_ttl_segment_changes_days,
+            "messages": self.clickhouse_ttl_messages_days,
+            "segment_rollup_minute": self.clickhouse_ttl_rollup_days,
+            "segment_flow_minute": self.clickhouse_ttl_flow_days,
+        }
 
     def for_embedded_broker(self) -> Settings:
         """These settings for the embedded Tansu broker: shorter group timeouts, unless either is set.

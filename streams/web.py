@@ -11,6 +11,9 @@
 | `GET /v1/visitors/{visitor_id}` | the visitor as served from Redis; 404 for an unknown visitor |
 | `GET /v1/segments` | the definitions' segments with their member counts |
 | `GET /v1/report` | segment sizes and KPIs read back from ClickHouse |
+| `GET /dashboard` | the live dashboard (one page; its script polls `/v1/dashboard`) |
+| `GET /v1/dashboard?minutes=N` | `DashboardAnswer`: sizes, flows, KPIs, funnel, lag, dead letters |
+| `GET /v1/personas` | `PersonaReport`: who is in each segment (`tessera report` renders it) |
 | `GET /v1/status` | owned partitions, profiles, lag, timers, the running definitions version, counters, GC |
 | `GET /healthz` | `{"ok": true, "ready": ...}` (`Runtime.ready`) |
 | `GET /v1/definitions` | admin: the head and the history of the definitions topic |
@@ -46,8 +49,8 @@ from faust.web import Request, Response, View
 from pydantic import SecretStr
 
 from schemas.definitions import DefinitionsRecord
-from streams import gcstats
-from streams.browser import tracker_js
+from streams import dashboard, gcstats
+from streams.browser import dashboard_html, tracker_js
 from streams.browser.shop import shop_page
 from streams.core.definitions import DefinitionError, Definitions, parse_definitions
 from streams.core.segments import Preview
@@ -195,6 +198,43 @@ class ReportView(WorkerView):
     async def get(self, request: Request) -> Response:
         rows, totals = await asyncio.to_thread(self.runtime.analytics.report)
         return self.answer({"segments": [dataclasses.asdict(r) for r in rows], "totals": totals})
+
+
+class DashboardPageView(WorkerView):
+    """The live dashboard: a page from the package, no CDN; its script draws SVG from `/v1/dashboard`."""
+
+    async def get(self, request: Request) -> Response:
+        return self.bytes(dashboard_html(), content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+class DashboardDataView(WorkerView):
+    """What the dashboard draws over the last `minutes` (ClickHouse, Redis, this worker's figures)."""
+
+    async def get(self, request: Request) -> Response:
+        rt = self.runtime
+        minutes = dashboard.range_minutes(cast(Any, request).query.get("minutes"))
+        read = await asyncio.to_thread(rt.analytics.read, lambda ch: dashboard.read_dashboard(ch, minutes))
+        answer = dashboard.dashboard_answer(
+            read,
+            await rt.serving.segment_counts(),
+            await rt.engine.lag(),
+            rt.engine.stats.as_dict(),
+            rt.defs.version,
+        )
+        return self.bytes(answer.model_dump_json().encode(), content_type="application/json")
+
+
+class PersonasView(WorkerView):
+    """Who is in each segment with members (`tessera report` renders it as HTML)."""
+
+    async def get(self, request: Request) -> Response:
+        rt = self.runtime
+        descriptions = {seg.id: seg.description for seg in rt.defs.segments}
+        version = rt.defs.version
+        report = await asyncio.to_thread(
+            rt.analytics.read, lambda ch: dashboard.persona_report(ch, version, descriptions)
+        )
+        return self.bytes(report.model_dump_json().encode(), content_type="application/json")
 
 
 class StatusView(WorkerView):
@@ -435,6 +475,9 @@ ROUTES: tuple[tuple[str, type[WorkerView]], ...] = (
     ("/v1/visitors/{visitor_id}", VisitorView),
     ("/v1/segments", SegmentsView),
     ("/v1/report", ReportView),
+    ("/dashboard", DashboardPageView),
+    ("/v1/dashboard", DashboardDataView),
+    ("/v1/personas", PersonasView),
     ("/v1/status", StatusView),
     ("/healthz", HealthView),
     ("/v1/definitions", DefinitionsView),

@@ -12,4 +12,10 @@ def tracker_js() -> bytes:
     return files(__package__).joinpath("tracker.js").read_bytes()
 
 
-__all__ = ["tracker_js"]
+@cache
+def dashboard_html() -> bytes:
+    """The live dashboard's page (`/dashboard`): inline CSS and script, SVG drawn by the script."""
+    return files(__package__).joinpath("dashboard.html").read_bytes()
+
+
+__all__ = ["dashboard_html", "tracker_js"]

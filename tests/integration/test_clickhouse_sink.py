@@ -208,11 +208,15 @@ def test_ddl_is_idempotent(sink: ClickHouseSink) -> None:
         ("events", "ReplacingMergeTree"),
         ("messages", "ReplacingMergeTree"),
         ("segment_changes", "ReplacingMergeTree"),
+        ("segment_flow_minute", "AggregatingMergeTree"),
+        ("segment_flow_minute_mv", "MaterializedView"),
         ("segment_kpis_minute", "View"),
+        ("segment_rollup_minute", "AggregatingMergeTree"),
+        ("segment_rollup_minute_mv", "MaterializedView"),
     ]
     settings = sink.query(
         "SELECT name, create_table_query FROM system.tables"
-        " WHERE database = {db:String} AND engine != 'View'",
+        " WHERE database = {db:String} AND engine NOT IN ('View', 'MaterializedView')",
         parameters={"db": sink.database},
     )
     for name, create in settings:

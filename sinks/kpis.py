@@ -1,0 +1,425 @@
+"""The KPI queries: one function per KPI and per view of the segments, over the ClickHouse rollups.
+
+Every reader of segment figures — the dashboard (`/v1/dashboard`), the persona report
+(`tessera report`), the exports (`tessera export kpis`), Grafana's panels (the same SQL shapes) and the
+tests — goes through this module, against chDB or a ClickHouse server alike (anything with
+`database` and `query(sql, parameters)`, such as `sinks.clickhouse.ClickHouseSink`).
+
+The five KPIs of seed 002, per segment, over a time range `[start, end)` in whole minutes, with the
+pseudo-segment `*` (every visitor, bots excluded) as the baseline:
+
+| KPI | definition |
+|---|---|
+| purchases | distinct purchase events made while in the segment |
+| conversion_rate | buyers / visitors: the share of the segment's visitors in the range who purchased |
+| revenue | the sum of those purchases' values |
+| revenue_per_user | revenue / visitors |
+| page_views_per_user | distinct page views / visitors |
+
+"While in the segment": an event counts for the segments its visitor was in right after it (the
+`segments` column of `events`). Visitors, buyers and sessions are distinct over the whole range (the
+rollup keeps sets, merged over minutes), not sums of per-minute figures. Floats are rounded to 6
+decimals: a Float64 sum depends on the order ClickHouse reads its rows in.
+
+Sizes come from entries and exits (`segment_flow_minute`): the size at the end of a bucket is every
+entry minus every exit up to it, so it matches the serving store once every change is written.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol
+
+from schemas.analytics import FlowPoint, FunnelRow, Persona, SegmentKpis, TopValue
+
+ALL_VISITORS: Final = "*"
+"""The rollup's pseudo-segment of every (non-bot) visitor: the KPIs' baseline."""
+
+KPIS: Final = ("purchases", "conversion_rate", "revenue", "revenue_per_user", "page_views_per_user")
+"""Seed 002's KPIs, in the order every table shows them."""
+
+ATTRIBUTION_DAYS: Final = 7
+"""A purchase counts as a message's conversion when it follows the message within this many days."""
+
+
+class ClickHouseReader(Protocol):
+    """What the queries need: the database holding Tessera's tables, and a read query."""
+
+    database: str
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """`[start, end)`, both cut down to whole minutes (the rollups' grain), in UTC."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def last(cls, span: timedelta, now: datetime | None = None) -> TimeRange:
+        """The `span` up to the end of the current minute."""
+        end = _minute(now or datetime.now(UTC)) + timedelta(minutes=1)
+        return cls(end - span, end)
+
+    @classmethod
+    def everything(cls) -> TimeRange:
+        return cls(datetime(1970, 1, 1, tzinfo=UTC), datetime(2106, 1, 1, tzinfo=UTC))
+
+    def parameters(self) -> dict[str, int]:
+        return {"start": int(_minute(self.start).timestamp()), "end": int(_minute(self.end).timestamp())}
+
+
+def _minute(value: datetime) -> datetime:
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+_IN_RANGE = "minute >= toDateTime({start:UInt32}, 'UTC') AND minute < toDateTime({end:UInt32}, 'UTC')"
+
+# Merged rollup states, named once: every KPI below is an expression over these.
+_VISITORS = "uniqExactMerge(visitors)"
+_BUYERS = "uniqExactMerge(buyers)"
+_PURCHASES = "uniqExactMerge(purchases)"
+_PAGE_VIEWS = "uniqExactMerge(page_views)"
+_REVENUE = "arraySum(p -> p.2, groupUniqArrayMerge(revenue))"
+
+KPI_SQL: Final[dict[str, str]] = {
+    "purchases": f"toFloat64({_PURCHASES})",
+    "conversion_rate": f"if({_VISITORS} = 0, 0, {_BUYERS} / {_VISITORS})",
+    "revenue": _REVENUE,
+    "revenue_per_user": f"if({_VISITORS} = 0, 0, {_REVENUE} / {_VISITORS})",
+    "page_views_per_user": f"if({_VISITORS} = 0, 0, {_PAGE_VIEWS} / {_VISITORS})",
+}
+"""Each KPI as a ClickHouse expression over `segment_rollup_minute`, grouped by segment (and time)."""
+
+
+def _kpi_by_segment(ch: ClickHouseReader, kpi: str, rng: TimeRange) -> dict[str, float]:
+    rows = ch.query(
+        f"SELECT toString(segment), {KPI_SQL[kpi]} FROM {ch.database}.segment_rollup_minute"
+        f" WHERE {_IN_RANGE} GROUP BY segment",
+        rng.parameters(),
+    )
+    return {str(segment): round(float(value), 6) for segment, value in rows}
+
+
+def purchases(ch: ClickHouseReader, rng: TimeRange) -> dict[str, int]:
+    """Segment → purchases made while in it (`*`: all visitors)."""
+    return {s: int(v) for s, v in _kpi_by_segment(ch, "purchases", rng).items()}
+
+
+def conversion_rate(ch: ClickHouseReader, rng: TimeRange) -> dict[str, float]:
+    """Segment → buyers / visitors over the range."""
+    return _kpi_by_segment(ch, "conversion_rate", rng)
+
+
+def revenue(ch: ClickHouseReader, rng: TimeRange) -> dict[str, float]:
+    """Segment → revenue of the purchases made while in it."""
+    return _kpi_by_segment(ch, "revenue", rng)
+
+
+def revenue_per_user(ch: ClickHouseReader, rng: TimeRange) -> dict[str, float]:
+    """Segment → revenue / visitors over the range."""
+    return _kpi_by_segment(ch, "revenue_per_user", rng)
+
+
+def page_views_per_user(ch: ClickHouseReader, rng: TimeRange) -> dict[str, float]:
+    """Segment → page views / visitors over the range."""
+    return _kpi_by_segment(ch, "page_views_per_user", rng)
+
+
+def kpi_table(ch: ClickHouseReader, rng: TimeRange) -> list[SegmentKpis]:
+    """Every segment with events in the range, the baseline `*` first, then by visitors."""
+    # No aliases: an alias named like a rollup column would replace that column in later expressions.
+    kpis = ", ".join(KPI_SQL[k] for k in KPIS)
+    rows = ch.query(
+        f"SELECT toString(segment), uniqExactMerge(events), {_VISITORS}, uniqExactMerge(sessions),"
+        f" {_PAGE_VIEWS}, {_BUYERS}, {kpis}"
+        f" FROM {ch.database}.segment_rollup_minute WHERE {_IN_RANGE} GROUP BY segment",
+        rng.parameters(),
+    )
+    table = [
+        SegmentKpis(
+            segment=str(r[0]),
+            events=int(r[1]),
+            visitors=int(r[2]),
+            sessions=int(r[3]),
+            page_views=int(r[4]),
+            buyers=int(r[5]),
+            purchases=int(r[6]),
+            conversion_rate=round(float(r[7]), 6),
+            revenue=round(float(r[8]), 6),
+            revenue_per_user=round(float(r[9]), 6),
+            page_views_per_user=round(float(r[10]), 6),
+        )
+        for r in rows
+    ]
+    return sorted(table, key=lambda k: (k.segment != ALL_VISITORS, -k.visitors, k.segment))
+
+
+def kpi_series(
+    ch: ClickHouseReader, kpi: str, rng: TimeRange, bucket_minutes: int
+) -> dict[str, list[tuple[datetime, float]]]:
+    """Segment → (bucket start, the KPI over that bucket) for the buckets with events, oldest first."""
+    rows = ch.query(
+        f"SELECT toString(segment), toStartOfInterval(minute, toIntervalMinute({{bucket:UInt32}})) AS t,"
+        f" {KPI_SQL[kpi]} FROM {ch.database}.segment_rollup_minute WHERE {_IN_RANGE}"
+        " GROUP BY segment, t ORDER BY segment, t",
+        {**rng.parameters(), "bucket": bucket_minutes},
+    )
+    series: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
+    for segment, t, value in rows:
+        series[str(segment)].append((_utc(t), round(float(value), 6)))
+    return dict(series)
+
+
+# -- sizes and flows ------------------------------------------------------------------------------
+
+
+def current_sizes(ch: ClickHouseReader) -> dict[str, int]:
+    """Segment → entries minus exits over every change kept (the current size)."""
+    rows = ch.query(
+        f"SELECT toString(segment), toInt64(uniqExactMerge(entries)) - toInt64(uniqExactMerge(exits))"
+        f" FROM {ch.database}.segment_flow_minute GROUP BY segment"
+    )
+    return {str(s): int(n) for s, n in rows}
+
+
+def segment_flows(ch: ClickHouseReader, rng: TimeRange, bucket_minutes: int) -> dict[str, list[FlowPoint]]:
+    """Segment → its buckets in the range with entries or exits, each with the size at its end (every
+    change before the range counted in)."""
+    params = {**rng.parameters(), "bucket": bucket_minutes}
+    before = ch.query(
+        f"SELECT toString(segment), toInt64(uniqExactMerge(entries)) - toInt64(uniqExactMerge(exits))"
+        f" FROM {ch.database}.segment_flow_minute WHERE minute < toDateTime({{start:UInt32}}, 'UTC')"
+        " GROUP BY segment",
+        params,
+    )
+    size = {str(s): int(n) for s, n in before}
+    rows = ch.query(
+        f"SELECT toString(segment), toStartOfInterval(minute, toIntervalMinute({{bucket:UInt32}})) AS t,"
+        " toInt64(uniqExactMerge(entries)), toInt64(uniqExactMerge(exits))"
+        f" FROM {ch.database}.segment_flow_minute WHERE {_IN_RANGE} GROUP BY segment, t ORDER BY segment, t",
+        params,
+    )
+    flows: dict[str, list[FlowPoint]] = defaultdict(list)
+    for segment, t, entries, exits in rows:
+        seg = str(segment)
+        size[seg] = size.get(seg, 0) + int(entries) - int(exits)
+        flows[seg].append(FlowPoint(start=_utc(t), entries=int(entries), exits=int(exits), size=size[seg]))
+    for seg, n in size.items():  # a segment without changes in the range keeps its size
+        flows.setdefault(seg, [])
+        if not flows[seg]:
+            flows[seg].append(FlowPoint(start=_minute(rng.start), entries=0, exits=0, size=n))
+    return dict(flows)
+
+
+# -- the message funnel ---------------------------------------------------------------------------
+
+
+def funnel_columns(ch: ClickHouseReader) -> tuple[str, str, str]:
+    """The campaign, variant and holdout expressions over `messages`, from the columns it has: Message
+    v2 (issue 17) carries `campaign`, `variant` and `holdout`, which the table may gain later."""
+    have = {
+        str(name)
+        for (name,) in ch.query(
+            "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'messages'",
+            {"db": ch.database},
+        )
+    }
+    campaign = (
+        "if(ifNull(campaign, '') != '', toString(campaign), toString(rule))"
+        if "campaign" in have
+        else "toString(rule)"
+    )
+    variant = (
+        "ifNull(toString(variant), '')" if "variant" in have else "JSONExtractString(payload, 'variant')"
+    )
+    holdout = "holdout" if "holdout" in have else f"{variant} = 'holdout'"
+    return campaign, variant, holdout
+
+
+def message_funnel(ch: ClickHouseReader, rng: TimeRange) -> list[FunnelRow]:
+    """Per campaign and variant: messages decided in the range, how many visitors bought within
+    `ATTRIBUTION_DAYS` after their message, and that revenue; read from `messages FINAL` and the
+    purchases of `events FINAL` (exact under replays). Tolerant of the `messages` table's columns
+    (`funnel_columns`): the campaign is the `campaign` column where there is one and it is set, else
+    the trigger rule; the variant the `variant` column, else `payload.variant` (`""` without one); a
+    holdout record is `holdout = 1`, else a variant named `holdout`."""
+    db = ch.database
+    campaign, variant, holdout = funnel_columns(ch)
+    attributed = (
+        f"p.event_time > m.event_time AND p.event_time <= m.event_time + toIntervalDay({ATTRIBUTION_DAYS})"
+    )
+    rows = ch.query(
+        f"""
+        SELECT campaign, kind, variant, is_holdout, count() AS sent, sum(converted), sum(attributed)
+        FROM (
+            SELECT m.message_id AS message_id, any(m.campaign) AS campaign, any(m.kind) AS kind,
+                   any(m.variant) AS variant, any(m.is_holdout) AS is_holdout,
+                   max({attributed}) AS converted,
+                   sumIf(p.revenue, {attributed}) AS attributed
+            FROM (
+                SELECT message_id, visitor_id, {campaign} AS campaign, toString(kind) AS kind,
+                       {variant} AS variant, toUInt8({holdout}) AS is_holdout, event_time
+                FROM {db}.messages FINAL
+                WHERE event_time >= toDateTime({{start:UInt32}}, 'UTC')
+                  AND event_time < toDateTime({{end:UInt32}}, 'UTC')
+            ) AS m
+            LEFT JOIN (
+                SELECT visitor_id, event_time, revenue FROM {db}.events FINAL
+                WHERE type = 'purchase' AND event_time >= toDateTime({{start:UInt32}}, 'UTC')
+            ) AS p ON p.visitor_id = m.visitor_id
+            GROUP BY m.message_id
+        )
+        GROUP BY campaign, kind, variant, is_holdout
+        ORDER BY campaign, is_holdout, kind, variant
+        """,
+        rng.parameters(),
+    )
+    holdout_sent: dict[str, int] = {}
+    holdout_converted: dict[str, int] = {}
+    for name, _kind, _variant, is_holdout, sent, converted, _revenue in rows:
+        if is_holdout:
+            holdout_sent[str(name)] = holdout_sent.get(str(name), 0) + int(sent)
+            holdout_converted[str(name)] = holdout_converted.get(str(name), 0) + int(converted)
+    funnel = []
+    for name, kind, label, is_holdout, sent, converted, attributed in rows:
+        rate = int(converted) / int(sent) if sent else 0.0
+        control = holdout_sent.get(str(name), 0)
+        uplift = None
+        if control and not is_holdout:
+            uplift = round(rate - holdout_converted[str(name)] / control, 6)
+        funnel.append(
+            FunnelRow(
+                campaign=str(name),
+                kind=str(kind),
+                variant="holdout" if is_holdout and not label else str(label),
+                sent=int(sent),
+                converted=int(converted),
+                revenue=round(float(attributed), 6),
+                conversion_rate=round(rate, 6),
+                uplift=uplift,
+            )
+        )
+    return funnel
+
+
+# -- personas -------------------------------------------------------------------------------------
+
+PROFILE_COLUMNS: Final[dict[str, str]] = {
+    "categories": "category",
+    "products": "product_id",
+    "devices": "device_category",
+    "os": "os",
+    "regions": "region",
+    "cities": "city",
+    "traffic_sources": "traffic_source",
+}
+"""Who a segment is, by the `events` column each breakdown counts distinct visitors over."""
+
+
+def personas(ch: ClickHouseReader, top: int = 5) -> list[Persona]:
+    """Every segment with members, largest first, after the baseline `*` (every visitor seen), over
+    all time: size and share, the top values of each `PROFILE_COLUMNS` breakdown, purchases, revenue,
+    average order value, recency, frequency and the KPIs."""
+    db = ch.database
+    sizes = {s: n for s, n in current_sizes(ch).items() if n > 0}
+    table = {k.segment: k for k in kpi_table(ch, TimeRange.everything())}
+    everyone = table[ALL_VISITORS].visitors if ALL_VISITORS in table else 0
+    found: dict[str, dict[str, Any]] = {
+        s: {"segment": s, "members": n, "share": round(n / everyone, 6) if everyone else 0.0}
+        for s, n in [(ALL_VISITORS, everyone), *sizes.items()]
+    }
+    for segment, fields in found.items():
+        fields["visitors"] = table[segment].visitors if segment in table else 0
+        fields["kpis"] = table.get(segment)
+        fields["breakdowns"] = {}
+    for name, column in PROFILE_COLUMNS.items():
+        rows = ch.query(
+            f"SELECT toString(segment), toString({column}) AS value, uniqExact(visitor_id) AS n"
+            f" FROM {db}.events FINAL ARRAY JOIN arrayPushFront(segments, '*') AS segment"
+            f" WHERE NOT is_bot AND value != '' GROUP BY segment, value"
+            f" ORDER BY segment, n DESC, value LIMIT {int(top)} BY segment"
+        )
+        for segment, value, n in rows:
+            if str(segment) in found:
+                found[str(segment)]["breakdowns"].setdefault(name, []).append(
+                    TopValue(value=str(value), visitors=int(n))
+                )
+    rows = ch.query(
+        f"""
+        SELECT segment, sum(purchases), sum(revenue), quantileExact(0.5)(recency), avg(sessions)
+        FROM (
+            SELECT toString(segment) AS segment, visitor_id,
+                   countIf(type = 'purchase') AS purchases, sumIf(revenue, type = 'purchase') AS revenue,
+                   dateDiff('second', max(event_time), (SELECT max(event_time) FROM {db}.events FINAL))
+                       / 86400 AS recency,
+                   uniqExactIf(session_id, session_id IS NOT NULL) AS sessions
+            FROM {db}.events FINAL ARRAY JOIN arrayPushFront(segments, '*') AS segment
+            WHERE NOT is_bot
+            GROUP BY segment, visitor_id
+        )
+        GROUP BY segment
+        """
+    )
+    for segment, bought, spent, recency, sessions in rows:
+        persona = found.get(str(segment))
+        if persona is None:
+            continue
+        persona["purchases"] = int(bought)
+        persona["revenue"] = round(float(spent), 6)
+        persona["average_order_value"] = round(float(spent) / int(bought), 6) if bought else 0.0
+        persona["recency_days"] = round(float(recency), 3)
+        persona["frequency_sessions"] = round(float(sessions), 3)
+    baseline = Persona(**found.pop(ALL_VISITORS))
+    ordered = sorted((Persona(**f) for f in found.values()), key=lambda p: (-p.members, p.segment))
+    return [baseline, *ordered]
+
+
+# -- exports --------------------------------------------------------------------------------------
+
+
+def members_sql(database: str) -> str:
+    """Visitors in `{segment:String}` now: their latest change is an entry (over `segment_changes FINAL`)."""
+    return (
+        "SELECT visitor_id, entered_at FROM ("
+        " SELECT visitor_id, argMax(transition, (event_time, change_id)) AS last,"
+        "        maxIf(event_time, transition = 'entered') AS entered_at"
+        f" FROM {database}.segment_changes FINAL WHERE segment = {{segment:String}} GROUP BY visitor_id)"
+        " WHERE last = 'entered' ORDER BY visitor_id"
+    )
+
+
+def events_sql(database: str) -> str:
+    """Enriched events of `[{start:UInt32}, {end:UInt32})`, deduplicated, in event time order."""
+    return (
+        f"SELECT * FROM {database}.events FINAL"
+        " WHERE event_time >= toDateTime({start:UInt32}, 'UTC')"
+        " AND event_time < toDateTime({end:UInt32}, 'UTC')"
+        " ORDER BY event_time, event_id"
+    )
+
+
+def kpi_export_sql(database: str) -> str:
+    """The KPI table per segment and minute of the range (one row per minute with events)."""
+    # Inner aliases carry a prefix: one named like a rollup column would replace it in later expressions.
+    inner = ", ".join(f"{KPI_SQL[k]} AS k_{k}" for k in KPIS)
+    outer = ", ".join(f"k_{k} AS {k}" for k in KPIS)
+    return (
+        "SELECT k_minute AS minute, k_segment AS segment, k_events AS events, k_visitors AS visitors,"
+        f" {outer} FROM (SELECT minute AS k_minute, toString(segment) AS k_segment,"
+        " uniqExactMerge(events) AS k_events,"
+        f" {_VISITORS} AS k_visitors, {inner}"
+        f" FROM {database}.segment_rollup_minute WHERE {_IN_RANGE} GROUP BY segment, minute)"
+        " ORDER BY minute, segment"
+    )
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    raise TypeError(f"not a datetime: {value!r}")
