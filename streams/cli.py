@@ -641,6 +641,9 @@ def cmd_audiences(settings: Settings, args: argparse.Namespace) -> int:
             f"  {audience:32} members {counts['members']:>7,}  add {counts['add']:>6,}  "
             f"remove {counts['remove']:>6,}  skipped (no e-mail or phone) {counts['skipped']:>6,}"
         )
+    return 0
+
+
 # -- report and exports -----------------------------------------------------------------------------
 
 
