@@ -17,9 +17,10 @@ as files from the segment changes, `sinks.delivery.audiences`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from redis.asyncio import Redis
@@ -57,6 +58,40 @@ class DeliveryResult:
     def dead(self) -> bool:
         """Whether the message goes to the dead-letter topic."""
         return self.status in (DeliveryStatus.failed, DeliveryStatus.undeliverable)
+
+
+Attempt = tuple[bool, str, bool]
+"""One send's outcome: (accepted, error when not, whether another attempt may succeed)."""
+
+
+async def send_with_retries(
+    message_id: str,
+    channel: str,
+    delays: Sequence[float],
+    sleep: Callable[[float], Awaitable[Any]],
+    attempt_once: Callable[[], Awaitable[Attempt]],
+    event: str,
+    **fields: Any,
+) -> DeliveryResult:
+    """`attempt_once` until it is accepted, says no retry can help, or the attempts run out (the
+    first at once, then after each of `delays`); logs ``{event}_sent`` or ``{event}_attempt_failed``
+    with `fields`. The one retry loop of the adapters that retry (webhook, e-mail)."""
+    last_error = ""
+    attempts = 0
+    for attempt, delay in enumerate([0.0, *delays], start=1):
+        if delay:
+            await sleep(delay)
+        attempts = attempt
+        accepted, last_error, retry = await attempt_once()
+        if accepted:
+            log.info(f"{event}_sent", message_id=message_id, attempts=attempt, **fields)
+            return DeliveryResult(message_id, channel, DeliveryStatus.delivered, attempt)
+        if not retry:
+            break
+        log.warning(
+            f"{event}_attempt_failed", message_id=message_id, attempt=attempt, error=last_error, **fields
+        )
+    return DeliveryResult(message_id, channel, DeliveryStatus.failed, attempts, last_error)
 
 
 class ChannelAdapter(Protocol):
@@ -166,6 +201,7 @@ class AudienceSender:
 
 
 __all__ = [
+    "Attempt",
     "AudienceSender",
     "ChannelAdapter",
     "ChannelSender",
@@ -175,4 +211,5 @@ __all__ = [
     "Idempotent",
     "MemoryDeliveredIds",
     "RedisDeliveredIds",
+    "send_with_retries",
 ]

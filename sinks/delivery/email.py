@@ -20,7 +20,7 @@ from email.utils import formatdate
 import structlog
 
 from schemas.messages import Message
-from sinks.delivery import DeliveryResult, DeliveryStatus
+from sinks.delivery import Attempt, DeliveryResult, DeliveryStatus, send_with_retries
 from sinks.delivery.plan import (
     MESSAGE_ID_HEADER,
     email_message_id,
@@ -104,32 +104,21 @@ class EmailSender:
                 "no e-mail address for the visitor",
             )
         mail = self.compose(message, recipient)
-        last_error = ""
-        attempts = 0
-        for attempt, delay in enumerate([0.0, *self.delays], start=1):
-            if delay:
-                await self.sleep(delay)
-            attempts = attempt
+
+        async def attempt_once() -> Attempt:
             try:
                 await asyncio.to_thread(self._send_blocking, mail)
-                log.info("delivery.email_sent", message_id=message.message_id, attempts=attempt)
-                return DeliveryResult(message.message_id, self.name, DeliveryStatus.delivered, attempt)
+                return True, "", False
             except smtplib.SMTPResponseException as exc:
-                last_error = f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"[:500]
-                if exc.smtp_code >= 500:
-                    break
+                return False, f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"[:500], exc.smtp_code < 500
             except smtplib.SMTPRecipientsRefused as exc:
-                last_error = f"recipient refused: {exc.recipients!r}"[:500]
-                break
+                return False, f"recipient refused: {exc.recipients!r}"[:500], False
             except (smtplib.SMTPException, OSError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning(
-                "delivery.email_attempt_failed",
-                message_id=message.message_id,
-                attempt=attempt,
-                error=last_error,
-            )
-        return DeliveryResult(message.message_id, self.name, DeliveryStatus.failed, attempts, last_error)
+                return False, f"{type(exc).__name__}: {exc}"[:500], True
+
+        return await send_with_retries(
+            message.message_id, self.name, self.delays, self.sleep, attempt_once, "delivery.email"
+        )
 
     async def close(self) -> None:
         return None

@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 
 from schemas.messages import Message
-from sinks.delivery import DeliveryResult, DeliveryStatus
+from sinks.delivery import Attempt, DeliveryResult, DeliveryStatus, send_with_retries
 from sinks.delivery.plan import (
     MESSAGE_ID_HEADER,
     SIGNATURE_HEADER,
@@ -78,43 +78,32 @@ class WebhookSender:
         body = message.model_dump_json().encode()
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        last_error = ""
-        attempts = 0
-        for attempt, delay in enumerate([0.0, *self.delays], start=1):
-            if delay:
-                await self.sleep(delay)
-            attempts = attempt
+        session = self._session
+
+        async def attempt_once() -> Attempt:
             headers = {
                 "Content-Type": "application/json",
                 MESSAGE_ID_HEADER: message.message_id,
                 SIGNATURE_HEADER: signature(target.secret, int(self.clock()), body),
             }
             try:
-                async with self._session.post(target.url, data=body, headers=headers) as answer:
+                async with session.post(target.url, data=body, headers=headers) as answer:
                     status = answer.status
-                    if 200 <= status < 300:
-                        log.info(
-                            "delivery.webhook_delivered",
-                            message_id=message.message_id,
-                            target=key,
-                            attempts=attempt,
-                        )
-                        return DeliveryResult(
-                            message.message_id, self.name, DeliveryStatus.delivered, attempt
-                        )
-                    last_error = f"HTTP {status} from {target.url}"
-                    if not retryable(status):
-                        break
             except (aiohttp.ClientError, TimeoutError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning(
-                "delivery.webhook_attempt_failed",
-                message_id=message.message_id,
-                target=key,
-                attempt=attempt,
-                error=last_error,
-            )
-        return DeliveryResult(message.message_id, self.name, DeliveryStatus.failed, attempts, last_error)
+                return False, f"{type(exc).__name__}: {exc}"[:500], True
+            if 200 <= status < 300:
+                return True, "", False
+            return False, f"HTTP {status} from {target.url}", retryable(status)
+
+        return await send_with_retries(
+            message.message_id,
+            self.name,
+            self.delays,
+            self.sleep,
+            attempt_once,
+            "delivery.webhook",
+            target=key,
+        )
 
     async def close(self) -> None:
         if self._session is not None:
