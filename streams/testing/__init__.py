@@ -8,6 +8,7 @@
 - `replay`: `replay_events` / `replay_records` / `replay_batches`, the profiles the pure core folds
   from a stream;
 - `sites`: a site's write key for tests that post to a collector (`sites_env`, `basic_auth`);
+- `webhook`: a local webhook receiver on a free port (`serve_webhook`, `WebhookReceiver`);
 - `fakes`: in-memory fakes of the analytics sink, the serving store, the producer and the consumer
   (and a producer appending to that consumer's topics), recording their calls in one `CallLog`.
 """

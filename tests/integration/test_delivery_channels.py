@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import Message as EmailMessage
@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 from aiokafka import TopicPartition
 
 from infra.stack import free_port
@@ -26,6 +25,7 @@ from sinks.delivery.plan import MESSAGE_ID_HEADER, SIGNATURE_HEADER, verify_sign
 from sinks.delivery.webhook import WebhookSender, WebhookTarget
 from streams.delivery import DeliveryRunner, Dispatcher
 from streams.testing import async_wait_until
+from streams.testing.webhook import WebhookReceiver, serve_webhook
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,34 +46,10 @@ def crm_message(mid: str) -> Message:
     )
 
 
-@dataclass
-class Receiver:
-    """A webhook receiver: answers `statuses` in turn (then 200), records every request."""
-
-    statuses: list[int] = field(default_factory=list)
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.requests.append((dict(request.headers), body))
-        status = self.statuses.pop(0) if self.statuses else 200
-        return web.Response(status=status, text="ok" if status == 200 else "no")
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield found, f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
+    async with serve_webhook() as served:
+        yield served
 
 
 class Waits:
@@ -96,7 +72,9 @@ def webhook(url: str, waits: Waits, attempts: int = 4) -> WebhookSender:
     )
 
 
-async def test_webhook_fails_then_succeeds_delivered_once_and_signed(receiver: tuple[Receiver, str]) -> None:
+async def test_webhook_fails_then_succeeds_delivered_once_and_signed(
+    receiver: tuple[WebhookReceiver, str],
+) -> None:
     server, url = receiver
     server.statuses = [500, 503]
     waits = Waits()
@@ -147,7 +125,7 @@ class OneBatch:
 
 
 async def test_webhook_always_failing_is_dead_lettered_after_n_attempts(
-    receiver: tuple[Receiver, str],
+    receiver: tuple[WebhookReceiver, str],
 ) -> None:
     server, url = receiver
     server.statuses = [500] * 10
@@ -181,7 +159,7 @@ async def test_webhook_always_failing_is_dead_lettered_after_n_attempts(
     assert consumer.commits == [{tp: 42}]  # committed after the dead letter, not before
 
 
-async def test_webhook_refused_with_4xx_is_not_retried(receiver: tuple[Receiver, str]) -> None:
+async def test_webhook_refused_with_4xx_is_not_retried(receiver: tuple[WebhookReceiver, str]) -> None:
     server, url = receiver
     server.statuses = [400]
     waits = Waits()

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from infra.stack import EmbeddedStack, StackEndpoints, free_port
+from infra.stack import EmbeddedStack, StackEndpoints
 from infra.topics import TopicSpec, ensure_topics
 from schemas.changes import SegmentChange
 from schemas.deadletter import DeadLetter
 from schemas.messages import Message
-from sinks.delivery.plan import MESSAGE_ID_HEADER, SIGNATURE_HEADER, verify_signature
+from sinks.delivery.plan import SIGNATURE_HEADER, verify_signature
 from sinks.redis_serving import RedisServing
 from streams.cli import build_parser, cmd_audiences
 from streams.core.profile import Profile
@@ -36,6 +35,7 @@ from streams.recovery import open_changelog_consumer
 from streams.settings import Settings
 from streams.testing import ChildProcess, async_wait_until, read_topic, unique_name
 from streams.testing.kafka import group_committed
+from streams.testing.webhook import WebhookReceiver, serve_webhook
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -52,31 +52,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEndpoints]:
         yield endpoints
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append((dict(request.headers), await request.read()))
-        return web.Response(text="ok")
-
-    def ids(self) -> collections.Counter[str]:
-        return collections.Counter(headers[MESSAGE_ID_HEADER] for headers, _ in self.requests)
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield found, f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
+    async with serve_webhook() as served:
+        yield served
 
 
 def message(n: int, channel: str = "crm") -> Message:
@@ -110,7 +89,7 @@ class Runner:
 
 
 async def test_runner_delivers_each_message_once_across_restarts(
-    stack: StackEndpoints, receiver: tuple[Receiver, str]
+    stack: StackEndpoints, receiver: tuple[WebhookReceiver, str]
 ) -> None:
     server, url = receiver
     name = unique_name("delivery")
@@ -186,7 +165,7 @@ async def test_runner_delivers_each_message_once_across_restarts(
 
 
 async def test_tessera_deliver_command(
-    stack: StackEndpoints, receiver: tuple[Receiver, str], tmp_path: Path
+    stack: StackEndpoints, receiver: tuple[WebhookReceiver, str], tmp_path: Path
 ) -> None:
     """`tessera deliver` as its own process, configured by environment variables, stopped by
     SIGTERM: webhooks delivered, an e-mail without an address dead-lettered on messages.dlq."""
