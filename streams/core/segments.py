@@ -136,10 +136,10 @@ def _due_segments(profile: Profile, defs: Definitions, now: float) -> frozenset[
     Events folded since need nothing here: the segments reading what they changed are evaluated
     for them (`DependencyIndex.affected`), and a new event only moves a window's moments later."""
     plan = defs.timer_plan(profile.segments)
-    stored = profile.timer_moments
-    if len(stored) < 3 or stored[2] != defs.timer_marker or stored[1] != profile.timeline_from_day:
+    found = _kept_moments(profile, defs)
+    if found is None:
         return plan.segments
-    kept = dict(zip(stored[3::2], stored[4::2], strict=True))
+    kept = found[1]
     due: set[int] = set()
     for m in plan.moments:
         at = kept.get(m.index, _UNKNOWN)
@@ -313,25 +313,34 @@ _UNKNOWN = -1.0
 """A source with no moment kept (moments kept are > 0 or None)."""
 
 
+def _kept_moments(profile: Profile, defs: Definitions) -> tuple[float | None, dict[int, float | None]] | None:
+    """(`totals["events"]` then, source index → moment) of the moments the profile kept under these
+    definitions and its current timeline; None when it kept none that apply."""
+    stored = profile.timer_moments
+    if len(stored) < 3 or stored[2] != defs.timer_marker or stored[1] != profile.timeline_from_day:
+        return None
+    return stored[0], dict(zip(stored[3::2], stored[4::2], strict=True))  # type: ignore[arg-type]
+
+
 def _window_moments(
     profile: Profile, defs: Definitions, moments: Sequence[Moments], now: float, applied: Applied | None
 ) -> tuple[float | None, list[float | None]]:
     """The earliest of `moments` after `now`, each reused from `profile.timer_moments` where still
     valid (see `timer_check`), and the moments to keep."""
     events, from_day = profile.totals.get("events", 0), profile.timeline_from_day
-    marker = defs.timer_marker
     kept: dict[int, float | None] = {}
     stale: Collection[int] | None = ()  # codes whose events arrived since (None: any)
-    stored = profile.timer_moments
-    if len(stored) >= 3 and stored[1] == from_day and stored[2] == marker:
-        if stored[0] == events:
-            kept = dict(zip(stored[3::2], stored[4::2], strict=True))  # type: ignore[arg-type]
-        elif applied is not None and stored[0] == applied[0]:
-            kept = dict(zip(stored[3::2], stored[4::2], strict=True))  # type: ignore[arg-type]
-            stale = applied[1]
+    found = _kept_moments(profile, defs)
+    if found is not None:
+        kept_at, kept = found
+        if kept_at != events:  # events arrived since: only a batch can say which
+            if applied is not None and kept_at == applied[0]:
+                stale = applied[1]
+            else:
+                kept = {}
     days, zone, timeline = profile.days, defs.zone, profile.timeline
     ascending: list[int] | None = None
-    fresh: list[float | None] = [events, from_day, marker]
+    fresh: list[float | None] = [events, from_day, defs.timer_marker]
     best: float | None = None
     for m in moments:
         at = kept.get(m.index, _UNKNOWN)
