@@ -1,10 +1,12 @@
-"""ClickHouse analytics sink: events, segment changes, messages; per-minute KPIs per segment.
+"""ClickHouse analytics sink: events, segment changes, messages, conversions, message outcomes;
+per-minute KPIs per segment.
 
 One `write(batch)` makes one insert per table. Each insert carries
 `insert_deduplication_token = "<batch token>:<table>"`, so a batch retried after a failed
 acknowledgement is dropped by ClickHouse at insert time. A replay cut into other batches (other
 tokens) lands twice on disk but never counts twice: the tables are ReplacingMergeTree keyed by
-the row's id and every counting reader (the KPI view, `segment_report`, `totals`) reads `FINAL`.
+the row's id and every counting reader (the KPI view, `segment_report`, `totals`, the funnel)
+reads `FINAL` or counts distinct ids.
 The schema and the reasoning behind each key live in `infra/clickhouse/ddl.sql`.
 
 `write` is synchronous; the worker calls it through `asyncio.to_thread`. One lock serialises every
@@ -31,7 +33,8 @@ import structlog
 from schemas.changes import SegmentChange
 from schemas.enriched import EnrichedEvent
 from schemas.events import EventType
-from schemas.messages import Message
+from schemas.messages import Conversion, Message
+from schemas.onsite import OUTCOME_NAMES
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +103,37 @@ MESSAGE_COLUMNS: tuple[str, ...] = (
     "event_time",
     "expires_at",
     "payload",
+    "campaign",
+    "variant",
+    "holdout",
+    "journey",
+    "step",
+    "cost",
+)
+
+CONVERSION_COLUMNS: tuple[str, ...] = (
+    "message_id",
+    "order_id",
+    "visitor_id",
+    "campaign",
+    "variant",
+    "holdout",
+    "journey",
+    "step",
+    "rule",
+    "message_time",
+    "event_time",
+    "value",
+    "currency",
+)
+
+OUTCOME_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "message_id",
+    "visitor_id",
+    "outcome",
+    "event_time",
+    "display",
 )
 
 
@@ -116,6 +150,9 @@ class AnalyticsBatch:
     """Each enriched event with the visitor's full segment set right after it."""
     changes: list[SegmentChange] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    conversions: list[Conversion] = field(default_factory=list)
+    """Purchases the core attributed to a message (`BatchResult.conversions`). The batch's message
+    outcomes are not listed: they are among `events`, which `write` picks them from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +344,64 @@ def message_row(message: Message) -> tuple[Any, ...]:
         _ms(message.event_time),
         _ms_or_none(message.expires_at),
         orjson.dumps(message.payload, option=orjson.OPT_SORT_KEYS, default=str).decode(),
+        message.campaign or "",
+        message.variant or "",
+        message.holdout,
+        message.journey or "",
+        message.step or "",
+        message.cost,
     )
+
+
+def conversion_row(conversion: Conversion) -> tuple[Any, ...]:
+    """One `conversions` row in `CONVERSION_COLUMNS` order."""
+    return (
+        conversion.message_id,
+        conversion.order_id,
+        conversion.visitor_id,
+        conversion.campaign or "",
+        conversion.variant or "",
+        conversion.holdout,
+        conversion.journey or "",
+        conversion.step or "",
+        conversion.rule,
+        _ms(conversion.message_time),
+        _ms(conversion.event_time),
+        conversion.value,
+        conversion.currency,
+    )
+
+
+_CUSTOM = EventType.custom
+
+
+def outcome_rows(events: Sequence[tuple[EnrichedEvent, Sequence[str]]]) -> list[tuple[Any, ...]]:
+    """One `message_outcomes` row in `OUTCOME_COLUMNS` order per outcome event among `events`: a
+    ``custom`` event named in `schemas.onsite.OUTCOME_NAMES` whose properties carry a `message_id`
+    string (the collector validates it; an event sent in Tessera's own format may lack one, and
+    is then only an event). One identity test per other event: outcomes are rare."""
+    rows: list[tuple[Any, ...]] = []
+    for enriched, _ in events:
+        ev = enriched.event
+        if ev.type is not _CUSTOM:
+            continue
+        props: Any = ev.properties
+        outcome = OUTCOME_NAMES.get(props.name)
+        message_id = props.properties.get("message_id")
+        if outcome is None or not isinstance(message_id, str) or not message_id:
+            continue
+        display = props.properties.get("display")
+        rows.append(
+            (
+                ev.event_id,
+                message_id,
+                ev.visitor_id,
+                outcome._value_,
+                _ms(ev.event_time),
+                display if isinstance(display, str) else "",
+            )
+        )
+    return rows
 
 
 def columns(rows: list[tuple[Any, ...]]) -> list[Sequence[Any]]:
@@ -334,6 +428,8 @@ RETENTION_COLUMNS: dict[str, str] = {
     "events": "event_time",
     "segment_changes": "event_time",
     "messages": "event_time",
+    "conversions": "message_time",
+    "message_outcomes": "event_time",
     "segment_rollup_minute": "minute",
     "segment_flow_minute": "minute",
 }
@@ -362,6 +458,8 @@ class ClickHouseSink:
         self._events_table = f"{database}.events"
         self._changes_table = f"{database}.segment_changes"
         self._messages_table = f"{database}.messages"
+        self._conversions_table = f"{database}.conversions"
+        self._outcomes_table = f"{database}.message_outcomes"
         self._kpi_view = f"{database}.segment_kpis_minute"
         log.info("clickhouse.connected", dsn=_redact(dsn), database=database)
 
@@ -410,6 +508,13 @@ class ClickHouseSink:
             inserts.append((self._changes_table, CHANGE_COLUMNS, [change_row(c) for c in batch.changes]))
         if batch.messages:
             inserts.append((self._messages_table, MESSAGE_COLUMNS, [message_row(m) for m in batch.messages]))
+        if batch.conversions:
+            inserts.append(
+                (self._conversions_table, CONVERSION_COLUMNS, [conversion_row(c) for c in batch.conversions])
+            )
+        outcomes = outcome_rows(batch.events)
+        if outcomes:
+            inserts.append((self._outcomes_table, OUTCOME_COLUMNS, outcomes))
         built = time.perf_counter()
         with self._lock:
             for table, column_names, rows in inserts:
@@ -426,6 +531,8 @@ class ClickHouseSink:
             events=len(batch.events),
             changes=len(batch.changes),
             messages=len(batch.messages),
+            conversions=len(batch.conversions),
+            outcomes=len(outcomes),
             build_ms=round((built - started) * 1000, 3),
             insert_ms=round((time.perf_counter() - built) * 1000, 3),
         )
