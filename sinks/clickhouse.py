@@ -20,7 +20,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -257,9 +257,19 @@ _BY_TYPE: dict[str, tuple[str, Callable[[Any], _Payload]]] = {
 """Event type value → (column value, payload extractor), looked up by the member's `_value_`:
 hashing the enum member itself runs `Enum.__hash__` in Python (0.9 µs per row)."""
 
+_TYPE_AT = EVENT_COLUMNS.index("type")
+_CUSTOM_KIND = _BY_TYPE[EventType.custom.value][0]
+"""The `type` column's value of a custom event: the very object every custom row holds."""
 
-def event_rows(events: Sequence[tuple[EnrichedEvent, Sequence[str]]]) -> list[tuple[Any, ...]]:
-    """`event_row` of each; a batch's events share one `received_at` object, converted once."""
+
+def event_rows(
+    events: Sequence[tuple[EnrichedEvent, Sequence[str]]], custom: list[EnrichedEvent] | None = None
+) -> list[tuple[Any, ...]]:
+    """`event_row` of each; a batch's events share one `received_at` object, converted once.
+
+    With `custom`, the ``custom`` events among them are appended to it (`outcome_rows` reads those):
+    told by the type of each row just built, one identity test, where a second pass over the batch's
+    events would cost ≈ 0.6 µs per event (measured: their objects are no longer in the CPU's cache)."""
     rows: list[tuple[Any, ...]] = []
     received_at: datetime | None = None
     received_ms = 0
@@ -267,7 +277,10 @@ def event_rows(events: Sequence[tuple[EnrichedEvent, Sequence[str]]]) -> list[tu
         if enriched.received_at is not received_at:
             received_at = enriched.received_at
             received_ms = _ms(received_at)
-        rows.append(event_row(enriched, segments, received_ms))
+        row = event_row(enriched, segments, received_ms)
+        rows.append(row)
+        if row[_TYPE_AT] is _CUSTOM_KIND and custom is not None:
+            custom.append(enriched)
     return rows
 
 
@@ -372,18 +385,15 @@ def conversion_row(conversion: Conversion) -> tuple[Any, ...]:
     )
 
 
-_CUSTOM = EventType.custom
-
-
-def outcome_rows(events: Sequence[tuple[EnrichedEvent, Sequence[str]]]) -> list[tuple[Any, ...]]:
+def outcome_rows(events: Iterable[EnrichedEvent]) -> list[tuple[Any, ...]]:
     """One `message_outcomes` row in `OUTCOME_COLUMNS` order per outcome event among `events`: a
     ``custom`` event named in `schemas.onsite.OUTCOME_NAMES` whose properties carry a `message_id`
     string (the collector validates it; an event sent in Tessera's own format may lack one, and
-    is then only an event). One identity test per other event: outcomes are rare."""
+    is then only an event). `write` passes the custom events `event_rows` set aside."""
     rows: list[tuple[Any, ...]] = []
-    for enriched, _ in events:
+    for enriched in events:
         ev = enriched.event
-        if ev.type is not _CUSTOM:
+        if ev.type is not EventType.custom:
             continue
         props: Any = ev.properties
         outcome = OUTCOME_NAMES.get(props.name)
@@ -502,8 +512,9 @@ class ClickHouseSink:
         """One insert per non-empty table, each with its own deduplication token."""
         started = time.perf_counter()
         inserts: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = []
+        custom: list[EnrichedEvent] = []
         if batch.events:
-            inserts.append((self._events_table, EVENT_COLUMNS, event_rows(batch.events)))
+            inserts.append((self._events_table, EVENT_COLUMNS, event_rows(batch.events, custom)))
         if batch.changes:
             inserts.append((self._changes_table, CHANGE_COLUMNS, [change_row(c) for c in batch.changes]))
         if batch.messages:
@@ -512,7 +523,7 @@ class ClickHouseSink:
             inserts.append(
                 (self._conversions_table, CONVERSION_COLUMNS, [conversion_row(c) for c in batch.conversions])
             )
-        outcomes = outcome_rows(batch.events)
+        outcomes = outcome_rows(custom)
         if outcomes:
             inserts.append((self._outcomes_table, OUTCOME_COLUMNS, outcomes))
         built = time.perf_counter()

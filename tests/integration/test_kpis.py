@@ -393,7 +393,10 @@ def test_message_funnel_equals_python_after_replays(sink: ClickHouseSink, window
     stored = {
         t: sink.query(f"SELECT count() FROM {db}.{t}")[0][0] for t in ("conversions", "message_outcomes")
     }
-    assert stored == {"conversions": 2 * len(conversions), "message_outcomes": 2 * len(outcome_rows(events))}
+    assert stored == {
+        "conversions": 2 * len(conversions),
+        "message_outcomes": 2 * len(outcome_rows(e for e, _ in events)),
+    }
 
     start, end = FUNNEL_RANGES[window]
     want = funnel_in_python(messages, conversions, events, start, end)

@@ -1,6 +1,7 @@
 """The ClickHouse sink's row builders for the funnel's tables: `messages` rows carry Message v2's
 fields, `conversions` rows the engine's attribution, and `message_outcomes` rows are picked from a
-batch's events (outcome events naming a message, nothing else). Pure: no ClickHouse."""
+batch's events (outcome events naming a message, nothing else; `event_rows` sets the custom events
+aside as it builds the `events` rows). Pure: no ClickHouse."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sinks.clickhouse import (
     MESSAGE_COLUMNS,
     OUTCOME_COLUMNS,
     conversion_row,
+    event_rows,
     message_row,
     outcome_rows,
 )
@@ -127,7 +129,11 @@ def test_outcome_rows_pick_outcome_events_naming_a_message() -> None:
         outcome("e7", "message_shown", message_id=""),
         outcome("e8", "wishlist_add", message_id="m1"),  # not an outcome
     ]
-    rows = [dict(zip(OUTCOME_COLUMNS, row, strict=True)) for row in outcome_rows(events)]
+    custom: list[EnrichedEvent] = []
+    assert len(event_rows(events, custom)) == len(events)  # every event is still an `events` row
+    assert [e.event.event_id for e in custom] == [f"e{i}" for i in range(2, 9)]  # set aside as written
+    assert outcome_rows(custom) == outcome_rows(e for e, _ in events)
+    rows = [dict(zip(OUTCOME_COLUMNS, row, strict=True)) for row in outcome_rows(custom)]
     assert rows == [
         {
             "event_id": "e2",
