@@ -12,7 +12,8 @@
 --     at insert time, before any merge.
 --  2. A replay after a crash may cut the same events into batches with other boundaries, hence
 --     other tokens. The tables are ReplacingMergeTree keyed by the row's id, and every reader
---     that counts goes through `FINAL` (or the KPI view, which does), so duplicates never count.
+--     that counts goes through `FINAL` (or the KPI view, which does) or counts distinct ids (the
+--     funnel's outcomes), so duplicates never count.
 
 CREATE DATABASE IF NOT EXISTS tessera;
 
@@ -159,6 +160,9 @@ SETTINGS non_replicated_deduplication_window = 1000;
 -- message_clicked, message_dismissed with their `message_id`), which the sink picks out of a
 -- batch's events itself. Not a materialized view over `events` and no column there: the events
 -- insert is the worker's hottest path and outcomes are rare. Dedup key (message_id, event_id).
+-- Cost: none per event (the sink sets custom events aside while it builds the events rows); a
+-- checkpoint that carries outcomes pays one more small insert, as one carrying messages or
+-- conversions does (≈ 15-20 ms CPU each in the embedded chDB, measured with 2-row inserts).
 CREATE TABLE IF NOT EXISTS tessera.message_outcomes
 (
     event_id   String,
