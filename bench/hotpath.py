@@ -125,8 +125,9 @@ def fold(
 
 def clickhouse_cost(records: Sequence[RawRecord], rows_per_insert: int, workdir: Path) -> float:
     """CPU µs per event of the worker's ClickHouse sink on embedded chDB (what the pipeline pays
-    on top of the core): the core's analytics rows, changes and messages for `rows_per_insert`
-    records at a time, written as the checkpoint writes them. Process CPU, so chDB's threads count."""
+    on top of the core): the core's analytics rows, changes, messages and conversions for
+    `rows_per_insert` records at a time, written as the checkpoint writes them (message outcomes are
+    picked from the rows by the sink). Process CPU, so chDB's threads count."""
     from sinks.clickhouse import AnalyticsBatch, ClickHouseSink
 
     batches: list[AnalyticsBatch] = []
@@ -138,6 +139,7 @@ def clickhouse_cost(records: Sequence[RawRecord], rows_per_insert: int, workdir:
                 events=result.analytics_rows,
                 changes=result.changes,
                 messages=result.messages,
+                conversions=result.conversions,
             )
         )
 

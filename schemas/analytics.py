@@ -1,4 +1,4 @@
-"""What the dashboard, the persona report and the exports exchange (version 1).
+"""What the dashboard, the persona report and the exports exchange (each model says its version).
 
 - `DashboardAnswer`: `GET /v1/dashboard?minutes=N` on a worker, read by `/dashboard`'s script.
 - `PersonaReport`: `GET /v1/personas`, rendered by `tessera report` into one HTML file.
@@ -45,23 +45,33 @@ class FlowPoint(_Row):
 
 
 class FunnelRow(_Row):
-    """One campaign (trigger rule) and variant of the message funnel."""
+    """Version 2 (in `DashboardAnswer` v2): one campaign and variant of the message funnel, over the
+    messages decided in a time range, or the campaign's holdout records (`holdout`). Version 1 had
+    `kind`, counted conversions as any purchase after a message, and had no outcomes."""
 
-    campaign: str
-    kind: str
-    variant: str = Field(description='payload.variant of the messages; "" when they carry none')
-    sent: int
-    converted: int = Field(description="messaged visitors who purchased within the attribution window")
-    revenue: float
-    conversion_rate: float
+    campaign: str = Field(description="the messages' campaign; their trigger rule when they name none")
+    variant: str = Field(description='the A/B variant ("" without one); "holdout" for the holdout row')
+    holdout: bool = Field(False, description="the campaign's holdout records: recorded, never delivered")
+    sent: int = Field(description="delivered messages (0 for the holdout row)")
+    holdout_records: int = Field(0, description="holdout records (0 for a delivered row)")
+    visitors: int = Field(0, description="distinct visitors of those messages or records")
+    shown: int = Field(0, description="messages with a message_shown outcome from their visitor")
+    clicked: int = Field(0, description="messages with a message_clicked outcome")
+    dismissed: int = Field(0, description="messages with a message_dismissed outcome")
+    converted: int = Field(
+        description="messages or records the engine attributed a purchase to (last touch within the "
+        "attribution window)"
+    )
+    revenue: float = Field(description="the values of those purchases")
+    conversion_rate: float = Field(description="converted / (sent + holdout_records)")
     uplift: float | None = Field(
-        None, description="conversion rate minus the campaign's holdout variant's; null without a holdout"
+        None,
+        description="conversion rate minus the campaign's holdout row's (absolute); null for the holdout "
+        "row and without one",
     )
-    shown: int | None = Field(
-        None, description="null until outcome events carry their message id in ClickHouse"
+    uplift_relative: float | None = Field(
+        None, description="uplift / the holdout row's conversion rate; null unless that rate is > 0"
     )
-    clicked: int | None = None
-    dismissed: int | None = None
 
 
 class TopValue(_Row):
@@ -120,9 +130,9 @@ class WorkerHealth(_Row):
 
 
 class DashboardAnswer(BaseModel):
-    """Version 1: what `/dashboard` draws."""
+    """Version 2: what `/dashboard` draws. Version 2 changed the funnel's rows (`FunnelRow`)."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     generated_at: datetime
     start: datetime
     end: datetime

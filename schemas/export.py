@@ -37,7 +37,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "collector_error.v1.json": TypeAdapter(CollectorError),
         "inbox_answer.v1.json": TypeAdapter(InboxAnswer),
         "message_outcome.v1.json": TypeAdapter(MessageOutcome),
-        "dashboard_answer.v1.json": TypeAdapter(DashboardAnswer),
+        "dashboard_answer.v2.json": TypeAdapter(DashboardAnswer),
         "persona_report.v1.json": TypeAdapter(PersonaReport),
         "export_manifest.v1.json": TypeAdapter(ExportManifest),
     }

@@ -33,6 +33,17 @@ OUTCOME_EVENTS: Final[dict[str, Outcome]] = {
 """Segment track event name → the outcome it reports."""
 
 
+def outcome_event_name(outcome: Outcome) -> str:
+    """The ``custom`` event name the collector gives an outcome report."""
+    return f"message_{outcome.value}"
+
+
+OUTCOME_NAMES: Final[dict[str, Outcome]] = {outcome_event_name(outcome): outcome for outcome in Outcome}
+"""Each outcome's ``custom`` event name → the outcome (``message_shown``,
+``message_clicked``, ``message_dismissed``): what journeys' ``exit_on``/``until`` and the
+`message_outcomes` table (`sinks.clickhouse.outcome_rows`) read."""
+
+
 class MessageOutcome(BaseModel):
     """Version 1: the properties of an outcome event (see the module's docstring)."""
 

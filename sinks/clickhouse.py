@@ -1,10 +1,12 @@
-"""ClickHouse analytics sink: events, segment changes, messages; per-minute KPIs per segment.
+"""ClickHouse analytics sink: events, segment changes, messages, conversions, message outcomes;
+per-minute KPIs per segment.
 
 One `write(batch)` makes one insert per table. Each insert carries
 `insert_deduplication_token = "<batch token>:<table>"`, so a batch retried after a failed
 acknowledgement is dropped by ClickHouse at insert time. A replay cut into other batches (other
 tokens) lands twice on disk but never counts twice: the tables are ReplacingMergeTree keyed by
-the row's id and every counting reader (the KPI view, `segment_report`, `totals`) reads `FINAL`.
+the row's id and every counting reader (the KPI view, `segment_report`, `totals`, the funnel)
+reads `FINAL` or counts distinct ids.
 The schema and the reasoning behind each key live in `infra/clickhouse/ddl.sql`.
 
 `write` is synchronous; the worker calls it through `asyncio.to_thread`. One lock serialises every
@@ -18,7 +20,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,7 +33,8 @@ import structlog
 from schemas.changes import SegmentChange
 from schemas.enriched import EnrichedEvent
 from schemas.events import EventType
-from schemas.messages import Message
+from schemas.messages import Conversion, Message
+from schemas.onsite import OUTCOME_NAMES
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +103,37 @@ MESSAGE_COLUMNS: tuple[str, ...] = (
     "event_time",
     "expires_at",
     "payload",
+    "campaign",
+    "variant",
+    "holdout",
+    "journey",
+    "step",
+    "cost",
+)
+
+CONVERSION_COLUMNS: tuple[str, ...] = (
+    "message_id",
+    "order_id",
+    "visitor_id",
+    "campaign",
+    "variant",
+    "holdout",
+    "journey",
+    "step",
+    "rule",
+    "message_time",
+    "event_time",
+    "value",
+    "currency",
+)
+
+OUTCOME_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "message_id",
+    "visitor_id",
+    "outcome",
+    "event_time",
+    "display",
 )
 
 
@@ -116,6 +150,9 @@ class AnalyticsBatch:
     """Each enriched event with the visitor's full segment set right after it."""
     changes: list[SegmentChange] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    conversions: list[Conversion] = field(default_factory=list)
+    """Purchases the core attributed to a message (`BatchResult.conversions`). The batch's message
+    outcomes are not listed: they are among `events`, which `write` picks them from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,9 +257,19 @@ _BY_TYPE: dict[str, tuple[str, Callable[[Any], _Payload]]] = {
 """Event type value → (column value, payload extractor), looked up by the member's `_value_`:
 hashing the enum member itself runs `Enum.__hash__` in Python (0.9 µs per row)."""
 
+_TYPE_AT = EVENT_COLUMNS.index("type")
+_CUSTOM_KIND = _BY_TYPE[EventType.custom.value][0]
+"""The `type` column's value of a custom event: the very object every custom row holds."""
 
-def event_rows(events: Sequence[tuple[EnrichedEvent, Sequence[str]]]) -> list[tuple[Any, ...]]:
-    """`event_row` of each; a batch's events share one `received_at` object, converted once."""
+
+def event_rows(
+    events: Sequence[tuple[EnrichedEvent, Sequence[str]]], custom: list[EnrichedEvent] | None = None
+) -> list[tuple[Any, ...]]:
+    """`event_row` of each; a batch's events share one `received_at` object, converted once.
+
+    With `custom`, the ``custom`` events among them are appended to it (`outcome_rows` reads those):
+    told by the type of each row just built, one identity test, where a second pass over the batch's
+    events would cost ≈ 0.6 µs per event (measured: their objects are no longer in the CPU's cache)."""
     rows: list[tuple[Any, ...]] = []
     received_at: datetime | None = None
     received_ms = 0
@@ -230,7 +277,10 @@ def event_rows(events: Sequence[tuple[EnrichedEvent, Sequence[str]]]) -> list[tu
         if enriched.received_at is not received_at:
             received_at = enriched.received_at
             received_ms = _ms(received_at)
-        rows.append(event_row(enriched, segments, received_ms))
+        row = event_row(enriched, segments, received_ms)
+        rows.append(row)
+        if row[_TYPE_AT] is _CUSTOM_KIND and custom is not None:
+            custom.append(enriched)
     return rows
 
 
@@ -307,7 +357,61 @@ def message_row(message: Message) -> tuple[Any, ...]:
         _ms(message.event_time),
         _ms_or_none(message.expires_at),
         orjson.dumps(message.payload, option=orjson.OPT_SORT_KEYS, default=str).decode(),
+        message.campaign or "",
+        message.variant or "",
+        message.holdout,
+        message.journey or "",
+        message.step or "",
+        message.cost,
     )
+
+
+def conversion_row(conversion: Conversion) -> tuple[Any, ...]:
+    """One `conversions` row in `CONVERSION_COLUMNS` order."""
+    return (
+        conversion.message_id,
+        conversion.order_id,
+        conversion.visitor_id,
+        conversion.campaign or "",
+        conversion.variant or "",
+        conversion.holdout,
+        conversion.journey or "",
+        conversion.step or "",
+        conversion.rule,
+        _ms(conversion.message_time),
+        _ms(conversion.event_time),
+        conversion.value,
+        conversion.currency,
+    )
+
+
+def outcome_rows(events: Iterable[EnrichedEvent]) -> list[tuple[Any, ...]]:
+    """One `message_outcomes` row in `OUTCOME_COLUMNS` order per outcome event among `events`: a
+    ``custom`` event named in `schemas.onsite.OUTCOME_NAMES` whose properties carry a `message_id`
+    string (the collector validates it; an event sent in Tessera's own format may lack one, and
+    is then only an event). `write` passes the custom events `event_rows` set aside."""
+    rows: list[tuple[Any, ...]] = []
+    for enriched in events:
+        ev = enriched.event
+        if ev.type is not EventType.custom:
+            continue
+        props: Any = ev.properties
+        outcome = OUTCOME_NAMES.get(props.name)
+        message_id = props.properties.get("message_id")
+        if outcome is None or not isinstance(message_id, str) or not message_id:
+            continue
+        display = props.properties.get("display")
+        rows.append(
+            (
+                ev.event_id,
+                message_id,
+                ev.visitor_id,
+                outcome._value_,
+                _ms(ev.event_time),
+                display if isinstance(display, str) else "",
+            )
+        )
+    return rows
 
 
 def columns(rows: list[tuple[Any, ...]]) -> list[Sequence[Any]]:
@@ -334,6 +438,8 @@ RETENTION_COLUMNS: dict[str, str] = {
     "events": "event_time",
     "segment_changes": "event_time",
     "messages": "event_time",
+    "conversions": "message_time",
+    "message_outcomes": "event_time",
     "segment_rollup_minute": "minute",
     "segment_flow_minute": "minute",
 }
@@ -362,6 +468,8 @@ class ClickHouseSink:
         self._events_table = f"{database}.events"
         self._changes_table = f"{database}.segment_changes"
         self._messages_table = f"{database}.messages"
+        self._conversions_table = f"{database}.conversions"
+        self._outcomes_table = f"{database}.message_outcomes"
         self._kpi_view = f"{database}.segment_kpis_minute"
         log.info("clickhouse.connected", dsn=_redact(dsn), database=database)
 
@@ -404,12 +512,20 @@ class ClickHouseSink:
         """One insert per non-empty table, each with its own deduplication token."""
         started = time.perf_counter()
         inserts: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = []
+        custom: list[EnrichedEvent] = []
         if batch.events:
-            inserts.append((self._events_table, EVENT_COLUMNS, event_rows(batch.events)))
+            inserts.append((self._events_table, EVENT_COLUMNS, event_rows(batch.events, custom)))
         if batch.changes:
             inserts.append((self._changes_table, CHANGE_COLUMNS, [change_row(c) for c in batch.changes]))
         if batch.messages:
             inserts.append((self._messages_table, MESSAGE_COLUMNS, [message_row(m) for m in batch.messages]))
+        if batch.conversions:
+            inserts.append(
+                (self._conversions_table, CONVERSION_COLUMNS, [conversion_row(c) for c in batch.conversions])
+            )
+        outcomes = outcome_rows(custom)
+        if outcomes:
+            inserts.append((self._outcomes_table, OUTCOME_COLUMNS, outcomes))
         built = time.perf_counter()
         with self._lock:
             for table, column_names, rows in inserts:
@@ -426,6 +542,8 @@ class ClickHouseSink:
             events=len(batch.events),
             changes=len(batch.changes),
             messages=len(batch.messages),
+            conversions=len(batch.conversions),
+            outcomes=len(outcomes),
             build_ms=round((built - started) * 1000, 3),
             insert_ms=round((time.perf_counter() - built) * 1000, 3),
         )

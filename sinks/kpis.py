@@ -28,6 +28,7 @@ entry minus every exit up to it, so it matches the serving store once every chan
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -39,9 +40,6 @@ ALL_VISITORS: Final = "*"
 
 KPIS: Final = ("purchases", "conversion_rate", "revenue", "revenue_per_user", "page_views_per_user")
 """Seed 002's KPIs, in the order every table shows them."""
-
-ATTRIBUTION_DAYS: Final = 7
-"""A purchase counts as a message's conversion when it follows the message within this many days."""
 
 
 class ClickHouseReader(Protocol):
@@ -220,92 +218,112 @@ def segment_flows(ch: ClickHouseReader, rng: TimeRange, bucket_minutes: int) -> 
 # -- the message funnel ---------------------------------------------------------------------------
 
 
-def funnel_columns(ch: ClickHouseReader) -> tuple[str, str, str]:
-    """The campaign, variant and holdout expressions over `messages`, from the columns it has: Message
-    v2 (issue 17) carries `campaign`, `variant` and `holdout`, which the table may gain later."""
-    have = {
-        str(name)
-        for (name,) in ch.query(
-            "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'messages'",
-            {"db": ch.database},
-        )
-    }
-    campaign = (
-        "if(ifNull(campaign, '') != '', toString(campaign), toString(rule))"
-        if "campaign" in have
-        else "toString(rule)"
+def funnel_sql(database: str, in_range: Callable[[str], str]) -> str:
+    """The message funnel's one query, per campaign and variant (`message_funnel` and Grafana's panel
+    run it; `in_range(column)` is the time filter on a message's `event_time`, as each writes it).
+
+    The unit is the message: each message decided in the range (`messages FINAL`) is shown, clicked
+    or dismissed when an outcome of its visitor names it (`message_outcomes`, distinct per message)
+    and converted when the engine attributed a purchase to it (`conversions FINAL`: the one
+    attribution rule, `streams.core.journeys`); its revenue is those purchases' values. Outcomes and
+    conversions are read by message id, their tables' leading key. A campaign's holdout records are
+    one row (variant ``holdout``); every row's uplift is its conversion rate minus that row's."""
+    messages_in_range = f"SELECT message_id FROM {database}.messages WHERE {in_range('event_time')}"
+    # Inner aliases carry a prefix: an alias named like a column would replace it in later expressions.
+    return f"""SELECT campaign, variant, holdout, sent, holdout_records, visitors, shown, clicked, dismissed,
+       converted, revenue, conversion_rate,
+       if(holdout, NULL, conversion_rate - holdout_rate) AS uplift,
+       if(holdout OR NOT holdout_rate > 0, NULL, uplift / holdout_rate) AS uplift_relative
+FROM
+(
+    SELECT f_campaign AS campaign, f_variant AS variant, f_holdout AS holdout,
+           countIf(NOT f_holdout) AS sent, countIf(f_holdout) AS holdout_records,
+           uniqExact(f_visitor) AS visitors,
+           countIf(f_shown) AS shown, countIf(f_clicked) AS clicked, countIf(f_dismissed) AS dismissed,
+           countIf(f_orders > 0) AS converted, sum(f_revenue) AS revenue,
+           converted / count() AS conversion_rate,
+           max(if(holdout, conversion_rate, NULL)) OVER (PARTITION BY campaign) AS holdout_rate
+    FROM
+    (
+        SELECT m.f_visitor AS f_visitor, m.f_campaign AS f_campaign, m.f_variant AS f_variant,
+               m.f_holdout AS f_holdout, o.f_shown AS f_shown, o.f_clicked AS f_clicked,
+               o.f_dismissed AS f_dismissed, c.f_orders AS f_orders, c.f_revenue AS f_revenue
+        FROM
+        (
+            SELECT message_id AS f_message, visitor_id AS f_visitor,
+                   if(campaign != '', toString(campaign), toString(rule)) AS f_campaign,
+                   if(holdout, 'holdout', toString(variant)) AS f_variant, holdout AS f_holdout
+            FROM {database}.messages FINAL
+            WHERE {in_range('event_time')}
+        ) AS m
+        LEFT JOIN
+        (
+            SELECT message_id AS f_message, visitor_id AS f_visitor,
+                   max(outcome = 'shown') AS f_shown, max(outcome = 'clicked') AS f_clicked,
+                   max(outcome = 'dismissed') AS f_dismissed
+            FROM {database}.message_outcomes
+            WHERE message_id IN ({messages_in_range})
+            GROUP BY message_id, visitor_id
+        ) AS o ON o.f_message = m.f_message AND o.f_visitor = m.f_visitor
+        LEFT JOIN
+        (
+            SELECT message_id AS f_message, count() AS f_orders, sum(value) AS f_revenue
+            FROM {database}.conversions FINAL
+            WHERE message_id IN ({messages_in_range})
+            GROUP BY message_id
+        ) AS c ON c.f_message = m.f_message
     )
-    variant = (
-        "ifNull(toString(variant), '')" if "variant" in have else "JSONExtractString(payload, 'variant')"
+    GROUP BY f_campaign, f_variant, f_holdout
+)
+ORDER BY campaign, holdout, variant"""
+
+
+def _in_minutes(column: str) -> str:
+    return (
+        f"{column} >= toDateTime({{start:UInt32}}, 'UTC') AND {column} < toDateTime({{end:UInt32}}, 'UTC')"
     )
-    holdout = "holdout" if "holdout" in have else f"{variant} = 'holdout'"
-    return campaign, variant, holdout
 
 
 def message_funnel(ch: ClickHouseReader, rng: TimeRange) -> list[FunnelRow]:
-    """Per campaign and variant: messages decided in the range, how many visitors bought within
-    `ATTRIBUTION_DAYS` after their message, and that revenue; read from `messages FINAL` and the
-    purchases of `events FINAL` (exact under replays). Tolerant of the `messages` table's columns
-    (`funnel_columns`): the campaign is the `campaign` column where there is one and it is set, else
-    the trigger rule; the variant the `variant` column, else `payload.variant` (`""` without one); a
-    holdout record is `holdout = 1`, else a variant named `holdout`."""
-    db = ch.database
-    campaign, variant, holdout = funnel_columns(ch)
-    attributed = (
-        f"p.event_time > m.event_time AND p.event_time <= m.event_time + toIntervalDay({ATTRIBUTION_DAYS})"
-    )
-    rows = ch.query(
-        f"""
-        SELECT campaign, kind, variant, is_holdout, count() AS sent, sum(converted), sum(attributed)
-        FROM (
-            SELECT m.message_id AS message_id, any(m.campaign) AS campaign, any(m.kind) AS kind,
-                   any(m.variant) AS variant, any(m.is_holdout) AS is_holdout,
-                   max({attributed}) AS converted,
-                   sumIf(p.revenue, {attributed}) AS attributed
-            FROM (
-                SELECT message_id, visitor_id, {campaign} AS campaign, toString(kind) AS kind,
-                       {variant} AS variant, toUInt8({holdout}) AS is_holdout, event_time
-                FROM {db}.messages FINAL
-                WHERE event_time >= toDateTime({{start:UInt32}}, 'UTC')
-                  AND event_time < toDateTime({{end:UInt32}}, 'UTC')
-            ) AS m
-            LEFT JOIN (
-                SELECT visitor_id, event_time, revenue FROM {db}.events FINAL
-                WHERE type = 'purchase' AND event_time >= toDateTime({{start:UInt32}}, 'UTC')
-            ) AS p ON p.visitor_id = m.visitor_id
-            GROUP BY m.message_id
+    """Per campaign (a message without one: its trigger rule) and variant, the messages decided in
+    the range: delivered and holdout records, visitors, shown, clicked, dismissed, converted, revenue,
+    conversion rate and uplift against the campaign's holdout (`funnel_sql`). Exact under retried and
+    replayed inserts: messages and conversions are read `FINAL`, outcomes as distinct messages."""
+    rows = ch.query(funnel_sql(ch.database, _in_minutes), rng.parameters())
+    return [
+        FunnelRow(
+            campaign=str(campaign),
+            variant=str(variant),
+            holdout=bool(holdout),
+            sent=int(sent),
+            holdout_records=int(records),
+            visitors=int(visitors),
+            shown=int(shown),
+            clicked=int(clicked),
+            dismissed=int(dismissed),
+            converted=int(converted),
+            revenue=round(float(revenue), 6),
+            conversion_rate=round(float(rate), 6),
+            uplift=None if uplift is None else round(float(uplift), 6),
+            uplift_relative=None if relative is None else round(float(relative), 6),
         )
-        GROUP BY campaign, kind, variant, is_holdout
-        ORDER BY campaign, is_holdout, kind, variant
-        """,
-        rng.parameters(),
-    )
-    holdout_sent: dict[str, int] = {}
-    holdout_converted: dict[str, int] = {}
-    for name, _kind, _variant, is_holdout, sent, converted, _revenue in rows:
-        if is_holdout:
-            holdout_sent[str(name)] = holdout_sent.get(str(name), 0) + int(sent)
-            holdout_converted[str(name)] = holdout_converted.get(str(name), 0) + int(converted)
-    funnel = []
-    for name, kind, label, is_holdout, sent, converted, attributed in rows:
-        rate = int(converted) / int(sent) if sent else 0.0
-        control = holdout_sent.get(str(name), 0)
-        uplift = None
-        if control and not is_holdout:
-            uplift = round(rate - holdout_converted[str(name)] / control, 6)
-        funnel.append(
-            FunnelRow(
-                campaign=str(name),
-                kind=str(kind),
-                variant="holdout" if is_holdout and not label else str(label),
-                sent=int(sent),
-                converted=int(converted),
-                revenue=round(float(attributed), 6),
-                conversion_rate=round(rate, 6),
-                uplift=uplift,
-            )
-        )
-    return funnel
+        for (
+            campaign,
+            variant,
+            holdout,
+            sent,
+            records,
+            visitors,
+            shown,
+            clicked,
+            dismissed,
+            converted,
+            revenue,
+            rate,
+            uplift,
+            relative,
+        ) in rows
+    ]
 
 
 # -- personas -------------------------------------------------------------------------------------

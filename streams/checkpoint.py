@@ -2,10 +2,10 @@
 
 Per batch (the latency path: `streams.engine`, `streams.publish`) the core's results go to memory,
 segment changes, messages and dead letters are sent, and Redis is written. The rest is handed to
-the `Checkpoint`: ClickHouse rows, the acks of those sends, the touched profiles and the processed
-source offsets. Every `checkpoint_interval_ms` (or `checkpoint_max_rows` buffered rows) it takes a
-snapshot of what is pending and writes it by the commit protocol, beside the next batches, in this
-order (`Checkpoint.commit`):
+the `Checkpoint`: ClickHouse rows (events, changes, messages, conversions), the acks of those sends,
+the touched profiles and the processed source offsets. Every `checkpoint_interval_ms` (or
+`checkpoint_max_rows` buffered rows) it takes a snapshot of what is pending and writes it by the
+commit protocol, beside the next batches, in this order (`Checkpoint.commit`):
 
 1. sinks:   buffered ClickHouse rows inserted with a deterministic deduplication token; the
             latest profile summary of each touched visitor written to Redis; the broker's acks
@@ -89,6 +89,7 @@ class Snapshot:
     rows: list[Any]
     changes: list[Any]
     messages: list[Any]
+    conversions: list[Any]
     sends: list[Awaitable[Any]]
     changelog: list[tuple[str, int, bytes]]
     serving: list[VisitorUpdate]
@@ -145,6 +146,7 @@ class Checkpoint:
         self._rows: list[Any] = []
         self._changes: list[Any] = []
         self._messages: list[Any] = []
+        self._conversions: list[Any] = []
         self._sends: list[Awaitable[Any]] = []
         self._records = 0
         self._last = clock()
@@ -159,13 +161,14 @@ class Checkpoint:
         self._offsets[tp] = next_offset
 
     def add(self, result: BatchResult, records: int, sends: Sequence[Awaitable[Any]]) -> None:
-        """Buffer a processed batch's analytics rows, changes and messages, the futures of its
-        topic sends (their acks are awaited before the offsets are committed), and count its
+        """Buffer a processed batch's analytics rows, changes, messages and conversions, the futures
+        of its topic sends (their acks are awaited before the offsets are committed), and count its
         `records`. Its touched profiles are marked in `touched`."""
         self._sends += sends
         self._rows.extend(result.analytics_rows)
         self._changes.extend(result.changes)
         self._messages.extend(result.messages)
+        self._conversions.extend(result.conversions)
         self._records += records
 
     def profile(self, visitor_id: str, partition: int) -> bytes | Profile | None:
@@ -263,6 +266,7 @@ class Checkpoint:
             rows=self._rows,
             changes=self._changes,
             messages=self._messages,
+            conversions=self._conversions,
             sends=self._sends,
             changelog=changelog,
             serving=serving,
@@ -286,9 +290,13 @@ class Checkpoint:
         #    both finish before anything of the state is written. Then the profile summaries go to
         #    Redis (segment sets went per batch) and the broker's acks of its topic sends are awaited.
         try:
-            if snap.rows or snap.changes or snap.messages:
+            if snap.rows or snap.changes or snap.messages or snap.conversions:
                 batch = AnalyticsBatch(
-                    token=snap.token, events=snap.rows, changes=snap.changes, messages=snap.messages
+                    token=snap.token,
+                    events=snap.rows,
+                    changes=snap.changes,
+                    messages=snap.messages,
+                    conversions=snap.conversions,
                 )
                 inserting = asyncio.ensure_future(asyncio.to_thread(self.analytics.write, batch))
                 try:
@@ -347,6 +355,7 @@ class Checkpoint:
         self._rows = []
         self._changes = []
         self._messages = []
+        self._conversions = []
         self._sends = []
         self.touched = {}
         self._last = self.clock()

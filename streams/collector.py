@@ -88,7 +88,7 @@ from pydantic import ValidationError
 
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.events import EVENT_ADAPTER, EVENT_TYPES
-from schemas.onsite import OUTCOME_EVENTS, MessageOutcome
+from schemas.onsite import OUTCOME_EVENTS, MessageOutcome, outcome_event_name
 from streams.core.ingest import Rejected, clip_detail, dead_letter
 from streams.deadletters import dead_letter_record
 
@@ -333,7 +333,7 @@ def _message_outcome(event_name: str) -> Callable[[dict[str, Any]], tuple[str, d
         except ValidationError as exc:
             raise _Rejected(DeadLetterReason.schema_violation, _format_errors(exc)) from None
         return "custom", {
-            "name": f"message_{outcome.value}",
+            "name": outcome_event_name(outcome),
             "properties": report.model_dump(mode="json", exclude_none=True),
         }
 

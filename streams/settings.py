@@ -201,7 +201,10 @@ class Settings(BaseSettings):
         "the oldest change kept).",
     )
     clickhouse_ttl_messages_days: int = Field(
-        0, ge=0, description="Days the trigger messages (table `messages`) are kept; 0: for ever."
+        0,
+        ge=0,
+        description="Days the messages and their funnel (tables `messages`, `conversions`, "
+        "`message_outcomes`) are kept; 0: for ever.",
     )
     clickhouse_ttl_rollup_days: int = Field(
         0, ge=0, description="Days the per-minute KPI rollup (`segment_rollup_minute`) is kept; 0: for ever."
@@ -283,6 +286,8 @@ class Settings(BaseSettings):
             "events": self.clickhouse_ttl_events_days,
             "segment_changes": self.clickhouse_ttl_segment_changes_days,
             "messages": self.clickhouse_ttl_messages_days,
+            "conversions": self.clickhouse_ttl_messages_days,
+            "message_outcomes": self.clickhouse_ttl_messages_days,
             "segment_rollup_minute": self.clickhouse_ttl_rollup_days,
             "segment_flow_minute": self.clickhouse_ttl_flow_days,
         }

@@ -12,7 +12,8 @@
 --     at insert time, before any merge.
 --  2. A replay after a crash may cut the same events into batches with other boundaries, hence
 --     other tokens. The tables are ReplacingMergeTree keyed by the row's id, and every reader
---     that counts goes through `FINAL` (or the KPI view, which does), so duplicates never count.
+--     that counts goes through `FINAL` (or the KPI view, which does) or counts distinct ids (the
+--     funnel's outcomes), so duplicates never count.
 
 CREATE DATABASE IF NOT EXISTS tessera;
 
@@ -117,6 +118,62 @@ CREATE TABLE IF NOT EXISTS tessera.messages
 )
 ENGINE = ReplacingMergeTree
 ORDER BY message_id
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Message v2's fields came after the first release of `messages` (the same migration as `events`'):
+-- an older table gains them, its old rows reading '' / false / 0. `holdout` rows are the records of a
+-- campaign's holdout group (never delivered), kept so the funnel can compare conversion rates.
+-- A field the message does not carry is '' (no campaign, no variant, not a journey step).
+ALTER TABLE tessera.messages
+    ADD COLUMN IF NOT EXISTS campaign LowCardinality(String) AFTER payload,
+    ADD COLUMN IF NOT EXISTS variant LowCardinality(String) AFTER campaign,
+    ADD COLUMN IF NOT EXISTS holdout Bool AFTER variant,
+    ADD COLUMN IF NOT EXISTS journey LowCardinality(String) AFTER holdout,
+    ADD COLUMN IF NOT EXISTS step LowCardinality(String) AFTER journey,
+    ADD COLUMN IF NOT EXISTS cost Float64 AFTER step;
+
+-- Purchases the engine attributed to a message (`BatchResult.conversions`: last touch within the
+-- attribution window, holdout records included): the one attribution rule, which the funnel reads
+-- instead of deriving its own. Dedup key (message_id, order_id): a conversion's id, the same in a
+-- replay. Not partitioned by time, like `segment_changes` (few rows; exact counts over all time).
+CREATE TABLE IF NOT EXISTS tessera.conversions
+(
+    message_id   String,
+    order_id     String,
+    visitor_id   String,
+    campaign     LowCardinality(String),
+    variant      LowCardinality(String),
+    holdout      Bool,
+    journey      LowCardinality(String),
+    step         LowCardinality(String),
+    rule         LowCardinality(String),
+    message_time DateTime64(3, 'UTC'),
+    event_time   DateTime64(3, 'UTC'),
+    value        Float64,
+    currency     LowCardinality(String)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (message_id, order_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- What visitors did with a message: one row per outcome event (`custom` events message_shown,
+-- message_clicked, message_dismissed with their `message_id`), which the sink picks out of a
+-- batch's events itself. Not a materialized view over `events` and no column there: the events
+-- insert is the worker's hottest path and outcomes are rare. Dedup key (message_id, event_id).
+-- Cost: none per event (the sink sets custom events aside while it builds the events rows); a
+-- checkpoint that carries outcomes pays one more small insert, as one carrying messages or
+-- conversions does (≈ 15-20 ms CPU each in the embedded chDB, measured with 2-row inserts).
+CREATE TABLE IF NOT EXISTS tessera.message_outcomes
+(
+    event_id   String,
+    message_id String,
+    visitor_id String,
+    outcome    Enum8('shown' = 1, 'clicked' = 2, 'dismissed' = 3),
+    event_time DateTime64(3, 'UTC'),
+    display    LowCardinality(String)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (message_id, event_id)
 SETTINGS non_replicated_deduplication_window = 1000;
 
 -- Per minute and segment: events, distinct visitors, purchases, revenue.

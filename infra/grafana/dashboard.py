@@ -1,6 +1,7 @@
 # ruff: noqa: E501  (panel SQL and the panel list read better unwrapped)
 """Builds `infra/grafana/dashboards/tessera-segments.json`, Grafana's equivalent of the built-in
-`/dashboard`, with every KPI's SQL taken from `sinks.kpis.KPI_SQL` (one definition of each KPI).
+`/dashboard`, with every KPI's SQL taken from `sinks.kpis.KPI_SQL` (one definition of each KPI) and the
+message funnel's from `sinks.kpis.funnel_sql`.
 
 `python -m infra.grafana.dashboard` rewrites the file; a test keeps the file equal to `build()` and
 runs each panel's SQL against chDB with the project's DDL, Grafana's macros substituted. Dead letters
@@ -14,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sinks.kpis import KPI_SQL, KPIS
+from sinks.kpis import KPI_SQL, KPIS, funnel_sql
 
 PATH = Path(__file__).resolve().parent / "dashboards" / "tessera-segments.json"
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "tessera-clickhouse"}
@@ -68,12 +69,8 @@ def kpi_over_time(kpi: str) -> str:
     )
 
 
-FUNNEL = f"""SELECT toString(rule) AS campaign, JSONExtractString(payload, 'variant') AS variant,
-       toString(kind) AS kind, count() AS sent
-FROM {DB}.messages FINAL
-WHERE $__timeFilter(event_time)
-GROUP BY campaign, variant, kind
-ORDER BY campaign, variant"""
+FUNNEL = funnel_sql(DB, lambda column: f"$__timeFilter({column})")
+"""The message funnel of `sinks.kpis.message_funnel`, on the messages decided in the dashboard's range."""
 
 EVENTS = f"""SELECT toStartOfMinute(event_time) AS time, count() AS events
 FROM {DB}.events FINAL
@@ -84,7 +81,7 @@ ORDER BY time"""
 HEALTH_TEXT = (
     "Dead letters and consumer lag are not in ClickHouse: dead letters go to the `events.dlq` topic, and "
     "each worker reports its lag and dead-letter count at `/v1/status`. The worker's own `/dashboard` "
-    "shows both; the full message funnel with conversions and uplift against the holdout is there too."
+    "shows both."
 )
 
 
@@ -143,13 +140,19 @@ def build() -> dict[str, Any]:
             (0, 35, 12, 8),
         ),
         _panel(9, "timeseries", "Purchases per segment", kpi_over_time("purchases"), (12, 35, 12, 8)),
-        _panel(10, "table", "Messages sent per campaign and variant", FUNNEL, (0, 43, 12, 8)),
+        _panel(
+            10,
+            "table",
+            "Message funnel per campaign and variant (uplift against the holdout)",
+            FUNNEL,
+            (0, 43, 24, 8),
+        ),
         _panel(
             11,
             "text",
             "Dead letters and consumer lag",
             None,
-            (12, 43, 12, 8),
+            (0, 51, 24, 4),
             options={"mode": "markdown", "content": HEALTH_TEXT},
         ),
     ]
@@ -166,7 +169,7 @@ def build() -> dict[str, Any]:
         "time": {"from": "now-1h", "to": "now"},
         "timepicker": {"refresh_intervals": ["5s", "10s", "30s", "1m", "5m"]},
         "schemaVersion": 39,
-        "version": 2,
+        "version": 3,
         "annotations": {"list": []},
         "templating": {"list": []},
         "links": [],

@@ -185,7 +185,7 @@ def make_messages() -> list[Message]:
 def stop_merges(sink: ClickHouseSink) -> None:
     """Without background merges, rows on disk show exactly what each insert kept: a duplicate
     hidden by a merge cannot make a dedup test pass by accident."""
-    for table in ("events", "segment_changes", "messages"):
+    for table in ("events", "segment_changes", "messages", "conversions", "message_outcomes"):
         sink.query(f"SYSTEM STOP MERGES {sink.database}.{table}")
 
 
@@ -205,7 +205,9 @@ def test_ddl_is_idempotent(sink: ClickHouseSink) -> None:
         parameters={"db": sink.database},
     )
     assert rows == [
+        ("conversions", "ReplacingMergeTree"),
         ("events", "ReplacingMergeTree"),
+        ("message_outcomes", "ReplacingMergeTree"),
         ("messages", "ReplacingMergeTree"),
         ("segment_changes", "ReplacingMergeTree"),
         ("segment_flow_minute", "AggregatingMergeTree"),

@@ -1,6 +1,7 @@
 """Every Grafana panel's SQL runs against chDB with the project's DDL (Grafana's macros substituted),
-on data inserted twice with other batch cuts; the KPI table panel equals `sinks.kpis.kpi_table`, and
-the dashboard file is what `infra.grafana.dashboard` builds."""
+on data inserted twice with other batch cuts; the KPI table panel equals `sinks.kpis.kpi_table`, the
+funnel panel `sinks.kpis.message_funnel`, and the dashboard file is what `infra.grafana.dashboard`
+builds."""
 
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ import pytest
 from infra.grafana import dashboard
 from sinks import kpis
 from sinks.clickhouse import ClickHouseSink
-from tests.integration.test_clickhouse_sink import BASE, make_messages
-from tests.integration.test_kpis import chdb_path, insert, known_events, make_changes, sink  # noqa: F401
+from tests.integration.test_clickhouse_sink import BASE
+from tests.integration.test_kpis import (  # noqa: F401
+    chdb_path,
+    funnel_set,
+    insert,
+    insert_funnel,
+    known_events,
+    make_changes,
+    sink,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,9 +49,11 @@ def test_dashboard_file_is_built_from_the_kpi_module() -> None:
 
 def test_every_panel_runs_and_the_kpi_table_matches(sink: ClickHouseSink) -> None:  # noqa: F811
     events = known_events(seed=12, n=400)
-    messages = make_messages()
-    insert(sink, events, 50, "first", changes=make_changes(), messages=messages)
-    insert(sink, events[60:], 29, "replay", changes=make_changes()[3:], messages=messages[2:])
+    insert(sink, events, 50, "first", changes=make_changes())
+    insert(sink, events[60:], 29, "replay", changes=make_changes()[3:])
+    messages, conversions, outcomes = funnel_set()
+    insert_funnel(sink, 13, "first-funnel", messages, conversions, outcomes)
+    insert_funnel(sink, 19, "replay-funnel", messages[5:], conversions[2:], outcomes[9:])
     start, end = BASE - timedelta(minutes=1), BASE + timedelta(minutes=30)
     panels = json.loads(dashboard.PATH.read_text())["panels"]
     ran = 0
@@ -65,3 +76,13 @@ def test_every_panel_runs_and_the_kpi_table_matches(sink: ClickHouseSink) -> Non
     (sizes_panel,) = [p for p in panels if p["title"].startswith("Segment sizes now")]
     sizes = dict(sink.query(grafana_macros(sizes_panel["targets"][0]["rawSql"], sink.database, start, end)))
     assert sizes == {s: n for s, n in kpis.current_sizes(sink).items() if n}
+
+    (funnel_panel,) = [p for p in panels if p["title"].startswith("Message funnel")]
+    rows = sink.query(grafana_macros(funnel_panel["targets"][0]["rawSql"], sink.database, start, end))
+    funnel = kpis.message_funnel(sink, kpis.TimeRange(start, end))  # no message at `end` itself
+    assert len(funnel) == len(rows) >= 4 and any(row.holdout for row in funnel)
+    fields = list(type(funnel[0]).model_fields)
+    for row, expected_row in zip(rows, funnel, strict=True):
+        got = dict(zip(fields, row, strict=True))
+        for name, value in expected_row.model_dump().items():
+            assert got[name] == (value if value is None else pytest.approx(value, abs=1e-6)), name

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from schemas import Device, EnrichedEvent, Message, SegmentChange
+from schemas import EVENT_ADAPTER, Conversion, Device, EnrichedEvent, Geo, Message, SegmentChange, Traffic
 from sinks import kpis
-from sinks.clickhouse import AnalyticsBatch, ClickHouseSink
+from sinks.clickhouse import AnalyticsBatch, ClickHouseSink, ddl_statements, outcome_rows
 from tests.integration.test_clickhouse_sink import BASE, make_events, value_of
 
 pytestmark = pytest.mark.timeout(180)
@@ -218,76 +218,234 @@ def test_sizes_and_flows_from_entries_and_exits(sink: ClickHouseSink) -> None:
         assert points[-1].size == final[segment]
 
 
-def test_message_funnel_with_holdout(sink: ClickHouseSink) -> None:
-    events = known_events(seed=5, n=400)
-    buyers = sorted({e.event.visitor_id for e, _ in events if e.event.type == "purchase"})
-    messages = [
-        Message(
-            message_id=f"m{n}",
-            visitor_id=f"v{n}",
-            kind="coupon_email",  # type: ignore[arg-type]
-            channel="email",
-            rule="cart_abandoned_30m",
-            event_time=BASE + timedelta(minutes=n % 10),
-            payload={"variant": "holdout" if n % 3 == 0 else "a"},
+# -- the message funnel ---------------------------------------------------------------------------
+
+FunnelKey = tuple[str, str, bool]
+"""(campaign, variant, holdout) as `kpis.message_funnel` groups."""
+
+
+def outcome_event(n: int, visitor: str, name: str, properties: dict[str, Any], at: datetime) -> EnrichedEvent:
+    event = EVENT_ADAPTER.validate_python(
+        {
+            "event_id": f"oe{n:05d}",
+            "visitor_id": visitor,
+            "event_time": at,
+            "type": "custom",
+            "properties": {"name": name, "properties": properties},
+        }
+    )
+    return EnrichedEvent(
+        event=event,
+        device=Device(category="desktop"),
+        geo=Geo(),
+        traffic=Traffic(),
+        received_at=at,
+        partition=n % 3,
+        offset=10_000 + n,
+    )
+
+
+def funnel_set(seed: int = 17) -> tuple[list[Message], list[Conversion], Events]:
+    """Messages of campaign `spring` (variants a and b, about a quarter held out) and of a trigger rule
+    without a campaign, the engine's conversions of some (holdout records too; one message with two
+    orders), and outcome events: some reported twice (a client retry, other event ids), some by another
+    visitor or naming no known message, one without a message id, besides an unrelated custom event."""
+    rng = random.Random(seed)
+    messages: list[Message] = []
+    conversions: list[Conversion] = []
+    events: Events = []
+
+    def outcome(visitor: str, name: str, message_id: str | None, at: datetime) -> None:
+        props: dict[str, Any] = {"outcome": name.removeprefix("message_"), "display": "overlay"}
+        if message_id is not None:
+            props["message_id"] = message_id
+        events.append((outcome_event(len(events), visitor, name, props, at), ()))
+
+    for n in range(120):
+        visitor = f"fv{n % 50}"
+        at = BASE + timedelta(minutes=n % 40, seconds=n)
+        in_campaign = n % 7 != 0
+        holdout = in_campaign and rng.random() < 0.25
+        message = Message(
+            message_id=f"fm{n}",
+            visitor_id=visitor,
+            kind="exit_intent_overlay" if in_campaign else "coupon_email",  # type: ignore[arg-type]
+            channel="onsite" if in_campaign else "email",
+            rule="cart_recovery.remind" if in_campaign else "cart_abandoned_30m",
+            event_time=at,
+            campaign="spring" if in_campaign else None,
+            variant=rng.choice(["a", "b"]) if in_campaign else None,
+            holdout=holdout,
+            journey="cart_recovery" if in_campaign else None,
+            step="remind" if in_campaign else None,
+            cost=0.0 if holdout else 0.25,
         )
-        for n in range(40)
-    ]
-    replayed(sink, events, messages=messages)
-    funnel = kpis.message_funnel(sink, kpis.TimeRange(BASE, BASE + timedelta(days=1)))
-    unique = {e.event.event_id: e for e, _ in events}.values()
-    want: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0.0])
+        messages.append(message)
+        for order in range(2 if n == 8 else int(rng.random() < 0.35)):
+            conversions.append(
+                Conversion(
+                    message_id=message.message_id,
+                    visitor_id=visitor,
+                    campaign=message.campaign,
+                    variant=message.variant,
+                    holdout=holdout,
+                    journey=message.journey,
+                    step=message.step,
+                    rule=message.rule,
+                    message_time=at,
+                    event_time=at + timedelta(hours=order + 1),
+                    order_id=f"fo{n}-{order}",
+                    value=round(rng.uniform(5, 200), 2),
+                )
+            )
+        if holdout:
+            continue
+        for name in ("message_shown", "message_clicked", "message_dismissed"):
+            if rng.random() < {"message_shown": 0.7}.get(name, 0.25):
+                outcome(visitor, name, message.message_id, at + timedelta(seconds=2))
+                if rng.random() < 0.2:
+                    outcome(visitor, name, message.message_id, at + timedelta(seconds=3))
+        if rng.random() < 0.1:
+            outcome("someone-else", "message_clicked", message.message_id, at + timedelta(seconds=4))
+    outcome("fv1", "message_shown", "no-such-message", BASE)
+    outcome("fv2", "message_shown", None, BASE)
+    events.append((outcome_event(len(events), "fv3", "wishlist_add", {"message_id": "fm1"}, BASE), ()))
+    rng.shuffle(events)
+    return messages, conversions, events
+
+
+def funnel_in_python(
+    messages: list[Message], conversions: list[Conversion], events: Events, start: datetime, end: datetime
+) -> dict[FunnelKey, dict[str, Any]]:
+    """Every funnel column computed directly from the known set."""
+    orders: dict[str, list[float]] = defaultdict(list)
+    for c in conversions:
+        orders[c.message_id].append(c.value)
+    reported: set[tuple[str, str, str]] = set()  # (message id, visitor id, outcome event name)
+    for enriched, _ in events:
+        props: Any = enriched.event.properties
+        if "message_id" in props.properties:
+            reported.add((props.properties["message_id"], enriched.event.visitor_id, props.name))
+    rows: dict[FunnelKey, dict[str, Any]] = {}
     for m in messages:
-        variant = m.payload["variant"]
-        after = [
-            e
-            for e in unique
-            if e.event.type == "purchase"
-            and e.event.visitor_id == m.visitor_id
-            and m.event_time < e.event.event_time <= m.event_time + timedelta(days=kpis.ATTRIBUTION_DAYS)
-        ]
-        want[variant][0] += 1
-        want[variant][1] += bool(after)
-        want[variant][2] += sum(value_of(e) for e in after)
-    assert buyers  # some messaged visitors bought
-    got = {row.variant: row for row in funnel}
-    assert set(got) == {"a", "holdout"}
-    for variant, (sent, converted, revenue) in want.items():
-        assert (got[variant].sent, got[variant].converted) == (sent, converted)
-        assert got[variant].revenue == pytest.approx(revenue, abs=1e-6)
-    assert got["a"].uplift == pytest.approx(
-        converted_rate(want["a"]) - converted_rate(want["holdout"]), abs=1e-6
-    )
-    assert got["holdout"].uplift is None
+        if not start <= m.event_time < end:
+            continue
+        key = (m.campaign or m.rule, "holdout" if m.holdout else m.variant or "", m.holdout)
+        row = rows.setdefault(
+            key,
+            {"sent": 0, "holdout_records": 0, "visitors": set(), "converted": 0, "revenue": 0.0}
+            | {"shown": 0, "clicked": 0, "dismissed": 0},
+        )
+        row["holdout_records" if m.holdout else "sent"] += 1
+        row["visitors"].add(m.visitor_id)
+        for outcome in ("shown", "clicked", "dismissed"):
+            row[outcome] += (m.message_id, m.visitor_id, f"message_{outcome}") in reported
+        row["converted"] += bool(orders[m.message_id])
+        row["revenue"] += sum(orders[m.message_id])
+    for row in rows.values():
+        row["visitors"] = len(row["visitors"])
+        row["conversion_rate"] = row["converted"] / (row["sent"] + row["holdout_records"])
+    for (campaign, _, holdout), row in rows.items():
+        control = next((r for (c, _, h), r in rows.items() if c == campaign and h), None)
+        row["uplift"] = row["uplift_relative"] = None
+        if control is not None and not holdout:
+            row["uplift"] = row["conversion_rate"] - control["conversion_rate"]
+            if control["conversion_rate"] > 0:
+                row["uplift_relative"] = row["uplift"] / control["conversion_rate"]
+    return rows
 
-    # Message v2's campaign, variant and holdout as columns of `messages` (the table may gain them):
-    # the funnel reads them instead of the rule and the payload, with the same figures.
-    db = sink.database
-    sink.command(
-        f"ALTER TABLE {db}.messages ADD COLUMN IF NOT EXISTS campaign Nullable(String),"
-        " ADD COLUMN IF NOT EXISTS variant Nullable(String),"
-        " ADD COLUMN IF NOT EXISTS holdout Bool DEFAULT false"
-    )
-    sink.command(
-        f"ALTER TABLE {db}.messages UPDATE campaign = 'spring',"
-        " variant = if(JSONExtractString(payload, 'variant') = 'holdout', NULL,"
-        " JSONExtractString(payload, 'variant')),"
-        " holdout = JSONExtractString(payload, 'variant') = 'holdout' WHERE true SETTINGS mutations_sync = 2"
-    )
-    by_columns = {
-        row.variant: row for row in kpis.message_funnel(sink, kpis.TimeRange(BASE, BASE + timedelta(days=1)))
-    }
-    assert {row.campaign for row in by_columns.values()} == {"spring"}
-    for variant in ("a", "holdout"):
-        assert (by_columns[variant].sent, by_columns[variant].converted, by_columns[variant].uplift) == (
-            got[variant].sent,
-            got[variant].converted,
-            got[variant].uplift,
+
+def insert_funnel(
+    sink: ClickHouseSink,
+    size: int,
+    prefix: str,
+    messages: list[Message],
+    conversions: list[Conversion],
+    events: Events,
+) -> None:
+    for i in range(0, max(len(messages), len(conversions), len(events)), size):
+        sink.write(
+            AnalyticsBatch(
+                token=f"{prefix}:{i}",
+                events=events[i : i + size],
+                messages=messages[i : i + size],
+                conversions=conversions[i : i + size],
+            )
         )
 
 
-def converted_rate(row: list[Any]) -> float:
-    return row[1] / row[0]
+FUNNEL_RANGES = [
+    (BASE, BASE + timedelta(days=1)),
+    (BASE + timedelta(minutes=5), BASE + timedelta(minutes=17)),
+]
+
+
+@pytest.mark.parametrize("window", range(len(FUNNEL_RANGES)))
+def test_message_funnel_equals_python_after_replays(sink: ClickHouseSink, window: int) -> None:
+    messages, conversions, events = funnel_set()
+    db = sink.database
+    for table in ("messages", "conversions", "message_outcomes"):
+        sink.command(f"SYSTEM STOP MERGES {db}.{table}")  # duplicates stay on disk: FINAL must do it
+    insert_funnel(sink, 11, "first", messages, conversions, events)
+    insert_funnel(sink, 17, "replay", messages, conversions, events)  # other cuts, other tokens
+    insert_funnel(sink, 11, "first", messages, conversions, events)  # a retry: dropped at insert
+    # On disk: the first write and the replay's copies; the retry was dropped at insert (its tokens).
+    stored = {
+        t: sink.query(f"SELECT count() FROM {db}.{t}")[0][0] for t in ("conversions", "message_outcomes")
+    }
+    assert stored == {
+        "conversions": 2 * len(conversions),
+        "message_outcomes": 2 * len(outcome_rows(e for e, _ in events)),
+    }
+
+    start, end = FUNNEL_RANGES[window]
+    want = funnel_in_python(messages, conversions, events, start, end)
+    got = {
+        (r.campaign, r.variant, r.holdout): r for r in kpis.message_funnel(sink, kpis.TimeRange(start, end))
+    }
+    assert set(got) == set(want)
+    assert {("spring", "a", False), ("spring", "b", False), ("spring", "holdout", True)} <= set(want)
+    for key, w in want.items():
+        row = got[key]
+        for name in ("sent", "holdout_records", "visitors", "shown", "clicked", "dismissed", "converted"):
+            assert getattr(row, name) == w[name], (key, name)
+        for name in ("revenue", "conversion_rate", "uplift", "uplift_relative"):
+            assert getattr(row, name) == (None if w[name] is None else pytest.approx(w[name], abs=1e-6)), (
+                key,
+                name,
+            )
+    assert got[("spring", "a", False)].uplift is not None
+    assert got[("spring", "holdout", True)].shown == 0
+
+
+def test_messages_table_gains_the_v2_columns(chdb_path: Path) -> None:
+    """A `messages` table made before campaign, variant, holdout, journey, step and cost gets them from
+    `apply_ddl` (ALTER ... ADD COLUMN IF NOT EXISTS): old rows read '' and false, new rows carry them."""
+    db = "k_messages_upgrade"
+    s = ClickHouseSink(f"chdb://{chdb_path}", database=db)
+    try:
+        new_columns = re.compile(r"^\s*(campaign|variant|holdout|journey|step|cost)\s.*$\n?", re.M)
+        for stmt in ddl_statements(db):
+            if not stmt.startswith("ALTER"):
+                s.command(new_columns.sub("", stmt) if f"{db}.messages" in stmt.split("(")[0] else stmt)
+        s.command(
+            f"INSERT INTO {db}.messages (message_id, visitor_id, kind, channel, rule, segment, event_time,"
+            " payload) VALUES ('old', 'v', 'retargeting', 'ads', 'r', '', now64(3), '{}')"
+        )
+        s.apply_ddl()
+        messages = funnel_set()[0]
+        held = next(m for m in messages if m.holdout)
+        s.write(AnalyticsBatch(token="upgrade", messages=[held]))
+        rows = s.query(
+            f"SELECT message_id, campaign, variant, holdout, journey, step, cost FROM {db}.messages FINAL"
+            " ORDER BY message_id"
+        )
+        assert rows == [
+            (held.message_id, "spring", held.variant, True, "cart_recovery", "remind", 0.0),
+            ("old", "", "", False, "", "", 0.0),
+        ]
+    finally:
+        s.close()
 
 
 def test_retention_ttl_set_and_removed(sink: ClickHouseSink) -> None:

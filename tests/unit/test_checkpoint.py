@@ -164,6 +164,25 @@ async def test_consecutive_checkpoints_carry_their_offset_ranges_as_insert_token
     assert rig.consumer.commits == [{TP: 5}, {TP: 9}]
 
 
+async def test_conversions_go_with_the_rows_in_step_1() -> None:
+    """The core's conversions ride in the same analytics batch (same token) as the rows, messages and
+    changes of their checkpoint; a checkpoint with only conversions still writes them first."""
+    conversion: Any = object()
+    rig = _rig()
+    rig.checkpoint.processed(TP, 4)
+    rig.checkpoint.add(BatchResult(analytics_rows=[ROW], conversions=[conversion]), records=4, sends=[])
+    await rig.checkpoint.take(wait=True)
+    rig.checkpoint.processed(TP, 6)  # a purchase without analytics consent: no row, still a conversion
+    rig.checkpoint.add(BatchResult(conversions=[conversion, conversion]), records=2, sends=[])
+    await rig.checkpoint.take(wait=True)
+
+    assert [(b.token, b.events, b.conversions) for b in rig.analytics.batches] == [
+        ("0:-4", [ROW], [conversion]),
+        ("0:4-6", [], [conversion, conversion]),
+    ]
+    assert rig.calls.calls == ["analytics.write", "changelog.write", "consumer.commit"] * 2
+
+
 async def test_without_a_consumer_nothing_is_committed() -> None:
     """Between restarts there is no consumer: the offsets stay uncommitted and are replayed."""
     rig = _rig(visitors=1)
