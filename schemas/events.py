@@ -190,6 +190,13 @@ class CustomProps(_Model):
     name: str = Field(min_length=1, max_length=128)
     properties: dict[str, Any] = Field(default_factory=dict, max_length=128)
 
+    @property
+    def message_id(self) -> str | None:
+        """The message an outcome event (message_shown, _clicked, _dismissed) reports on: its
+        `message_id` property when that is a non-empty string, else None."""
+        value = self.properties.get("message_id")
+        return value if isinstance(value, str) and value else None
+
 
 # -- envelope -------------------------------------------------------------------------------------
 

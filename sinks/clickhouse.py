@@ -397,8 +397,8 @@ def outcome_rows(events: Iterable[EnrichedEvent]) -> list[tuple[Any, ...]]:
             continue
         props: Any = ev.properties
         outcome = OUTCOME_NAMES.get(props.name)
-        message_id = props.properties.get("message_id")
-        if outcome is None or not isinstance(message_id, str) or not message_id:
+        message_id = props.message_id
+        if outcome is None or message_id is None:
             continue
         display = props.properties.get("display")
         rows.append(

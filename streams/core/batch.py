@@ -636,8 +636,7 @@ def _journey_event(event: Event, at: float) -> JourneyEvent:
     props: Any = event.properties
     if event.type is EventType.purchase:
         return JourneyEvent("purchase", at, None, props.order_id, float(props.value), props.currency)
-    message_id = props.properties.get("message_id")
-    return JourneyEvent(props.name, at, message_id if isinstance(message_id, str) else None)
+    return JourneyEvent(props.name, at, props.message_id)
 
 
 def _evaluate_membership(
