@@ -76,7 +76,12 @@ def _minute(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(second=0, microsecond=0)
 
 
-_IN_RANGE = "minute >= toDateTime({start:UInt32}, 'UTC') AND minute < toDateTime({end:UInt32}, 'UTC')"
+def _in_range(column: str) -> str:
+    """`column` within `TimeRange.parameters()`' `[start, end)` (UTC epoch seconds)."""
+    return f"{column} >= toDateTime({{start:UInt32}}, 'UTC') AND {column} < toDateTime({{end:UInt32}}, 'UTC')"
+
+
+_IN_RANGE = _in_range("minute")
 
 # Merged rollup states, named once: every KPI below is an expression over these.
 _VISITORS = "uniqExactMerge(visitors)"
@@ -254,7 +259,7 @@ FROM
                    if(campaign != '', toString(campaign), toString(rule)) AS f_campaign,
                    if(holdout, 'holdout', toString(variant)) AS f_variant, holdout AS f_holdout
             FROM {database}.messages FINAL
-            WHERE {in_range('event_time')}
+            WHERE {in_range("event_time")}
         ) AS m
         LEFT JOIN
         (
@@ -278,18 +283,12 @@ FROM
 ORDER BY campaign, holdout, variant"""
 
 
-def _in_minutes(column: str) -> str:
-    return (
-        f"{column} >= toDateTime({{start:UInt32}}, 'UTC') AND {column} < toDateTime({{end:UInt32}}, 'UTC')"
-    )
-
-
 def message_funnel(ch: ClickHouseReader, rng: TimeRange) -> list[FunnelRow]:
     """Per campaign (a message without one: its trigger rule) and variant, the messages decided in
     the range: delivered and holdout records, visitors, shown, clicked, dismissed, converted, revenue,
     conversion rate and uplift against the campaign's holdout (`funnel_sql`). Exact under retried and
     replayed inserts: messages and conversions are read `FINAL`, outcomes as distinct messages."""
-    rows = ch.query(funnel_sql(ch.database, _in_minutes), rng.parameters())
+    rows = ch.query(funnel_sql(ch.database, _in_range), rng.parameters())
     return [
         FunnelRow(
             campaign=str(campaign),
@@ -415,10 +414,7 @@ def members_sql(database: str) -> str:
 def events_sql(database: str) -> str:
     """Enriched events of `[{start:UInt32}, {end:UInt32})`, deduplicated, in event time order."""
     return (
-        f"SELECT * FROM {database}.events FINAL"
-        " WHERE event_time >= toDateTime({start:UInt32}, 'UTC')"
-        " AND event_time < toDateTime({end:UInt32}, 'UTC')"
-        " ORDER BY event_time, event_id"
+        f"SELECT * FROM {database}.events FINAL WHERE {_in_range('event_time')} ORDER BY event_time, event_id"
     )
 
 

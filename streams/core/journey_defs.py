@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any, Literal
 
 from schemas.messages import MessageKind
-from schemas.onsite import OUTCOME_NAMES as OUTCOME_EVENT_NAMES
+from schemas.onsite import OUTCOME_NAMES
 from streams.core.attributes import Expr
 
 __all__ = [
@@ -37,9 +37,8 @@ END = "end"
 """The step id that ends a journey (``next: end``, ``else: end``); no step may use it."""
 OPT_OUT = "opt_out"
 """``exit_on: [opt_out]``: the visitor's marketing consent turned false."""
-OUTCOME_NAMES: frozenset[str] = frozenset(OUTCOME_EVENT_NAMES)
-"""Custom events the collector makes of message outcomes (`schemas.onsite.OUTCOME_NAMES`): in
-``exit_on`` and ``until`` they count only for a message of the same journey."""
+# OUTCOME_NAMES (re-exported from `schemas.onsite`): the custom events the collector makes of
+# message outcomes; in ``exit_on`` and ``until`` they count only for a message of the same journey.
 
 DEFAULT_ATTRIBUTION_S = 7 * 86_400.0
 
