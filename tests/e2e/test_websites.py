@@ -282,7 +282,10 @@ def test_exit_intent_overlay_in_headless_chromium(site_worker: WorkerProcess, tm
                 found = visitor(w, visitor_id)
                 if found is None or not {"coupon_users", "high_intent"} <= set(found["segments"]):
                     return None
-                return found if found["profile"]["cart"]["items"] > 0 else None
+                # The summary is written at the checkpoint, the segment set per batch: until the
+                # first checkpoint the served profile is {}.
+                cart = found["profile"].get("cart", {})
+                return found if cart.get("items", 0) > 0 else None
 
             wait_until(
                 segmented, 60, 0.2, "the browser's visitor in coupon_users and high_intent with a cart"
