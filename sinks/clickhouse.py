@@ -431,6 +431,18 @@ def ddl_statements(database: str = DDL_DATABASE, path: Path = DDL_PATH) -> list[
     return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
 
 
+ROLLUP_TABLE = "segment_rollup_minute"
+
+
+def rollup_backfill(statements: Sequence[str], database: str) -> str:
+    """`INSERT INTO` the rollup the SELECT of its view, over every event already stored (safe to
+    repeat or to overlap the view's own inserts: the rollup holds sets)."""
+    head = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{ROLLUP_TABLE}_mv"
+    (view,) = [stmt for stmt in statements if stmt.startswith(head)]
+    select = view[view.index("SELECT") :]
+    return f"INSERT INTO {database}.{ROLLUP_TABLE} {select}"
+
+
 # -- the sink -------------------------------------------------------------------------------------
 
 
@@ -440,7 +452,7 @@ RETENTION_COLUMNS: dict[str, str] = {
     "messages": "event_time",
     "conversions": "message_time",
     "message_outcomes": "event_time",
-    "segment_rollup_minute": "minute",
+    ROLLUP_TABLE: "minute",
     "segment_flow_minute": "minute",
 }
 """Tables with a configurable TTL (`Settings.clickhouse_retention`) → the time column it counts from."""
@@ -478,9 +490,28 @@ class ClickHouseSink:
     def apply_ddl(self) -> None:
         statements = ddl_statements(self.database)
         with self._lock:
+            rebuilt = self._drop_rollup_of_states()
             for stmt in statements:
                 self._client.command(stmt)
+            if rebuilt:
+                self._client.command(rollup_backfill(statements, self.database))
+                log.info("clickhouse.rollup_migrated", database=self.database, table=ROLLUP_TABLE)
         log.info("clickhouse.ddl_applied", database=self.database, statements=len(statements))
+
+    def _drop_rollup_of_states(self) -> bool:
+        """Drop the rollup's first form (one uniqExact state per measure, told by its `events`
+        column) and its view, so that the DDL makes the tuple-set form; True if it did. The new
+        table is filled from `events` afterwards (`rollup_backfill`)."""
+        (found,) = self._client.query(
+            "SELECT count() FROM system.columns WHERE database = {db:String} AND table = {t:String}"
+            " AND name = 'events'",
+            parameters={"db": self.database, "t": ROLLUP_TABLE},
+        ).result_rows[0]
+        if not found:
+            return False
+        self._client.command(f"DROP VIEW IF EXISTS {self.database}.{ROLLUP_TABLE}_mv")
+        self._client.command(f"DROP TABLE IF EXISTS {self.database}.{ROLLUP_TABLE}")
+        return True
 
     def apply_retention(self, days_by_table: Mapping[str, int]) -> None:
         """Set each table's TTL to its days (`RETENTION_COLUMNS` names the time column), or remove it

@@ -17,9 +17,10 @@ pseudo-segment `*` (every visitor, bots excluded) as the baseline:
 | page_views_per_user | distinct page views / visitors |
 
 "While in the segment": an event counts for the segments its visitor was in right after it (the
-`segments` column of `events`). Visitors, buyers and sessions are distinct over the whole range (the
-rollup keeps sets, merged over minutes), not sums of per-minute figures. Floats are rounded to 6
-decimals: a Float64 sum depends on the order ClickHouse reads its rows in.
+`segments` column of `events`). Every figure is a distinct count over the range (the rollup keeps
+each minute's events as a set of (event, visitor, session, kind, revenue) tuples), so visitors,
+buyers and sessions are distinct over the whole range, not sums of per-minute figures. Floats are
+rounded to 6 decimals: a Float64 sum depends on the order ClickHouse reads its rows in.
 
 Sizes come from entries and exits (`segment_flow_minute`): the size at the end of a bucket is every
 entry minus every exit up to it, so it matches the serving store once every change is written.
@@ -83,26 +84,36 @@ def _in_range(column: str) -> str:
 
 _IN_RANGE = _in_range("minute")
 
-# Merged rollup states, named once: every KPI below is an expression over these.
-_VISITORS = "uniqExactMerge(visitors)"
-_BUYERS = "uniqExactMerge(buyers)"
-_PURCHASES = "uniqExactMerge(purchases)"
-_PAGE_VIEWS = "uniqExactMerge(page_views)"
-_REVENUE = "arraySum(p -> p.2, groupUniqArrayMerge(revenue))"
+
+def rollup_source(database: str) -> str:
+    """The rollup with one row per stored tuple `i` (event_id, visitor_id, session_id, kind, revenue;
+    kind 1: page view, 2: purchase): what every measure below reads (`FROM` this, then `WHERE`)."""
+    return f"{database}.segment_rollup_minute ARRAY JOIN items AS i"
+
+
+# The measures over the rollup's tuples, named once: every KPI below is an expression over these.
+# Distinct counts, so a tuple stored twice (a replayed event before the merge collapses it) counts once.
+EVENTS: Final = "uniqExact(i.1)"
+VISITORS: Final = "uniqExact(i.2)"
+SESSIONS: Final = "uniqExactIf((i.2, assumeNotNull(i.3)), isNotNull(i.3))"
+PAGE_VIEWS: Final = "uniqExactIf(i.1, i.4 = 1)"
+_PURCHASES = "uniqExactIf(i.1, i.4 = 2)"
+BUYERS: Final = "uniqExactIf(i.2, i.4 = 2)"
+_REVENUE = "arraySum(p -> p.2, groupUniqArrayIf((i.1, i.5), i.4 = 2))"
 
 KPI_SQL: Final[dict[str, str]] = {
     "purchases": f"toFloat64({_PURCHASES})",
-    "conversion_rate": f"if({_VISITORS} = 0, 0, {_BUYERS} / {_VISITORS})",
+    "conversion_rate": f"if({VISITORS} = 0, 0, {BUYERS} / {VISITORS})",
     "revenue": _REVENUE,
-    "revenue_per_user": f"if({_VISITORS} = 0, 0, {_REVENUE} / {_VISITORS})",
-    "page_views_per_user": f"if({_VISITORS} = 0, 0, {_PAGE_VIEWS} / {_VISITORS})",
+    "revenue_per_user": f"if({VISITORS} = 0, 0, {_REVENUE} / {VISITORS})",
+    "page_views_per_user": f"if({VISITORS} = 0, 0, {PAGE_VIEWS} / {VISITORS})",
 }
-"""Each KPI as a ClickHouse expression over `segment_rollup_minute`, grouped by segment (and time)."""
+"""Each KPI as a ClickHouse expression over `rollup_source`, grouped by segment (and time)."""
 
 
 def _kpi_by_segment(ch: ClickHouseReader, kpi: str, rng: TimeRange) -> dict[str, float]:
     rows = ch.query(
-        f"SELECT toString(segment), {KPI_SQL[kpi]} FROM {ch.database}.segment_rollup_minute"
+        f"SELECT toString(segment), {KPI_SQL[kpi]} FROM {rollup_source(ch.database)}"
         f" WHERE {_IN_RANGE} GROUP BY segment",
         rng.parameters(),
     )
@@ -139,9 +150,8 @@ def kpi_table(ch: ClickHouseReader, rng: TimeRange) -> list[SegmentKpis]:
     # No aliases: an alias named like a rollup column would replace that column in later expressions.
     kpis = ", ".join(KPI_SQL[k] for k in KPIS)
     rows = ch.query(
-        f"SELECT toString(segment), uniqExactMerge(events), {_VISITORS}, uniqExactMerge(sessions),"
-        f" {_PAGE_VIEWS}, {_BUYERS}, {kpis}"
-        f" FROM {ch.database}.segment_rollup_minute WHERE {_IN_RANGE} GROUP BY segment",
+        f"SELECT toString(segment), {EVENTS}, {VISITORS}, {SESSIONS}, {PAGE_VIEWS}, {BUYERS}, {kpis}"
+        f" FROM {rollup_source(ch.database)} WHERE {_IN_RANGE} GROUP BY segment",
         rng.parameters(),
     )
     table = [
@@ -169,7 +179,7 @@ def kpi_series(
     """Segment → (bucket start, the KPI over that bucket) for the buckets with events, oldest first."""
     rows = ch.query(
         f"SELECT toString(segment), toStartOfInterval(minute, toIntervalMinute({{bucket:UInt32}})) AS t,"
-        f" {KPI_SQL[kpi]} FROM {ch.database}.segment_rollup_minute WHERE {_IN_RANGE}"
+        f" {KPI_SQL[kpi]} FROM {rollup_source(ch.database)} WHERE {_IN_RANGE}"
         " GROUP BY segment, t ORDER BY segment, t",
         {**rng.parameters(), "bucket": bucket_minutes},
     )
@@ -426,9 +436,8 @@ def kpi_export_sql(database: str) -> str:
     return (
         "SELECT k_minute AS minute, k_segment AS segment, k_events AS events, k_visitors AS visitors,"
         f" {outer} FROM (SELECT minute AS k_minute, toString(segment) AS k_segment,"
-        " uniqExactMerge(events) AS k_events,"
-        f" {_VISITORS} AS k_visitors, {inner}"
-        f" FROM {database}.segment_rollup_minute WHERE {_IN_RANGE} GROUP BY segment, minute)"
+        f" {EVENTS} AS k_events, {VISITORS} AS k_visitors, {inner}"
+        f" FROM {rollup_source(database)} WHERE {_IN_RANGE} GROUP BY segment, minute)"
         " ORDER BY minute, segment"
     )
 

@@ -205,34 +205,35 @@ GROUP BY minute, segment;
 -- Exactness under retries and replays. A materialized view aggregates each block as it is
 -- inserted, before ReplacingMergeTree has collapsed anything: a batch retried with the same token is
 -- dropped before the view runs (its block hash is known), but a replay cut into other batches
--- reaches the view a second time. So no rollup column is a count or a sum: every column is the state
--- of a set keyed by the row's id — `uniqExact` of event ids (events, page views, purchases), of
--- visitor ids, of sessions, of change ids, and for revenue the set of (event_id, revenue) pairs —
--- and adding a set to itself changes nothing. Merging states over minutes gives the exact distinct
--- counts of any range (visitors over an hour are not the sum of visitors per minute). This holds as
--- long as a replayed row carries the same values as the first one (the same event_id, event_time,
--- revenue and segments): the commit protocol replays the same events into the same profiles.
--- Cost: a state holds a 128-bit hash per distinct id per (minute, segment); revenue keeps one pair
--- per purchase. CPU, measured on the hot-path bench's sink step (chDB in-process, quick run): 24 us
--- per event without these views, 44 us with them (49 us with 64-bit hashes of the ids instead of
--- strings: the views' rows and the state merges cost, not the hashing). With a ClickHouse server the
--- cost is the server's; with the embedded chDB it is the worker process's. The segment `*` is every visitor (bots excluded): the baseline of the KPIs.
+-- reaches the view a second time. So no rollup column is a count or a sum: a row holds the set of its
+-- events, one tuple (event_id, visitor_id, session_id, kind, revenue) each, with kind 1 for a page
+-- view, 2 for a purchase, 0 otherwise. A replayed event brings the same tuple again, and a set
+-- holds it once: merges collapse equal tuples (`groupUniqArrayArray`), and every KPI counts
+-- distinct ids at query time (`sinks.kpis`: uniqExact of event ids for events, page views and
+-- purchases, of visitor ids for visitors and buyers, of (visitor, session) for sessions; revenue
+-- sums the distinct (event_id, revenue) pairs of purchases), which also makes the counts over any
+-- range of minutes exact (visitors over an hour are not the sum of visitors per minute). This holds
+-- as long as a replayed row carries the same values as the first one (the same event_id,
+-- event_time, revenue and segments): the commit protocol replays the same events into the same
+-- profiles.
+-- Why tuples and not one uniqExact state per measure (this table's first form, still migrated by
+-- `ClickHouseSink.apply_ddl`): a state is a hash table of its own (≈ 0.3 KB before its first
+-- insert), and a replay of history puts nearly every event in a (segment, minute) of its own, so
+-- seven states per row cost more than the ids they held. Measured on the bench workload's rows (chDB
+-- in-process, 14,000 rows per insert, CPU of the inserts, the merges meanwhile and a final merge,
+-- per event): 15.5 us without a rollup, 42-51 with seven states, 27-30 with the tuple set.
+-- With a ClickHouse server the cost is the server's; with the embedded chDB it is the worker
+-- process's. The segment `*` is every visitor (bots excluded): the baseline of the KPIs.
 -- A rollup holds only what was inserted after it was created; rows inserted before can be added with
 -- `INSERT INTO tessera.segment_rollup_minute SELECT ... FROM tessera.events` using the view's SELECT
--- (safe to repeat or to overlap new inserts, for the reason above).
+-- (safe to repeat or to overlap new inserts, for the reason above; the migration does so).
 -- Retention: `TESSERA_CLICKHOUSE_TTL_*_DAYS` (streams/settings.py) sets a TTL per table at start
 -- (`ClickHouseSink.apply_retention`); 0 keeps rows for ever.
 CREATE TABLE IF NOT EXISTS tessera.segment_rollup_minute
 (
-    minute     DateTime('UTC'),
-    segment    LowCardinality(String),
-    events     AggregateFunction(uniqExact, String),
-    visitors   AggregateFunction(uniqExact, String),
-    sessions   AggregateFunction(uniqExact, String),
-    page_views AggregateFunction(uniqExact, String),
-    purchases  AggregateFunction(uniqExact, String),
-    buyers     AggregateFunction(uniqExact, String),
-    revenue    AggregateFunction(groupUniqArray, Tuple(String, Float64))
+    minute  DateTime('UTC'),
+    segment LowCardinality(String),
+    items   SimpleAggregateFunction(groupUniqArrayArray, Array(Tuple(String, String, Nullable(String), UInt8, Float64)))
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
@@ -242,15 +243,9 @@ SETTINGS non_replicated_deduplication_window = 1000;
 CREATE MATERIALIZED VIEW IF NOT EXISTS tessera.segment_rollup_minute_mv
 TO tessera.segment_rollup_minute AS
 SELECT
-    toStartOfMinute(event_time)                                                         AS minute,
-    arrayJoin(if(device_category = 'bot', segments, arrayPushFront(segments, '*')))     AS segment,
-    uniqExactState(event_id)                                                            AS events,
-    uniqExactState(visitor_id)                                                          AS visitors,
-    uniqExactStateIf(concat(visitor_id, '/', ifNull(session_id, '')), session_id IS NOT NULL) AS sessions,
-    uniqExactStateIf(event_id, type = 'page_view')                                      AS page_views,
-    uniqExactStateIf(event_id, type = 'purchase')                                       AS purchases,
-    uniqExactStateIf(visitor_id, type = 'purchase')                                     AS buyers,
-    groupUniqArrayStateIf((event_id, revenue), type = 'purchase')                       AS revenue
+    toStartOfMinute(event_time)                                                     AS minute,
+    arrayJoin(if(device_category = 'bot', segments, arrayPushFront(segments, '*'))) AS segment,
+    groupArray((event_id, visitor_id, session_id, toUInt8(multiIf(type = 'page_view', 1, type = 'purchase', 2, 0)), revenue)) AS items
 FROM tessera.events
 GROUP BY minute, segment;
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sinks.kpis import KPI_SQL, KPIS, funnel_sql
+from sinks.kpis import KPI_SQL, KPIS, VISITORS, funnel_sql, rollup_source
 
 PATH = Path(__file__).resolve().parent / "dashboards" / "tessera-segments.json"
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "tessera-clickhouse"}
@@ -55,9 +55,9 @@ GROUP BY time
 ORDER BY time"""
 
 KPI_TABLE = (
-    "SELECT toString(segment) AS segment, uniqExactMerge(visitors) AS visitors_,\n       "
+    f"SELECT toString(segment) AS segment, {VISITORS} AS visitors_,\n       "
     + ",\n       ".join(f"{KPI_SQL[k]} AS {k}_" for k in KPIS)
-    + f"\nFROM {DB}.segment_rollup_minute\nWHERE {_IN_RANGE}\nGROUP BY segment\nORDER BY visitors_ DESC"
+    + f"\nFROM {rollup_source(DB)}\nWHERE {_IN_RANGE}\nGROUP BY segment\nORDER BY visitors_ DESC"
 )
 """Aliases end in `_`: an alias named like a rollup column would replace it in later expressions."""
 
@@ -65,7 +65,7 @@ KPI_TABLE = (
 def kpi_over_time(kpi: str) -> str:
     return (
         f"SELECT minute AS time, toString(segment) AS segment, {KPI_SQL[kpi]} AS value\n"
-        f"FROM {DB}.segment_rollup_minute\nWHERE {_IN_RANGE}\nGROUP BY segment, minute\nORDER BY time"
+        f"FROM {rollup_source(DB)}\nWHERE {_IN_RANGE}\nGROUP BY segment, minute\nORDER BY time"
     )
 
 

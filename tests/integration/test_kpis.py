@@ -148,6 +148,12 @@ def test_each_kpi_equals_python_after_replays(sink: ClickHouseSink, window: int)
         got = getattr(kpis, name)(sink, rng)
         assert got == pytest.approx({s: w[name] for s, w in want.items()}, abs=1e-6), name
 
+    assert_kpi_table(sink, events, rng)
+
+
+def assert_kpi_table(sink: ClickHouseSink, events: Events, rng: kpis.TimeRange) -> None:
+    """`kpi_table` over `rng` equals the Python computation from `events`, every column."""
+    want = expected(events, rng.start, rng.end)
     table = kpis.kpi_table(sink, rng)
     assert table[0].segment == kpis.ALL_VISITORS
     for row in table:
@@ -157,6 +163,55 @@ def test_each_kpi_equals_python_after_replays(sink: ClickHouseSink, window: int)
         for name in kpis.KPIS[1:]:
             assert getattr(row, name) == pytest.approx(w[name], abs=1e-6), (row.segment, name)
     assert {r.segment for r in table} == set(want)
+
+
+ROLLUP_OF_STATES = [
+    """CREATE TABLE {db}.segment_rollup_minute (minute DateTime('UTC'), segment LowCardinality(String),
+    events AggregateFunction(uniqExact, String), visitors AggregateFunction(uniqExact, String),
+    sessions AggregateFunction(uniqExact, String), page_views AggregateFunction(uniqExact, String),
+    purchases AggregateFunction(uniqExact, String), buyers AggregateFunction(uniqExact, String),
+    revenue AggregateFunction(groupUniqArray, Tuple(String, Float64)))
+    ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(minute) ORDER BY (segment, minute)""",
+    """CREATE MATERIALIZED VIEW {db}.segment_rollup_minute_mv TO {db}.segment_rollup_minute AS
+    SELECT toStartOfMinute(event_time) AS minute,
+    arrayJoin(if(device_category = 'bot', segments, arrayPushFront(segments, '*'))) AS segment,
+    uniqExactState(event_id) AS events, uniqExactState(visitor_id) AS visitors,
+    uniqExactStateIf(concat(visitor_id, '/', ifNull(session_id, '')), session_id IS NOT NULL) AS sessions,
+    uniqExactStateIf(event_id, type = 'page_view') AS page_views,
+    uniqExactStateIf(event_id, type = 'purchase') AS purchases,
+    uniqExactStateIf(visitor_id, type = 'purchase') AS buyers,
+    groupUniqArrayStateIf((event_id, revenue), type = 'purchase') AS revenue
+    FROM {db}.events GROUP BY minute, segment""",
+]
+"""The rollup's first form (one uniqExact state per measure), as releases before the tuple set made it."""
+
+
+def test_rollup_of_states_migrates_to_the_tuple_set(chdb_path: Path) -> None:
+    """A database holding the rollup's first form: `apply_ddl` replaces table and view and fills the new
+    table from the stored events, so every KPI is the Python value again, counting the events stored
+    before the migration and those written after it."""
+    db = "k_rollup_upgrade"
+    s = ClickHouseSink(f"chdb://{chdb_path}", database=db)
+    try:
+        for stmt in ddl_statements(db):
+            if "segment_rollup_minute" not in stmt.splitlines()[0]:  # the rollup's table and view
+                s.command(stmt)
+        for stmt in ROLLUP_OF_STATES:
+            s.command(stmt.format(db=db))
+        events = known_events(seed=5, n=400)
+        insert(s, events[:250], 50, "before")
+        columns = (
+            f"SELECT name FROM system.columns WHERE database = '{db}' AND table = 'segment_rollup_minute'"
+        )
+        assert ("events",) in s.query(columns)
+        s.apply_ddl()
+        assert s.query(columns) == [("minute",), ("segment",), ("items",)]
+        insert(s, events[200:], 40, "after")  # overlapping the backfill: a replay
+        assert_kpi_table(s, events, kpis.TimeRange(*RANGES[0]))
+        s.apply_ddl()  # migrated once: nothing to drop any more
+        assert_kpi_table(s, events, kpis.TimeRange(*RANGES[0]))
+    finally:
+        s.close()
 
 
 def test_kpi_series_per_bucket(sink: ClickHouseSink) -> None:

@@ -76,7 +76,9 @@ def dashboard_targets() -> list[dict[str, Any]]:
 
 
 def referenced_tables(sql: str) -> set[str]:
-    return set(re.findall(r"\b(?:FROM|JOIN)\s+(?:tessera\.)?([A-Za-z_]\w*)", sql, flags=re.IGNORECASE))
+    # `ARRAY JOIN column` names a column, not a table.
+    found = re.findall(r"\b(ARRAY\s+)?(?:FROM|JOIN)\s+(?:tessera\.)?([A-Za-z_]\w*)", sql, flags=re.IGNORECASE)
+    return {name for array, name in found if not array}
 
 
 # -- services -------------------------------------------------------------------------------------
