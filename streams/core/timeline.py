@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any
 
 from schemas.events import (
@@ -118,7 +119,7 @@ _DIMENSIONED: dict[int, str] = {
 
 def entry_of(event: Event, at: float, new_session: bool) -> Entry:
     """The timeline entry of one event at event time `at`."""
-    code = CODES[event.type.value]
+    code = CODES[event.type._value_]  # `.value` is a Python property on the enum: 4 times slower
     flags = NEW_SESSION if new_session else 0
     if isinstance(event, PageView):
         path = event.context.page_path
@@ -207,8 +208,8 @@ def metric_codes(metric: str) -> frozenset[int] | None:
 
 def since(timeline: list[Entry], cut: float) -> int:
     """Index of the first entry with ``t > cut`` (entries are sorted by time)."""
-    return bisect_right(timeline, cut, key=_time)
+    return bisect_right(timeline, cut, key=_TIME)
 
 
-def _time(entry: Entry) -> float:
-    return float(entry[0])
+_TIME = itemgetter(0)
+"""An entry's time, read in C (a Python key function was called ≈ 10 times per bisect)."""
