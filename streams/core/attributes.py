@@ -477,8 +477,10 @@ class LazyValues:
         self.profile, self.plan, self.now = profile, plan, now
         self.cache: dict[str, Any] = dict(known) if known else {}
         self._ascending: list[int] | None = None
-        self._views: dict[Window, WindowView] = {}
-        self._starts: dict[Window, int] = {}
+        # Keyed by the window's text: a str caches its hash, where the frozen dataclass hashes its
+        # fields in Python on every look-up (≈ 24 look-ups per evaluation).
+        self._views: dict[str, WindowView] = {}
+        self._starts: dict[str, int] = {}
         self.members: set[str] = set(profile.segments)
         """Segments the visitor is in as evaluated so far (``segment("x")`` reads it; the
         evaluator fills it in dependency order, so a segment reads its dependencies' new state)."""
@@ -522,7 +524,7 @@ class LazyValues:
 
     def view(self, window: Window) -> WindowView:
         """`window` of this profile at `now` (see `streams.core.windows`)."""
-        view = self._views.get(window)
+        view = self._views.get(window.text)
         if view is None:
             p, days = self.profile, self.ascending_days()
             view = view_of(
@@ -535,15 +537,15 @@ class LazyValues:
                 p.totals,
                 p.first_seen,
             )
-            self._views[window] = view
+            self._views[window.text] = view
         return view
 
     def timeline_value(self, attr: AttributeDef, aggregate: Aggregate) -> Any:
         """A kind ``timeline`` attribute over the entries inside its window."""
         window, timeline = attr.window, self.profile.timeline
-        start = self._starts.get(window)
+        start = self._starts.get(window.text)
         if start is None:
-            start = self._starts[window] = since(timeline, window.cut(self.now, self.plan.zone))
+            start = self._starts[window.text] = since(timeline, window.cut(self.now, self.plan.zone))
         return aggregate_value(aggregate, timeline, start, self.plan.zone, attr.dimensions)
 
     def all(self) -> dict[str, Any]:
