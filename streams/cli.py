@@ -465,7 +465,9 @@ def _segments_diff(settings: Settings, args: argparse.Namespace) -> int:
 
 def _segments_preview(settings: Settings, args: argparse.Namespace) -> int:
     """FILE's definitions and the head's over every profile of the changelog, each as of its
-    partition's clock as recovery sets it (the newest `last_seen` there)."""
+    partition's clock as recovery sets it (the newest `last_seen` there), with the cohort thresholds
+    of the sketches on the cohorts topic."""
+    from streams.cohorts import read_board
     from streams.core.profile import Profile
     from streams.core.segments import preview
     from streams.recovery import open_changelog_consumer, recover_partitions
@@ -479,11 +481,24 @@ def _segments_preview(settings: Settings, args: argparse.Namespace) -> int:
             settings.changelog_topic,
             lambda: open_changelog_consumer(bootstrap),
         )
+        # The cohort thresholds each version would run with, from the partitions' published
+        # sketches: a changed quantile gives its own threshold before any worker runs it.
+        board = await read_board(settings.cohorts_topic, lambda: open_changelog_consumer(bootstrap))
+        thresholds = board.thresholds(defs, settings.cohort_alpha)
+        thresholds_now = board.thresholds(current, settings.cohort_alpha) if current is not None else None
         result = preview((), defs, time.time(), current=current)
         for state in recovered.states.values():
             stored = state.profiles.values()
             profiles = (p if isinstance(p, Profile) else Profile.from_bytes(p) for p in stored)
-            preview(profiles, defs, state.clock, current=current, into=result)
+            preview(
+                profiles,
+                defs,
+                state.clock,
+                current=current,
+                into=result,
+                cohorts=thresholds,
+                cohorts_current=thresholds_now,
+            )
         return head, result
 
     head, result = _on_topic(settings, work, max(SEGMENTS_TIMEOUT_S, 300.0))

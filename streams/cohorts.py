@@ -159,6 +159,25 @@ class CohortBoard:
         return out
 
 
+async def _read_board(consumer: ChangelogConsumer, partition: TopicPartition) -> CohortBoard:
+    """The board of the cohorts topic (`partition`) read from its beginning to its high watermark."""
+    board = CohortBoard()
+    consumer.assign([partition])
+    await consumer.seek_to_beginning(partition)
+    await fetch_to_high_watermark(consumer, [partition], lambda _tp, batch: board.add_all(batch))
+    return board
+
+
+async def read_board(topic: str, open_consumer: ConsumerFactory) -> CohortBoard:
+    """Every partition's latest sketch on the cohorts topic, read once (what `tessera segments
+    preview` takes thresholds from)."""
+    consumer = await open_consumer()
+    try:
+        return await _read_board(consumer, TopicPartition(topic, 0))
+    finally:
+        await consumer.stop()
+
+
 class CohortWatcher:
     """Follows the cohorts topic in a worker: after each fetch, when `recheck_s` has passed since the
     thresholds were last handed over, the thresholds of the running definitions (`defs()`) that
@@ -191,12 +210,9 @@ class CohortWatcher:
     async def start(self) -> None:
         """Open the consumer and read the topic from the beginning to its high watermark (`board`
         then holds every partition's latest sketch)."""
-        board = self.board = CohortBoard()
         consumer = await self.open_consumer()
         try:
-            consumer.assign([self.partition])
-            await consumer.seek_to_beginning(self.partition)
-            await fetch_to_high_watermark(consumer, [self.partition], lambda _tp, batch: board.add_all(batch))
+            self.board = await _read_board(consumer, self.partition)
         except BaseException:
             await consumer.stop()
             raise

@@ -187,6 +187,9 @@ class Engine:
         self.thresholds: dict[str, float] = {}
         """The cohort thresholds batches run with (`streams.cohorts`; a cohort missing here reads
         +infinity), read at the start and set by `move_thresholds`."""
+        self._cohorts: CohortWatcher | None = None
+        """The follower of the cohorts topic, once `_follow_cohorts` made it (its board holds every
+        partition's latest sketch: a preview takes another version's thresholds from it)."""
         self._thresholds_read = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -216,7 +219,7 @@ class Engine:
         stored memberships were decided by them, as far as they are known); then follow it
         (`cohort_watcher`). Batches wait for the first read (`COHORTS_READ_WAIT_S` at most): a
         restarted worker must not evaluate its members against thresholds it has not read yet."""
-        watcher = self.cohort_watcher()
+        watcher = self._cohorts = self.cohort_watcher()
         try:
             await watcher.start()
             self.thresholds = watcher.thresholds()
@@ -594,6 +597,13 @@ class Engine:
         in slices of about `SWITCH_SLICE_S` between batches; and the partitions it covered."""
         current = self.defs
         partitions = sorted(self.store.partitions)
+        watcher = self._cohorts
+        # The new version's cohort thresholds from the same sketches (a changed quantile moves them).
+        thresholds = (
+            watcher.board.thresholds(defs, self.settings.cohort_alpha)
+            if watcher is not None and watcher.started
+            else self.thresholds
+        )
         result = preview((), defs, time.time(), current=current)
         work = _Slices(self._owned_visitors(), SWITCH_SLICE_S)
         while not work.exhausted:
@@ -603,7 +613,15 @@ class Engine:
                     continue
                 stored = (state.profiles.get(visitor_id) for visitor_id, _ in pairs)
                 profiles = (p if isinstance(p, Profile) else Profile.from_bytes(p) for p in stored if p)
-                preview(profiles, defs, state.clock, current=current, into=result, cohorts=self.thresholds)
+                preview(
+                    profiles,
+                    defs,
+                    state.clock,
+                    current=current,
+                    into=result,
+                    cohorts=thresholds,
+                    cohorts_current=self.thresholds,
+                )
             await asyncio.sleep(0)  # yield to the batch loop between slices
         return result, partitions
 

@@ -437,6 +437,7 @@ def preview(
     sample: int = PREVIEW_SAMPLE,
     into: Preview | None = None,
     cohorts: Mapping[str, float] | None = None,
+    cohorts_current: Mapping[str, float] | None = None,
 ) -> Preview:
     """What `defs` (e.g. a changed file, before it goes live) would make of `profiles`: per segment
     the members now and after, how many enter and leave, and a sample of their ids. Pure.
@@ -445,12 +446,15 @@ def preview(
     the counts show what the definitions change and not what time changed; without `current` it is
     the membership stored in the profile. `into` (a preview of the same definitions) is added to and
     returned: profiles can be previewed a chunk at a time, each chunk as of its own moment (a
-    partition's clock). `cohorts`: the cohort thresholds known (unknown ones read +infinity).
+    partition's clock). `cohorts`: the cohort thresholds known for `defs` (unknown ones read
+    +infinity); `cohorts_current`: those of `current`, when they differ (a changed quantile moves a
+    threshold; default: `cohorts`).
     """
     result = into if into is not None else _empty_preview(defs, current)
     segments = result.segments
     known_after = defs.cohort_thresholds(cohorts)
-    known_before = current.cohort_thresholds(cohorts) if current is not None else None
+    before_thresholds = cohorts if cohorts_current is None else cohorts_current
+    known_before = current.cohort_thresholds(before_thresholds) if current is not None else None
     for profile in profiles:
         after = _evaluate(profile, defs, now, explain=False, known=known_after).members
         before = (

@@ -14,9 +14,10 @@ import orjson
 import pytest
 
 from schemas.cohorts import CohortSketchRecord
+from streams.cli import build_parser, cmd_segments
 from streams.core.sketch import QuantileSketch
 from streams.producer import produce_records
-from streams.settings import DEFAULT_SEGMENTS_FILE
+from streams.settings import DEFAULT_SEGMENTS_FILE, Settings
 from streams.testing import WorkerConfig, WorkerProcess, read_topic
 
 COHORT = "spend_p95_365d[electronics]"
@@ -90,8 +91,10 @@ def members(found: list[dict[str, Any]]) -> set[str]:
     return inside
 
 
-@pytest.mark.timeout(240)
-def test_top_spenders_follow_the_shared_threshold(embedded_stack: Any, tmp_path: Path) -> None:
+@pytest.mark.timeout(300)
+def test_top_spenders_follow_the_shared_threshold(
+    embedded_stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = WorkerConfig(
         embedded_stack.kafka_bootstrap,
         embedded_stack.redis_url,
@@ -145,3 +148,26 @@ def test_top_spenders_follow_the_shared_threshold(embedded_stack: Any, tmp_path:
         assert "cohort_thresholds_read" in worker.log_path.read_text(errors="replace")
     finally:
         worker.stop()
+
+    # `tessera segments preview` of a changed quantile takes the new threshold from the same
+    # sketches: the members now are the stored ones, after are the spenders at or above the median.
+    final = FIRST | BIG | {"big-9": BIG["big-9"] + 10.0}
+    _, top_now = expected_members(final)
+    median = QuantileSketch()
+    for value in final.values():
+        median.add(value)
+    threshold = median.quantile(0.5)
+    assert threshold is not None
+    top_median = {visitor for visitor, value in final.items() if value >= threshold}
+    changed = tmp_path / "median.yaml"
+    text = DEFAULT_SEGMENTS_FILE.read_text(encoding="utf-8")
+    assert text.count("quantile: 0.95}") == 1
+    changed.write_text(text.replace("quantile: 0.95}", "quantile: 0.5}"), encoding="utf-8")
+    for name, value in config.tessera_env(0).items():  # for `tessera segments` run in this process
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert cmd_segments(Settings(), build_parser().parse_args(["segments", "preview", str(changed)])) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:]}
+    now, after, entering, leaving = (int(n.replace(",", "")) for n in rows[SEGMENT][1:])
+    assert (now, after) == (len(top_now), len(top_median)), rows[SEGMENT]
+    assert (entering, leaving) == (len(top_median - top_now), 0)

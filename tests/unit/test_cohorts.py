@@ -16,13 +16,13 @@ from aiokafka import TopicPartition
 
 from schemas.cohorts import CohortSketchRecord, cohort_key
 from streams.checkpoint import Checkpoint
-from streams.cohorts import CohortBoard, CohortWatcher, rebuild, sketch_record
+from streams.cohorts import CohortBoard, CohortWatcher, read_board, rebuild, sketch_record
 from streams.core.batch import BatchResult, IngestLimits, SourceRecord, process_batch, reevaluate
 from streams.core.definitions import DefinitionError, Definitions, parse_definitions
 from streams.core.definitions_diff import diff_definitions
 from streams.core.dependencies import Changes
 from streams.core.profile import DAY_S, Profile
-from streams.core.segments import evaluate, next_check_at
+from streams.core.segments import evaluate, next_check_at, preview
 from streams.core.sketch import PartitionCohorts, QuantileSketch
 from streams.profile_store import PartitionState, ProfileStore
 from streams.recovery import ChangelogConsumer
@@ -575,6 +575,36 @@ async def test_workers_merge_every_partition_s_latest_sketch_into_thresholds() -
     assert moved is not None and moved[ELECTRONICS] == pytest.approx(1000.0, rel=0.01)
     assert len(handed) == 2
     await watcher.close()
+
+
+async def test_a_preview_takes_each_version_s_thresholds_from_the_same_sketches() -> None:
+    """`tessera segments preview` of a changed quantile: the current version's members by its 95th
+    percentile, the new version's by its median, both from the sketches on the topic."""
+    topic = CohortTopic()
+    spends = [float(v) for v in range(1, 101)]
+    await topic.publish(DEFS, 0, ELECTRONICS, spends[:60])
+    await topic.publish(DEFS, 1, ELECTRONICS, spends[60:])
+    median = parse_definitions(DEFINITIONS.replace("quantile: 0.95", "quantile: 0.5").replace('"c1"', '"c2"'))
+    board = await read_board("cohorts", topic.open_consumer)
+    now_thresholds, new_thresholds = board.thresholds(DEFS, 0.01), board.thresholds(median, 0.01)
+    assert now_thresholds[ELECTRONICS] == pytest.approx(95.0, rel=0.01)
+    assert new_thresholds[ELECTRONICS] == pytest.approx(50.0, rel=0.01)
+    profiles = [spender(electronics=v, visitor_id=f"v{int(v):03d}") for v in spends]
+
+    result = preview(
+        profiles, median, BASE, current=DEFS, cohorts=new_thresholds, cohorts_current=now_thresholds
+    )
+    top = result.segments["top_electronics"]
+    above = lambda t: sum(v >= t for v in spends)  # noqa: E731
+    assert (top.members_now, top.members_after) == (
+        above(now_thresholds[ELECTRONICS]),
+        above(new_thresholds[ELECTRONICS]),
+    )
+    assert 5 <= top.members_now <= 7 and 50 <= top.members_after <= 52
+    assert top.entering == top.members_after - top.members_now and top.leaving == 0
+    # One mapping for both (the running version's thresholds) is what the preview did before.
+    same = preview(profiles, median, BASE, current=DEFS, cohorts=now_thresholds)
+    assert same.segments["top_electronics"].entering == 0
 
 
 def test_a_record_this_release_cannot_read_is_skipped() -> None:
