@@ -18,7 +18,7 @@ from streams.cli import build_parser, cmd_segments
 from streams.core.sketch import QuantileSketch
 from streams.producer import produce_records
 from streams.settings import DEFAULT_SEGMENTS_FILE, Settings
-from streams.testing import WorkerConfig, WorkerProcess, read_topic
+from streams.testing import WorkerConfig, WorkerProcess, read_topic, wait_until
 
 COHORT = "spend_p95_365d[electronics]"
 SEGMENT = "top_5pct_spender_electronics"
@@ -150,15 +150,22 @@ def test_top_spenders_follow_the_shared_threshold(
         worker.stop()
 
     # `tessera segments preview` of a changed quantile takes the new threshold from the same
-    # sketches: the members now are the stored ones, after are the spenders at or above the median.
+    # sketches: the members now are the stored ones, after are the spenders at or above the median
+    # of the sketches on the topic (every spender counted in them: they lag the profiles by up to a
+    # checkpoint, and the last worker stopped after its own).
     final = FIRST | BIG | {"big-9": BIG["big-9"] + 10.0}
     _, top_now = expected_members(final)
+
+    def counting_everyone() -> dict[int, CohortSketchRecord] | None:
+        found = published(config)
+        return found if sum(r.count for r in found.values()) == len(final) else None
+
     median = QuantileSketch()
-    for value in final.values():
-        median.add(value)
-    threshold = median.quantile(0.5)
-    assert threshold is not None
-    top_median = {visitor for visitor, value in final.items() if value >= threshold}
+    for record in wait_until(counting_everyone, 30, 0.2, "every spender in the published sketches").values():
+        median.merge(QuantileSketch.from_dense(record.alpha, record.offset, record.counts))
+    median_value = median.quantile(0.5)
+    assert median_value is not None
+    top_median = {visitor for visitor, value in final.items() if value >= median_value}
     changed = tmp_path / "median.yaml"
     text = DEFAULT_SEGMENTS_FILE.read_text(encoding="utf-8")
     assert text.count("quantile: 0.95}") == 1
