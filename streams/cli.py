@@ -468,7 +468,6 @@ def _segments_preview(settings: Settings, args: argparse.Namespace) -> int:
     partition's clock as recovery sets it (the newest `last_seen` there), with the cohort thresholds
     of the sketches on the cohorts topic."""
     from streams.cohorts import read_board
-    from streams.core.profile import Profile
     from streams.core.segments import preview
     from streams.recovery import open_changelog_consumer, recover_partitions
 
@@ -488,10 +487,8 @@ def _segments_preview(settings: Settings, args: argparse.Namespace) -> int:
         thresholds_now = board.thresholds(current, settings.cohort_alpha) if current is not None else None
         result = preview((), defs, time.time(), current=current)
         for state in recovered.states.values():
-            stored = state.profiles.values()
-            profiles = (p if isinstance(p, Profile) else Profile.from_bytes(p) for p in stored)
             preview(
-                profiles,
+                state.profiles.values(),
                 defs,
                 state.clock,
                 current=current,

@@ -50,7 +50,6 @@ from streams.core.batch import (
 from streams.core.definitions import Definitions
 from streams.core.enrich import Enricher
 from streams.core.guardrails import BudgetLedger
-from streams.core.profile import Profile
 from streams.core.segments import Preview, preview
 from streams.core.sketch import PartitionCohorts
 from streams.kafka import KafkaChangelog, consumer_options, producer_options
@@ -612,9 +611,8 @@ class Engine:
                 if state is None:  # revoked meanwhile
                     continue
                 stored = (state.profiles.get(visitor_id) for visitor_id, _ in pairs)
-                profiles = (p if isinstance(p, Profile) else Profile.from_bytes(p) for p in stored if p)
                 preview(
-                    profiles,
+                    (p for p in stored if p),
                     defs,
                     state.clock,
                     current=current,

@@ -429,7 +429,7 @@ def _sample_add(sample: list[str], visitor_id: str, size: int) -> None:
 
 
 def preview(
-    profiles: Iterable[Profile],
+    profiles: Iterable[Profile | bytes],
     defs: Definitions,
     now: float,
     *,
@@ -439,7 +439,8 @@ def preview(
     cohorts: Mapping[str, float] | None = None,
     cohorts_current: Mapping[str, float] | None = None,
 ) -> Preview:
-    """What `defs` (e.g. a changed file, before it goes live) would make of `profiles`: per segment
+    """What `defs` (e.g. a changed file, before it goes live) would make of `profiles` (objects or
+    their stored bytes): per segment
     the members now and after, how many enter and leave, and a sample of their ids. Pure.
 
     Each profile is evaluated as of `now`. "Now" is `current`'s evaluation at that same moment, so
@@ -455,7 +456,8 @@ def preview(
     known_after = defs.cohort_thresholds(cohorts)
     before_thresholds = cohorts if cohorts_current is None else cohorts_current
     known_before = current.cohort_thresholds(before_thresholds) if current is not None else None
-    for profile in profiles:
+    for stored in profiles:
+        profile = stored if isinstance(stored, Profile) else Profile.from_bytes(stored)
         after = _evaluate(profile, defs, now, explain=False, known=known_after).members
         before = (
             _evaluate(profile, current, now, explain=False, known=known_before).members
