@@ -335,8 +335,11 @@ class _Batch:
                 from_day=profile.timeline_from_day,
                 events_before=profile.totals.get("events", 0),
             )
-            if self.defs.dependencies is not None and self.defs.dependencies.fields:
-                current.before = self.defs.dependencies.snapshot(profile)
+            index = self.defs.dependencies
+            if index is not None and index.fields and profile.definitions_sha == self.defs.source_sha:
+                # Only a profile evaluated under these definitions has segments its events cannot
+                # affect; any other (a new visitor) has every segment evaluated.
+                current.before = index.snapshot(profile)
             self.working[visitor_id] = current
         return current
 
@@ -497,7 +500,7 @@ class _Batch:
         changes: Changes | None = None
         trimmed = profile.timeline_from_day != effect.from_day
         codes = frozenset(CODES[t] for t in self.seen_types.get(visitor_id, ()))
-        if defs.dependencies is not None and not trimmed:
+        if defs.dependencies is not None and not trimmed and profile.definitions_sha == defs.source_sha:
             # A timer (or an event after the profile's next check) adds what time can change.
             index = defs.dependencies
             fields = index.changed_fields(effect.before, profile) if index.fields else frozenset()
