@@ -217,8 +217,8 @@ GROUP BY minute, segment;
 -- event_time, revenue and segments): the commit protocol replays the same events into the same
 -- profiles.
 -- Why tuples and not one uniqExact state per measure (this table's first form, still migrated by
--- `ClickHouseSink.apply_ddl`): a state is a hash table of its own (≈ 0.3 KB before its first
--- insert), and a replay of history puts nearly every event in a (segment, minute) of its own, so
+-- `ClickHouseSink.apply_ddl`): a state is a hash table of its own, set up and merged per row and
+-- measure, and a replay of history puts nearly every event in a (segment, minute) of its own, so
 -- seven states per row cost more than the ids they held. Measured on the bench workload's rows (chDB
 -- in-process, 14,000 rows per insert, CPU of the inserts, the merges meanwhile and a final merge,
 -- per event): 15.5 us without a rollup, 42-51 with seven states, 27-30 with the tuple set.
