@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 from schemas.analytics import FlowPoint, FunnelRow, Persona, SegmentKpis, TopValue
+from sinks.clickhouse import ROLLUP_TABLE
 
 ALL_VISITORS: Final = "*"
 """The rollup's pseudo-segment of every (non-bot) visitor: the KPIs' baseline."""
@@ -88,7 +89,7 @@ _IN_RANGE = _in_range("minute")
 def rollup_source(database: str) -> str:
     """The rollup with one row per stored tuple `i` (event_id, visitor_id, session_id, kind, revenue;
     kind 1: page view, 2: purchase): what every measure below reads (`FROM` this, then `WHERE`)."""
-    return f"{database}.segment_rollup_minute ARRAY JOIN items AS i"
+    return f"{database}.{ROLLUP_TABLE} ARRAY JOIN items AS i"
 
 
 # The measures over the rollup's tuples, named once: every KPI below is an expression over these.
@@ -97,15 +98,15 @@ EVENTS: Final = "uniqExact(i.1)"
 VISITORS: Final = "uniqExact(i.2)"
 SESSIONS: Final = "uniqExactIf((i.2, assumeNotNull(i.3)), isNotNull(i.3))"
 PAGE_VIEWS: Final = "uniqExactIf(i.1, i.4 = 1)"
-_PURCHASES = "uniqExactIf(i.1, i.4 = 2)"
+PURCHASES: Final = "uniqExactIf(i.1, i.4 = 2)"
 BUYERS: Final = "uniqExactIf(i.2, i.4 = 2)"
-_REVENUE = "arraySum(p -> p.2, groupUniqArrayIf((i.1, i.5), i.4 = 2))"
+REVENUE: Final = "arraySum(p -> p.2, groupUniqArrayIf((i.1, i.5), i.4 = 2))"
 
 KPI_SQL: Final[dict[str, str]] = {
-    "purchases": f"toFloat64({_PURCHASES})",
+    "purchases": f"toFloat64({PURCHASES})",
     "conversion_rate": f"if({VISITORS} = 0, 0, {BUYERS} / {VISITORS})",
-    "revenue": _REVENUE,
-    "revenue_per_user": f"if({VISITORS} = 0, 0, {_REVENUE} / {VISITORS})",
+    "revenue": REVENUE,
+    "revenue_per_user": f"if({VISITORS} = 0, 0, {REVENUE} / {VISITORS})",
     "page_views_per_user": f"if({VISITORS} = 0, 0, {PAGE_VIEWS} / {VISITORS})",
 }
 """Each KPI as a ClickHouse expression over `rollup_source`, grouped by segment (and time)."""
