@@ -52,7 +52,7 @@ from streams.core.guardrails import BudgetLedger
 from streams.core.ingest import Rejected, dead_letter, decode_timed, processing_error
 from streams.core.journeys import JourneyEvent, Messenger, advance, may_advance, next_due
 from streams.core.profile import Profile, apply, event_id_hash, new_profile
-from streams.core.segments import Evaluation, diff, evaluate, timer_check
+from streams.core.segments import Evaluation, diff, evaluate, new_visitor_start, timer_check
 from streams.core.sketch import CohortMove
 from streams.core.timeline import CODES
 from streams.core.triggers import TriggerEnv, decide
@@ -108,6 +108,9 @@ class VisitorEffect:
     events_before: float = 0
     """The profile's `totals["events"]` as loaded: its timer moments kept from before are reused
     for the sources this batch's events do not count in (`streams.core.segments.timer_check`)."""
+    new: bool = False
+    """No profile was stored: its changes count from the empty profile
+    (`streams.core.segments.NewVisitorStart`)."""
 
 
 CohortDeltas = dict[int, dict[str, list[CohortMove]]]
@@ -334,11 +337,13 @@ class _Batch:
                 partition,
                 from_day=profile.timeline_from_day,
                 events_before=profile.totals.get("events", 0),
+                new=stored is None,
             )
             index = self.defs.dependencies
             if index is not None and index.fields and profile.definitions_sha == self.defs.source_sha:
                 # Only a profile evaluated under these definitions has segments its events cannot
-                # affect; any other (a new visitor) has every segment evaluated.
+                # affect; a new visitor's changes count from the empty profile (`NewVisitorStart`), and
+                # any other profile has every segment evaluated.
                 current.before = index.snapshot(profile)
             self.working[visitor_id] = current
         return current
@@ -505,6 +510,8 @@ class _Batch:
             index = defs.dependencies
             fields = index.changed_fields(effect.before, profile) if index.fields else frozenset()
             changes = Changes(codes, fields)
+        elif effect.new and not trimmed and (start := new_visitor_start(defs)) is not None:
+            changes = start.changes(defs, codes, profile)
         evaluation, entered, exited = _evaluate_membership(
             profile,
             defs,

@@ -20,7 +20,9 @@ changes some of them:
 What changes with time alone (windows sliding, "minutes since", rechecks, calendar periods) is what
 `streams.core.segments.next_check_at` schedules: while the evaluation moment is before the profile's
 `next_check_at`, time has changed no condition since the last evaluation. When it is not, or the
-profile has no evaluation yet, every segment is evaluated (`Changes` is None).
+profile was evaluated under other definitions, every segment is evaluated (`Changes` is None). A
+new visitor's changes count from the empty profile, evaluated once per definitions
+(`streams.core.segments.NewVisitorStart`).
 """
 
 from __future__ import annotations
@@ -179,6 +181,9 @@ class Changes:
     time: bool = False
     """Time has passed a moment the visitor's timer plan names (its `next_check_at`): the
     segments time can change for it are evaluated too (`TimerPlan.segments`)."""
+    start: frozenset[str] | None = None
+    """A new visitor's changes are counted from the empty profile (`NewVisitorStart`): the
+    membership the segments they cannot affect keep is the empty profile's, not the stored one."""
 
 
 class DependencyIndex:
@@ -186,7 +191,7 @@ class DependencyIndex:
 
     __slots__ = (
         "_by_code", "_by_cohort", "_by_field", "_dependents", "_guards", "_index_of", "_on_any",
-        "_position", "_snapshot", "fields", "order",
+        "_position", "_snapshot", "cohorts", "fields", "order",
     )  # fmt: skip
 
     def __init__(
@@ -249,6 +254,8 @@ class DependencyIndex:
         self._guards = _guard_table(guards)
         self._dependents = dependents
         self._index_of = index_of
+        self.cohorts = frozenset(by_cohort)
+        """The cohort names some condition reads (what `Changes.cohorts` names)."""
         self.fields = tuple(sorted(self._by_field))
         """Profile fields some segment reads through a state fact (`snapshot` takes these)."""
         getter = attrgetter(*self.fields) if self.fields else None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -41,6 +42,7 @@ __all__ = [
     "SegmentPreview",
     "diff",
     "evaluate",
+    "new_visitor_start",
     "next_check_at",
     "preview",
     "timer_check",
@@ -118,7 +120,7 @@ def _to_evaluate(
     index = defs.dependencies
     if index is None:
         return range(len(defs.segments)), False
-    if changes is None or profile.definitions_sha != defs.source_sha:
+    if changes is None or (profile.definitions_sha != defs.source_sha and changes.start is None):
         return index.order, False
     pending = profile.next_check_at
     if pending is not None and now >= pending and not changes.time:
@@ -177,6 +179,11 @@ def _evaluate(
     members = values.members  # the stored membership; each evaluated segment replaces its own
     if len(chosen) == len(segments):
         members.clear()
+    elif changes is not None and changes.start is not None:
+        members.clear()
+        members.update(changes.start)
+        ids = defs.segment_id_list
+        members.difference_update([ids[i] for i in chosen])
     else:
         members.intersection_update(defs.segment_ids)
         ids = defs.segment_id_list
@@ -218,6 +225,57 @@ def _evaluate(
                 deciding[seg.id] = _read_values(seg, values)
     complete = len(chosen) == len(segments)
     return Evaluation(frozenset(members), deciding, values.cache, errors, values, complete, timed)
+
+
+@dataclass(frozen=True, slots=True)
+class NewVisitorStart:
+    """What a new visitor's evaluation starts from: the empty profile, evaluated once per
+    definitions. The visitor's events change what they change from there
+    (`DependencyIndex.affected`), so only those segments are evaluated and every other one is
+    what it is for the empty profile. That needs no clock: on the empty profile only the facts
+    of any event (the clock facts among them) move with time, and their readers are evaluated
+    for every event; the cohort readers are evaluated too (`changes`). Long-tail traffic is
+    mostly new visitors."""
+
+    snapshot: tuple[Any, ...]
+    """The empty profile's state-fact fields (`DependencyIndex.snapshot`)."""
+    members: frozenset[str]
+    """The segments the empty profile is in."""
+
+    def changes(self, defs: Definitions, codes: frozenset[int], profile: Profile) -> Changes:
+        """The changes of a new visitor whose batch's events had `codes` (every cohort reader is
+        evaluated too: the empty profile was evaluated with no threshold known)."""
+        index = defs.dependencies
+        assert index is not None
+        fields = index.changed_fields(self.snapshot, profile) if index.fields else frozenset()
+        return Changes(codes, fields, index.cohorts, start=self.members)
+
+
+_NEW_VISITOR_STARTS: weakref.WeakKeyDictionary[Definitions, NewVisitorStart | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def new_visitor_start(defs: Definitions) -> NewVisitorStart | None:
+    """The definitions' `NewVisitorStart` (None without a dependency index, or when a condition
+    fails on the empty profile: then a new visitor has every segment evaluated)."""
+    try:
+        return _NEW_VISITOR_STARTS[defs]
+    except KeyError:
+        pass
+    start: NewVisitorStart | None = None
+    index = defs.dependencies
+    if index is not None:
+        empty = Profile(visitor_id="")
+        evaluation = _evaluate(empty, defs, _EMPTY_PROFILE_MOMENT, explain=False)
+        if not evaluation.errors:  # else each new visitor's evaluation reports its own
+            start = NewVisitorStart(index.snapshot(empty), evaluation.members)
+    _NEW_VISITOR_STARTS[defs] = start
+    return start
+
+
+_EMPTY_PROFILE_MOMENT = 1_700_000_000.0
+"""Any moment does: what a moment changes on the empty profile is evaluated again per visitor."""
 
 
 def _read_values(seg: SegmentDef, values: LazyValues) -> dict[str, AttributeValue]:

@@ -15,7 +15,7 @@ from streams.core.attributes import LazyValues, cel_functions
 from streams.core.definitions import DefinitionError, Definitions, load_definitions, parse_definitions
 from streams.core.dependencies import Changes
 from streams.core.profile import Profile
-from streams.core.segments import evaluate
+from streams.core.segments import evaluate, new_visitor_start
 from streams.core.timeline import CODES
 from streams.settings import DEFAULT_SEGMENTS_FILE
 from streams.testing.fakes import fixed_enricher
@@ -127,6 +127,32 @@ def test_an_event_evaluates_only_the_segments_it_can_change() -> None:
         "evening",
     }
     assert affected("product_view") == {"browsing_x", "evening"}
+
+
+def test_a_new_visitor_is_evaluated_from_the_empty_profile() -> None:
+    """Long-tail traffic: a first page view evaluates only what it changes from the empty profile;
+    a segment the empty profile is in is entered without its condition being run."""
+    defs = parse_definitions(
+        EXTRA + "  - {id: no_purchase, description: d, when: purchases_30d == 0}\n", "deps.yaml"
+    )
+    start = new_visitor_start(defs)
+    assert start is not None and start.members == {"no_purchase"}
+    (profile,) = run_batches(defs, [[payload(0, "page_view", BASE + 60, "DE")]])
+    changes = start.changes(defs, frozenset({CODES["page_view"]}), Profile(visitor_id="v1"))
+    assert changes.fields == frozenset()
+    index = defs.dependencies
+    assert index is not None
+    ids = [seg.id for seg in defs.segments]
+    moved = start.changes(defs, frozenset({CODES["page_view"]}), profile)
+    assert "country" in moved.fields
+    assert {ids[i] for i in index.affected(moved)} == {
+        "swiss_buyer",
+        "not_swiss_buyer",
+        "german",
+        "tv_fan",
+        "evening",
+    }
+    assert set(profile.segments) == {"no_purchase", "german", "tv_fan"}
 
 
 def test_segments_are_evaluated_after_the_segments_they_read() -> None:
