@@ -39,11 +39,13 @@ from typing import Any
 from bench.common import (
     RESULTS_DIR,
     ROOT,
+    SEGMENTS_FILE_ENV,
     WORKLOADS,
     LoadMeter,
     Workload,
     build_workload,
     create_topics,
+    definitions_file,
     encode_events,
     note,
     simulated_events,
@@ -174,6 +176,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}"
     )
+    parser.add_argument(
+        "--segments-file",
+        type=Path,
+        default=None,
+        help="definitions the workers and the core steps run (default: TESSERA_SEGMENTS_FILE, else the "
+        "shipped segments/default.yaml); e.g. an older commit's defaults, to compare engines on the "
+        "same definitions",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and data here (default: temp)")
     parser.add_argument(
         "--no-live-fallback",
@@ -196,7 +206,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     if not args.workloads or args.workloads[0] != "default" or set(args.workloads) - set(WORKLOADS):
         parser.error(f"--workloads: 'default' first, then any of {', '.join(WORKLOADS[1:])}")
+    from streams.core.definitions import DefinitionError
+
+    if args.segments_file is not None:
+        # The workers inherit it (`streams.testing.worker.WorkerConfig.segments_file` is None).
+        os.environ[SEGMENTS_FILE_ENV] = str(args.segments_file.resolve())
+    try:
+        args.definitions = definitions_label()
+    except (OSError, DefinitionError) as exc:
+        parser.error(f"--segments-file: {exc}")
     return args
+
+
+def definitions_label() -> str:
+    """Which definitions the run's workers use: file, version and segment count (for the header)."""
+    from streams.core.definitions import load_definitions
+
+    path = definitions_file()
+    defs = load_definitions(path)
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return f"{shown} (version {defs.version}, {len(defs.segments)} segments)"
 
 
 def git_commit() -> tuple[str, bool]:
@@ -994,6 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
         f"python {platform.python_version()}  took {elapsed:.0f}s"
         f"{'  (--quick)' if args.quick else ''}\n"
         "ratio = value / baseline; baselines ran in this run on the same embedded stack\n"
+        f"definitions: {args.definitions}\n"
         f"other processes on this machine used {foreign:.2f} cores on average during the run"
         + (
             " (per step: " + ", ".join(f"{k} {v:.2f}" for k, v in state.foreign_cores.items()) + ")"

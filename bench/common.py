@@ -94,6 +94,19 @@ class BenchProcess(testing.ChildProcess):
         note(f"{self.name} (pid {self.pid}) ignored SIGTERM for {timeout:.0f}s: SIGKILL")
 
 
+SEGMENTS_FILE_ENV = "TESSERA_SEGMENTS_FILE"
+
+
+def definitions_file() -> Path:
+    """The definitions the bench's workers and core steps run: `TESSERA_SEGMENTS_FILE` when set
+    (`--segments-file` sets it; the workers inherit it), else the shipped defaults. The latency step
+    runs its own one-segment file."""
+    from streams.settings import DEFAULT_SEGMENTS_FILE
+
+    value = os.environ.get(SEGMENTS_FILE_ENV)
+    return Path(value) if value else DEFAULT_SEGMENTS_FILE
+
+
 class Child(BenchProcess):
     """A measured child (a baseline, the bare relay), run in the repository's folder; `start()`
     spawns it."""

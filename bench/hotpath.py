@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import PARTITIONS
+from bench.common import PARTITIONS, definitions_file
 
 RawRecord = tuple[int, int, bytes, bytes]
 """(partition, offset, key, value): atomic fields only, so the GC stops tracking the tuples."""
@@ -72,12 +72,12 @@ def raw_records(encoded: Sequence[tuple[bytes, bytes]]) -> list[RawRecord]:
 
 
 def core_parts() -> tuple[Any, Any]:
-    """The shipped definitions and a fresh production enricher (empty caches)."""
+    """The bench's definitions (`bench.common.definitions_file`: the shipped ones unless
+    `--segments-file`) and a fresh production enricher (empty caches)."""
     from streams.core.definitions import load_definitions
     from streams.core.enrich import default_enricher
-    from streams.settings import DEFAULT_SEGMENTS_FILE
 
-    return load_definitions(DEFAULT_SEGMENTS_FILE), default_enricher(None)
+    return load_definitions(definitions_file()), default_enricher(None)
 
 
 def fold(

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaProducer
 from bench.common import BenchError, create_topics, note, percentile
 from bench.latency import PRODUCER_LINGER_MS, _consumer_at_start
 from bench.pipeline import Worker, WorkerSpec
+from streams.settings import DEFAULT_SEGMENTS_FILE
 
 SEGMENT = "cart_abandoners"
 ABANDON_AFTER_S = 30 * 60
@@ -162,7 +163,10 @@ def measure_timers(
     run_id = uuid.uuid4().hex[:10]
     topic = f"bench-timers-events-{run_id}"
     asyncio.run(create_topics(kafka, [topic]))
-    spec = WorkerSpec(kafka, redis_url, workdir / "timers", topic, run_id=run_id)
+    # The shipped definitions whatever `--segments-file` says: the step measures their cart timer.
+    spec = WorkerSpec(
+        kafka, redis_url, workdir / "timers", topic, run_id=run_id, segments_file=DEFAULT_SEGMENTS_FILE
+    )
     worker = Worker(spec, "worker-timers")
     note(
         f"timers: a worker with the shipped definitions, {visitors} carts abandoned due in {min_delay_s:g}–"
