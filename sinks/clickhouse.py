@@ -483,6 +483,9 @@ class ClickHouseSink:
         self._conversions_table = f"{database}.conversions"
         self._outcomes_table = f"{database}.message_outcomes"
         self._kpi_view = f"{database}.segment_kpis_minute"
+        self._column_types: dict[tuple[str, tuple[str, ...]], Sequence[Any]] = {}
+        """(table, insert columns) → their types of its insert columns, asked once: without them every insert asks
+        the server first (a DESCRIBE: ≈ 1 ms per insert in chDB, a round trip over HTTP)."""
         log.info("clickhouse.connected", dsn=_redact(dsn), database=database)
 
     # -- schema -----------------------------------------------------------------------------------
@@ -490,6 +493,7 @@ class ClickHouseSink:
     def apply_ddl(self) -> None:
         statements = ddl_statements(self.database)
         with self._lock:
+            self._column_types.clear()
             rebuilt = self._drop_rollup_of_states()
             for stmt in statements:
                 self._client.command(stmt)
@@ -564,6 +568,7 @@ class ClickHouseSink:
                     table,
                     columns(rows),
                     column_names=list(column_names),
+                    column_types=self._types_of(table, column_names),
                     column_oriented=True,
                     settings={"insert_deduplication_token": f"{batch.token}:{table.rsplit('.', 1)[1]}"},
                 )
@@ -578,6 +583,16 @@ class ClickHouseSink:
             build_ms=round((built - started) * 1000, 3),
             insert_ms=round((time.perf_counter() - built) * 1000, 3),
         )
+
+    def _types_of(self, table: str, column_names: tuple[str, ...]) -> Sequence[Any]:
+        """The types of `column_names` in `table` (asked on the first insert; `apply_ddl` forgets
+        them). Call with the lock held."""
+        key = (table, column_names)
+        types = self._column_types.get(key)
+        if types is None:
+            context = self._client.create_insert_context(table, list(column_names), column_oriented=True)
+            types = self._column_types[key] = context.column_types
+        return types
 
     # -- reads ------------------------------------------------------------------------------------
 
