@@ -40,9 +40,9 @@ from streams.definitions_store import (
     HeadWatcher,
     initial_definitions,
     open_producer,
-    open_watch_consumer,
 )
 from streams.engine import Engine
+from streams.kafka import open_follower
 from streams.kafka_compat import leave_group_from_first_generation
 from streams.logging import get_logger
 from streams.recovery import open_changelog_consumer
@@ -142,7 +142,7 @@ async def start_engine(settings: Settings, endpoints: Endpoints, setup: ThreadPo
         definitions,
         engine.switch_definitions,
         lambda: engine.defs.source_sha,
-        functools.partial(open_watch_consumer, bootstrap),
+        functools.partial(open_follower, bootstrap),
     )
     definitions_task = asyncio.ensure_future(watcher.run())
     # The loop runs while Faust is imported, so the consumer's requests up to its JoinGroup go out

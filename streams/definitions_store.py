@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from schemas.definitions import (
@@ -51,9 +51,6 @@ log = get_logger(__name__)
 
 WATCH_POLL_MS = 500
 """How long one `getmany` of the watcher waits for a new record."""
-WATCH_FETCH_MAX_WAIT_MS = 500
-"""How long the broker may hold the watcher's fetch: long, so following a topic that rarely changes
-costs the broker about two fetches a second (a new head is seen within about this)."""
 WATCH_BACKOFF_S = (0.5, 10.0)
 """First and longest pause of the watcher after a failed fetch."""
 
@@ -261,15 +258,6 @@ async def open_producer(bootstrap: str) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     return producer
-
-
-async def open_watch_consumer(bootstrap: str) -> AIOKafkaConsumer:
-    """A started consumer for `HeadWatcher` (no group, no commits; fetches wait long)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=WATCH_FETCH_MAX_WAIT_MS
-    )
-    await consumer.start()
-    return consumer
 
 
 async def initial_definitions(store: DefinitionsStore, seed: Path) -> Definitions:

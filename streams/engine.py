@@ -52,7 +52,7 @@ from streams.core.enrich import Enricher
 from streams.core.guardrails import BudgetLedger
 from streams.core.segments import Preview, preview
 from streams.core.sketch import PartitionCohorts
-from streams.kafka import KafkaChangelog, consumer_options, producer_options
+from streams.kafka import KafkaChangelog, consumer_options, open_follower, producer_options
 from streams.logging import get_logger
 from streams.profile_store import ProfileStore, new_partition_profiles
 from streams.publish import Publisher
@@ -234,7 +234,7 @@ class Engine:
         s = self.settings
         return CohortWatcher(
             s.cohorts_topic,
-            functools.partial(open_changelog_consumer, self.bootstrap),
+            functools.partial(open_follower, self.bootstrap),
             lambda: self.defs,
             s.cohort_alpha,
             s.cohort_recheck_s,

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.logging import get_logger
@@ -162,3 +162,19 @@ async def follow(
                 backoff = min(backoff * 2, backoff_s[1])
     finally:
         await follower.close()
+
+
+FOLLOW_FETCH_MAX_WAIT_MS = 500
+"""How long the broker may hold a follower's fetch: long, so following a topic that rarely changes
+(definitions, cohort sketches) costs the broker and this process about two fetches a second, not
+the hundreds a short wait makes (a new record is seen within about this)."""
+
+
+async def open_follower(bootstrap: str) -> AIOKafkaConsumer:
+    """A started consumer following a rarely changing topic (no group, no commits; fetches wait
+    long): `streams.definitions_store.HeadWatcher`, `streams.cohorts.CohortWatcher`."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FOLLOW_FETCH_MAX_WAIT_MS
+    )
+    await consumer.start()
+    return consumer
