@@ -34,7 +34,7 @@ up: $(STAMP)
 
 test: $(STAMP) browser $(JS_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy schemas streams sinks infra
+	$(BIN)/mypy schemas streams sinks infra bench tests
 	$(BIN)/pytest -q tests
 
 test-fast: $(STAMP)
@@ -48,7 +48,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy schemas streams sinks infra
+	$(BIN)/mypy schemas streams sinks infra bench tests
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export

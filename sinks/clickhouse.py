@@ -484,8 +484,8 @@ class ClickHouseSink:
         self._outcomes_table = f"{database}.message_outcomes"
         self._kpi_view = f"{database}.segment_kpis_minute"
         self._column_types: dict[tuple[str, tuple[str, ...]], Sequence[Any]] = {}
-        """(table, insert columns) → their types of its insert columns, asked once: without them every insert asks
-        the server first (a DESCRIBE: ≈ 1 ms per insert in chDB, a round trip over HTTP)."""
+        """(table, insert columns) → their types, asked once: without them every insert asks the
+        server first (a DESCRIBE: ≈ 1 ms per insert in chDB, a round trip over HTTP)."""
         log.info("clickhouse.connected", dsn=_redact(dsn), database=database)
 
     # -- schema -----------------------------------------------------------------------------------

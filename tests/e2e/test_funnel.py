@@ -118,7 +118,7 @@ def test_outcomes_and_conversions_reach_the_funnel(embedded_stack: Any, tmp_path
         ]
         asyncio.run(produce_records(config.kafka, config.events_topic, reports))
 
-        expected = {
+        expected: dict[tuple[str, bool], dict[str, Any]] = {
             ("a", False): {"sent": 1, "holdout_records": 0, "shown": 1, "clicked": 1, "dismissed": 0}
             | {"converted": 1, "revenue": 30.0, "conversion_rate": 1.0, "uplift": 0.0},
             ("b", False): {"sent": 1, "holdout_records": 0, "shown": 1, "clicked": 0, "dismissed": 1}

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes
-from email.message import Message as EmailMessage
+from email.message import EmailMessage
 from email.policy import default as default_policy
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -182,7 +182,10 @@ class Mailbox:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.mails.append(
-            (list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=default_policy))
+            (
+                list(envelope.rcpt_tos),
+                cast(EmailMessage, message_from_bytes(envelope.content, policy=default_policy)),
+            )
         )
         return "250 Message accepted for delivery"
 

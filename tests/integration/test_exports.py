@@ -12,7 +12,7 @@ import pytest
 
 from sinks import kpis
 from sinks.clickhouse import ClickHouseSink
-from sinks.export import export, export_query
+from sinks.export import Kind, export, export_query
 from tests.integration.test_clickhouse_sink import BASE
 from tests.integration.test_kpis import chdb_path, insert, known_events, make_changes, sink  # noqa: F401
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.mark.parametrize("kind", ["members", "kpis", "events"])
-def test_parquet_round_trip_equals_the_query(sink: ClickHouseSink, tmp_path: Path, kind: str) -> None:  # noqa: F811
+def test_parquet_round_trip_equals_the_query(sink: ClickHouseSink, tmp_path: Path, kind: Kind) -> None:  # noqa: F811
     import pyarrow.parquet as pq
 
     events = known_events(seed=9, n=500)
@@ -32,7 +32,7 @@ def test_parquet_round_trip_equals_the_query(sink: ClickHouseSink, tmp_path: Pat
     out = tmp_path / f"{kind}.parquet"
     manifest = export(
         sink, kind, "parquet", out, segment=segment, rng=rng, block_rows=64, progress=blocks.append
-    )  # type: ignore[arg-type]
+    )
 
     sql, parameters = export_query(sink.database, kind, segment, rng)  # type: ignore[arg-type]
     with sink._lock:

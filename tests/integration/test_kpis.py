@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,9 @@ def insert(
     events: Events,
     size: int,
     prefix: str,
-    changes: list[SegmentChange] = (),
-    messages: list[Message] = (),
-) -> None:  # type: ignore[assignment]
+    changes: Sequence[SegmentChange] = (),
+    messages: Sequence[Message] = (),
+) -> None:
     for i in range(0, max(len(events), len(changes), len(messages)), size):
         sink.write(
             AnalyticsBatch(

@@ -51,9 +51,11 @@ def test_repeated_sigkill_converges_to_a_replay(embedded_stack: Any, tmp_path: P
         for p, end in sent.items():
             ends[p] = max(ends.get(p, 0), end)
         before = sum(worker.status()["committed"].values())
-        worker.wait(
-            lambda w=worker, b=before: sum(w.status()["committed"].values()) > b, 120, 0.01, "progress"
-        )
+
+        def progressed(w: WorkerProcess = worker, b: int = before) -> bool:
+            return sum(w.status()["committed"].values()) > b
+
+        worker.wait(progressed, 120, 0.01, "progress")
         worker.kill9()
     final = WorkerProcess(config).start()
     try:

@@ -509,4 +509,5 @@ def test_batches_and_timers_keep_membership_exact(
 
 
 def _event_time(record: SourceRecord) -> float:
+    assert record.value is not None
     return as_parsed(datetime.fromisoformat(orjson.loads(record.value)["event_time"]).timestamp())

@@ -219,8 +219,8 @@ def test_ab_split_within_3_percent_over_10000_visitors(defs: Definitions) -> Non
         variant = assignment(f"visitor-{i}", campaign)[1]
         counts[variant] = counts.get(variant, 0) + 1
     assert set(counts) == {"coffee", "croissant"}
-    for variant in campaign.variants:
-        assert abs(counts[variant.name] / 10_000 - variant.share) <= 0.03
+    for option in campaign.variants:
+        assert abs(counts[option.name] / 10_000 - option.share) <= 0.03
     assert assignment("visitor-7", campaign) == assignment("visitor-7", campaign)
 
 
