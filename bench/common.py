@@ -98,13 +98,12 @@ SEGMENTS_FILE_ENV = "TESSERA_SEGMENTS_FILE"
 
 
 def definitions_file() -> Path:
-    """The definitions the bench's workers and core steps run: `TESSERA_SEGMENTS_FILE` when set
-    (`--segments-file` sets it; the workers inherit it), else the shipped defaults. The latency step
-    runs its own one-segment file."""
-    from streams.settings import DEFAULT_SEGMENTS_FILE
+    """The definitions the bench's workers and core steps run: the worker's own setting
+    (`Settings.segments_file`: `TESSERA_SEGMENTS_FILE`, which `--segments-file` sets and the workers
+    inherit, else the shipped defaults). The latency step runs its own one-segment file."""
+    from streams.settings import Settings
 
-    value = os.environ.get(SEGMENTS_FILE_ENV)
-    return Path(value) if value else DEFAULT_SEGMENTS_FILE
+    return Settings().segments_file
 
 
 class Child(BenchProcess):

@@ -179,13 +179,12 @@ def _evaluate(
     members = values.members  # the stored membership; each evaluated segment replaces its own
     if len(chosen) == len(segments):
         members.clear()
-    elif changes is not None and changes.start is not None:
-        members.clear()
-        members.update(changes.start)
-        ids = defs.segment_id_list
-        members.difference_update([ids[i] for i in chosen])
     else:
-        members.intersection_update(defs.segment_ids)
+        if changes is not None and changes.start is not None:  # a new visitor: the empty profile's
+            members.clear()
+            members.update(changes.start)
+        else:
+            members.intersection_update(defs.segment_ids)
         ids = defs.segment_id_list
         members.difference_update([ids[i] for i in chosen])
     errors: dict[str, str] = {}
