@@ -126,30 +126,27 @@ def fold(
 def clickhouse_cost(records: Sequence[RawRecord], rows_per_insert: int, workdir: Path) -> float:
     """CPU µs per event of the worker's ClickHouse sink on embedded chDB (what the pipeline pays
     on top of the core): the core's analytics rows, changes, messages and conversions for
-    `rows_per_insert` records at a time, written as the checkpoint writes them (message outcomes are
-    picked from the rows by the sink). Process CPU, so chDB's threads count."""
+    `rows_per_insert` records at a time, their rows built (as the checkpoint builds them when a
+    batch is added) and written as the checkpoint writes them. Process CPU, so chDB's threads
+    count."""
     from sinks.clickhouse import AnalyticsBatch, ClickHouseSink
 
-    batches: list[AnalyticsBatch] = []
-
-    def keep(start: int, result: Any) -> None:
-        batches.append(
-            AnalyticsBatch(
-                token=f"bench-{start}",
-                events=result.analytics_rows,
-                changes=result.changes,
-                messages=result.messages,
-                conversions=result.conversions,
-            )
-        )
-
-    fold(records, rows_per_insert, *core_parts(), each=keep)
+    results: list[tuple[int, Any]] = []
+    fold(records, rows_per_insert, *core_parts(), each=lambda start, result: results.append((start, result)))
     sink = ClickHouseSink(f"chdb://{(workdir / 'hotpath-chdb').resolve()}")
     try:
         sink.apply_ddl()
         begun = time.process_time()
-        for batch in batches:
-            sink.write(batch)
+        for start, result in results:
+            sink.write(
+                AnalyticsBatch.of(
+                    token=f"bench-{start}",
+                    events=result.analytics_rows,
+                    changes=result.changes,
+                    messages=result.messages,
+                    conversions=result.conversions,
+                )
+            )
         return (time.process_time() - begun) / max(len(records), 1) * 1e6
     finally:
         sink.close()

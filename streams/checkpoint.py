@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
-from sinks.clickhouse import AnalyticsBatch, AnalyticsSink
+from sinks.clickhouse import AnalyticsBatch, AnalyticsRows, AnalyticsSink, analytics_rows
 from sinks.redis_serving import ServingStore, VisitorUpdate
 from streams.core.batch import BatchResult
 from streams.core.profile import Profile
@@ -86,10 +86,7 @@ class Snapshot:
 
     offsets: dict[TopicPartition, int]
     token: str
-    rows: list[Any]
-    changes: list[Any]
-    messages: list[Any]
-    conversions: list[Any]
+    rows: AnalyticsRows
     sends: list[Awaitable[Any]]
     changelog: list[tuple[str, int, bytes]]
     serving: list[VisitorUpdate]
@@ -143,10 +140,10 @@ class Checkpoint:
         self._offsets: dict[TopicPartition, int] = {}
         self._starts: dict[TopicPartition, int] = {}
         """Where the pending offset ranges begin (the previous snapshot's offsets): the token."""
-        self._rows: list[Any] = []
-        self._changes: list[Any] = []
-        self._messages: list[Any] = []
-        self._conversions: list[Any] = []
+        self._rows = AnalyticsRows()
+        """The ClickHouse rows of the batches since the last snapshot, built as each is added."""
+        self._change_ids: list[str] = []
+        """Their segment changes' ids (the token of a checkpoint with no offsets)."""
         self._sends: list[Awaitable[Any]] = []
         self._records = 0
         self._last = clock()
@@ -165,10 +162,12 @@ class Checkpoint:
         of its topic sends (their acks are awaited before the offsets are committed), and count its
         `records`. Its touched profiles are marked in `touched`."""
         self._sends += sends
-        self._rows.extend(result.analytics_rows)
-        self._changes.extend(result.changes)
-        self._messages.extend(result.messages)
-        self._conversions.extend(result.conversions)
+        # The rows are built here, not at the insert: the batch's objects are freed with it
+        # (`sinks.clickhouse.AnalyticsRows`).
+        self._rows.extend(
+            analytics_rows(result.analytics_rows, result.changes, result.messages, result.conversions)
+        )
+        self._change_ids += [c.change_id for c in result.changes]
         self._records += records
 
     def profile(self, visitor_id: str, partition: int) -> bytes | Profile | None:
@@ -191,7 +190,7 @@ class Checkpoint:
         # Low traffic waits for `checkpoint_min_records` (up to the max interval): each ClickHouse
         # insert has a fixed cost of ≈ 10 ms CPU, which at a few events/s was most of the worker's.
         return (
-            len(self._rows) >= s.checkpoint_max_rows
+            len(self._rows.events) >= s.checkpoint_max_rows
             or elapsed_ms >= max(s.checkpoint_max_interval_ms, s.checkpoint_interval_ms)
             or (elapsed_ms >= s.checkpoint_interval_ms and enough)
         )
@@ -205,7 +204,7 @@ class Checkpoint:
         return (
             inflight is not None
             and not inflight.done()
-            and len(self._rows) < self.settings.checkpoint_max_rows
+            and len(self._rows.events) < self.settings.checkpoint_max_rows
         )
 
     # -- taking and writing ---------------------------------------------------------------------
@@ -262,11 +261,8 @@ class Checkpoint:
         ]
         snapshot = Snapshot(
             offsets=offsets,
-            token=_dedup_token(offsets, self._starts, self._changes),
+            token=_dedup_token(offsets, self._starts, self._change_ids),
             rows=self._rows,
-            changes=self._changes,
-            messages=self._messages,
-            conversions=self._conversions,
             sends=self._sends,
             changelog=changelog,
             serving=serving,
@@ -290,14 +286,8 @@ class Checkpoint:
         #    both finish before anything of the state is written. Then the profile summaries go to
         #    Redis (segment sets went per batch) and the broker's acks of its topic sends are awaited.
         try:
-            if snap.rows or snap.changes or snap.messages or snap.conversions:
-                batch = AnalyticsBatch(
-                    token=snap.token,
-                    events=snap.rows,
-                    changes=snap.changes,
-                    messages=snap.messages,
-                    conversions=snap.conversions,
-                )
+            if snap.rows:
+                batch = AnalyticsBatch(snap.token, snap.rows)
                 inserting = asyncio.ensure_future(asyncio.to_thread(self.analytics.write, batch))
                 try:
                     await self._serialise_all(snap)
@@ -352,10 +342,8 @@ class Checkpoint:
         self._records = 0
         self._starts = dict(self._offsets) or self._starts
         self._offsets = {}
-        self._rows = []
-        self._changes = []
-        self._messages = []
-        self._conversions = []
+        self._rows = AnalyticsRows()
+        self._change_ids = []
         self._sends = []
         self.touched = {}
         self._last = self.clock()
@@ -382,13 +370,13 @@ class Checkpoint:
 
 
 def _dedup_token(
-    offsets: dict[TopicPartition, int], starts: dict[TopicPartition, int], changes: list[Any]
+    offsets: dict[TopicPartition, int], starts: dict[TopicPartition, int], change_ids: list[str]
 ) -> str:
     """The ClickHouse insert token of a snapshot: the offset ranges its rows came from."""
     if offsets:
         return ",".join(f"{tp.partition}:{starts.get(tp, '')}-{off}" for tp, off in sorted(offsets.items()))
     # Timer-only checkpoint: the changes themselves identify it.
-    return "timers:" + ",".join(sorted(c.change_id for c in changes))[:512]
+    return "timers:" + ",".join(sorted(change_ids))[:512]
 
 
 def _summary_update(visitor_id: str, profile: Profile) -> VisitorUpdate:

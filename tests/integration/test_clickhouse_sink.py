@@ -248,7 +248,7 @@ def test_ddl_adds_the_enrichment_columns_to_an_older_events_table(chdb_path: Pat
         )
         bot = bot.model_copy(update={"device": Device(category="bot")})
         events = [(human, ("a",)), (bot, ())]
-        s.write(AnalyticsBatch(token="upgrade:1", events=events, changes=[], messages=[]))
+        s.write(AnalyticsBatch.of(token="upgrade:1", events=events, changes=[], messages=[]))
         rows = s.query(
             "SELECT traffic_keyword, in_app_browser, time_zone, is_bot FROM t_events_upgrade.events FINAL"
             " ORDER BY event_id"
@@ -268,7 +268,7 @@ def test_ddl_database_substitution() -> None:
 
 def test_retried_batch_with_same_token_is_dropped_at_insert(sink: ClickHouseSink) -> None:
     events = make_events(seed=7, n=120)
-    batch = AnalyticsBatch(
+    batch = AnalyticsBatch.of(
         token="events:0:0-119", events=events, changes=make_changes(1), messages=make_messages()
     )
     stop_merges(sink)
@@ -278,8 +278,8 @@ def test_retried_batch_with_same_token_is_dropped_at_insert(sink: ClickHouseSink
 
     # Dropped at insert: no second copy on disk even before any merge (no FINAL here).
     assert count(sink, "events") == 120
-    assert count(sink, "segment_changes") == len(batch.changes)
-    assert count(sink, "messages") == len(batch.messages)
+    assert count(sink, "segment_changes") == len(batch.rows.changes)
+    assert count(sink, "messages") == len(batch.rows.messages)
     assert (sink.totals(), kpis(sink), sink.segment_report()) == first
     assert kpis(sink) == expected_kpis(events)
 
@@ -293,7 +293,7 @@ def test_replay_with_other_batch_boundaries_does_not_double_count(sink: ClickHou
     def run(prefix: str, size: int, changes_per_batch: int) -> None:
         for i, start in enumerate(range(0, len(events), size)):
             sink.write(
-                AnalyticsBatch(
+                AnalyticsBatch.of(
                     token=f"{prefix}:{start}",
                     events=events[start : start + size],
                     changes=changes[i * changes_per_batch : (i + 1) * changes_per_batch],
@@ -319,8 +319,8 @@ def test_replay_with_other_batch_boundaries_does_not_double_count(sink: ClickHou
 def test_segment_report(sink: ClickHouseSink) -> None:
     events = make_events(seed=3, n=90)
     changes = make_changes(3)
-    sink.write(AnalyticsBatch(token="a", events=events, changes=changes))
-    sink.write(AnalyticsBatch(token="b", changes=changes[::-1]))  # replayed changes, other token
+    sink.write(AnalyticsBatch.of(token="a", events=events, changes=changes))
+    sink.write(AnalyticsBatch.of(token="b", changes=changes[::-1]))  # replayed changes, other token
     report = {row.segment: row for row in sink.segment_report()}
 
     exp = expected_kpis(events)
@@ -341,7 +341,7 @@ def test_segment_report(sink: ClickHouseSink) -> None:
 
 def test_event_row_values_round_trip(sink: ClickHouseSink) -> None:
     events = make_events(seed=5, n=60)
-    sink.write(AnalyticsBatch(token="rt", events=events, messages=make_messages()))
+    sink.write(AnalyticsBatch.of(token="rt", events=events, messages=make_messages()))
     purchase, segs = next(
         (ev, s) for ev, s in events if ev.event.type == "purchase" and ev.event.event_id != "e00000"
     )
@@ -378,7 +378,7 @@ def test_write_and_read_from_two_threads(sink: ClickHouseSink) -> None:
     def writer() -> None:
         try:
             for start in range(0, 300, 10):
-                sink.write(AnalyticsBatch(token=f"w:{start}", events=events[start : start + 10]))
+                sink.write(AnalyticsBatch.of(token=f"w:{start}", events=events[start : start + 10]))
         except BaseException as exc:
             errors.append(exc)
 
@@ -409,5 +409,5 @@ def test_fake_satisfies_the_protocol() -> None:
             self.batches.append(batch)
 
     fake: AnalyticsSink = FakeSink()
-    fake.write(AnalyticsBatch(token="t"))
+    fake.write(AnalyticsBatch.of(token="t"))
     assert isinstance(fake, FakeSink) and len(fake.batches) == 1

@@ -64,7 +64,7 @@ def insert(
 ) -> None:
     for i in range(0, max(len(events), len(changes), len(messages)), size):
         sink.write(
-            AnalyticsBatch(
+            AnalyticsBatch.of(
                 token=f"{prefix}:{i}",
                 events=events[i : i + size],
                 changes=list(changes[i : i + size]),
@@ -420,7 +420,7 @@ def insert_funnel(
 ) -> None:
     for i in range(0, max(len(messages), len(conversions), len(events)), size):
         sink.write(
-            AnalyticsBatch(
+            AnalyticsBatch.of(
                 token=f"{prefix}:{i}",
                 events=events[i : i + size],
                 messages=messages[i : i + size],
@@ -490,7 +490,7 @@ def test_messages_table_gains_the_v2_columns(chdb_path: Path) -> None:
         s.apply_ddl()
         messages = funnel_set()[0]
         held = next(m for m in messages if m.holdout)
-        s.write(AnalyticsBatch(token="upgrade", messages=[held]))
+        s.write(AnalyticsBatch.of(token="upgrade", messages=[held]))
         rows = s.query(
             f"SELECT message_id, campaign, variant, holdout, journey, step, cost FROM {db}.messages FINAL"
             " ORDER BY message_id"

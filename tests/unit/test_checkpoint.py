@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
 from aiokafka import TopicPartition
 
+from schemas import EVENT_ADAPTER, Conversion, Device, EnrichedEvent, Geo, Traffic
+from sinks.clickhouse import conversion_row, event_row
 from streams.checkpoint import SERIALISE_SLICE, Checkpoint
 from streams.core.batch import BatchResult
 from streams.core.profile import Profile, new_profile
@@ -26,8 +28,22 @@ from streams.testing import async_wait_until
 from streams.testing.fakes import CallLog, FakeAnalyticsSink, FakeConsumer, FakeProducer, FakeServingStore
 
 TP = TopicPartition("events", 0)
-ROW: Any = object()
-"""An analytics row: the fake sink stores rows without reading them."""
+AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
+EVENT = EnrichedEvent(
+    event=EVENT_ADAPTER.validate_python(
+        {"event_id": "e1", "visitor_id": "v0", "event_time": AT, "type": "page_view"}
+    ),
+    device=Device(),
+    geo=Geo(),
+    traffic=Traffic(),
+    received_at=AT,
+    partition=0,
+    offset=4,
+)
+ROW: tuple[EnrichedEvent, tuple[str, ...]] = (EVENT, ("s1",))
+"""A batch's analytics row: an event and its visitor's segments right after it."""
+EVENT_ROW = event_row(*ROW)
+"""The `events` row the checkpoint builds of it when the batch is added."""
 
 PROTOCOL = ["analytics.write", "serving.write", "producer.ack", "changelog.write", "consumer.commit"]
 """The commit protocol as the fakes see it: 1. sinks (ClickHouse, Redis, acks), 2. state, 3. offsets."""
@@ -93,7 +109,7 @@ async def test_sinks_then_state_then_offsets() -> None:
     await rig.checkpoint.take(wait=True)
 
     assert rig.calls.calls == PROTOCOL
-    assert [batch.events for batch in rig.analytics.batches] == [[ROW]]
+    assert [batch.rows.events for batch in rig.analytics.batches] == [[EVENT_ROW]]
     assert sorted(update.visitor_id for update in rig.serving.writes[0]) == ["v0", "v1"]  # summaries
     assert sorted(visitor for visitor, _, _ in rig.producer.changelog) == ["v0", "v1"]
     assert rig.consumer.commits == [{TP: 5}]
@@ -167,7 +183,15 @@ async def test_consecutive_checkpoints_carry_their_offset_ranges_as_insert_token
 async def test_conversions_go_with_the_rows_in_step_1() -> None:
     """The core's conversions ride in the same analytics batch (same token) as the rows, messages and
     changes of their checkpoint; a checkpoint with only conversions still writes them first."""
-    conversion: Any = object()
+    conversion = Conversion(
+        message_id="m1",
+        visitor_id="v0",
+        rule="exit_intent_overlay",
+        message_time=AT,
+        event_time=AT,
+        order_id="o1",
+        value=9.5,
+    )
     rig = _rig()
     rig.checkpoint.processed(TP, 4)
     rig.checkpoint.add(BatchResult(analytics_rows=[ROW], conversions=[conversion]), records=4, sends=[])
@@ -176,9 +200,10 @@ async def test_conversions_go_with_the_rows_in_step_1() -> None:
     rig.checkpoint.add(BatchResult(conversions=[conversion, conversion]), records=2, sends=[])
     await rig.checkpoint.take(wait=True)
 
-    assert [(b.token, b.events, b.conversions) for b in rig.analytics.batches] == [
-        ("0:-4", [ROW], [conversion]),
-        ("0:4-6", [], [conversion, conversion]),
+    row = conversion_row(conversion)
+    assert [(b.token, b.rows.events, b.rows.conversions) for b in rig.analytics.batches] == [
+        ("0:-4", [EVENT_ROW], [row]),
+        ("0:4-6", [], [row, row]),
     ]
     assert rig.calls.calls == ["analytics.write", "changelog.write", "consumer.commit"] * 2
 
@@ -311,5 +336,5 @@ async def test_the_batch_loop_waits_for_a_running_checkpoint_only_past_the_row_c
     await checkpoint.take(wait=True)  # waits for the one in flight, then writes the 10 rows
 
     assert below_cap and not at_cap and not checkpoint.running()
-    assert [len(batch.events) for batch in rig.analytics.batches] == [10]
+    assert [len(batch.rows.events) for batch in rig.analytics.batches] == [10]
     assert rig.stats.checkpoints == 2
