@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.core.definitions import Definitions, load_definitions
+from streams.core.definitions import Definitions, load_definitions, parse_definitions
 from streams.core.profile import DAY_S, Profile
 from streams.core.segments import evaluate, next_check_at
 
@@ -325,8 +325,8 @@ def test_demographic_and_geographic_segments(defs: Definitions) -> None:
     assert "age_18_29" in members(defs, visitor(age=24))
     assert "age_18_29" not in members(defs, visitor(age=30)) | members(defs, visitor())
     assert "age_50_plus" in members(defs, visitor(age=50))
-    assert "dach_visitors" in members(defs, visitor(country="AT"))
-    assert "dach_visitors" not in members(defs, visitor())
+    assert "swiss_visitors" in members(defs, visitor(country="CH"))
+    assert "swiss_visitors" not in members(defs, visitor(country="DE")) | members(defs, visitor())
 
 
 def test_interest_groups_count_product_and_category_pages_per_category(defs: Definitions) -> None:
@@ -359,7 +359,19 @@ def test_big_ticket_buyers_read_the_order_value(defs: Definitions) -> None:
     assert "big_ticket_buyers" not in members(defs, visitor(timeline=[small]))
 
 
-def test_weekday_morning_visitors_in_berlin_time(defs: Definitions) -> None:
+def test_the_opening_hours_example_of_the_header_in_berlin_time() -> None:
+    """The header's local-time example (not a shipped segment: see its comment), in the default zone."""
+    text = "\n".join(
+        [
+            'version: "hours"',
+            "segments:",
+            "  - id: weekday_morning_visitors",
+            "    description: d",
+            "    when: session_active && local_weekday <= 5 && local_hour >= 7 && local_hour < 13",
+        ]
+    )
+    defs = parse_definitions(text + "\n", "hours.yaml")
+    assert defs.zone == "Europe/Berlin"
     # Day 20000 is Friday 2024-10-04; 08:00 UTC is 10:00 in Berlin (summer time).
     morning = TODAY * DAY_S + 8 * 3600.0
     active = visitor(last_seen=morning - 5 * MIN)

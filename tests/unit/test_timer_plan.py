@@ -63,14 +63,23 @@ def test_shipped_segments_wait_only_for_what_concerns_them() -> None:
     assert frequent.exit == {Drop("purchases_30d", "purchases", False, 3.0)}
     cart = defs.timed["cart_abandoners"]
     assert cart.enter == {("last_add_to_cart_at", 1800.0)} and cart.exit == frozenset()
-    assert defs.timed["weekday_morning_visitors"].exit == {("last_seen", 1800.0)}
-    assert "dach_visitors" not in defs.timed  # time never changes a country
+    assert "swiss_visitors" not in defs.timed  # time never changes a country
+    assert defs.timed["engaged_readers"].exit and not defs.timed["engaged_readers"].enter
     outside = defs.timer_plan([])
-    assert ("last_seen", 1800.0) not in outside.anchors  # a session ending concerns members only
-    member = defs.timer_plan(["weekday_morning_visitors"])
-    assert ("last_seen", 1800.0) in member.anchors
+    member = defs.timer_plan(["engaged_readers"])
     ids = {defs.segments[i].id for i in member.segments}
-    assert "weekday_morning_visitors" in ids and "frequent_buyers" not in ids
+    assert "engaged_readers" in ids and "frequent_buyers" not in ids
+    assert "engaged_readers" not in {defs.segments[i].id for i in outside.segments}
+
+
+def test_a_session_ending_concerns_members_only() -> None:
+    defs = parse_definitions(
+        'version: "s"\nsegments:\n  - id: browsing_now\n    description: d\n    when: session_active\n',
+        "s.yaml",
+    )
+    assert defs.timed["browsing_now"].exit == {("last_seen", 1800.0)}
+    assert ("last_seen", 1800.0) not in defs.timer_plan([]).anchors
+    assert ("last_seen", 1800.0) in defs.timer_plan(["browsing_now"]).anchors
 
 
 def test_a_member_leaves_when_the_count_falls_below_the_bound_not_at_each_exit() -> None:
