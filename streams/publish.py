@@ -21,6 +21,11 @@ from streams.deadletters import dead_letter_record
 from streams.kafka import send_all
 from streams.settings import Settings
 
+SERVED_LIMIT = 200_000
+"""Visitor ids `Publisher` remembers as written (≈ 20 MB): on long-tail traffic nearly every
+visitor is new, and an unbounded set would grow with every visitor the process ever saw. Forgetting
+costs one more full (idempotent) Redis write for a visitor seen again."""
+
 
 class Publisher:
     """Sends a batch's segment changes, messages and dead letters, and its urgent Redis writes."""
@@ -38,7 +43,8 @@ class Publisher:
         self.serving_s = 0.0
         """How long the last batch's Redis write took (the slow-batch log reports it)."""
         self._served: set[str] = set()
-        """Visitors whose segment set this process has written (a first write is always full)."""
+        """Visitors whose segment set this process has written (a first write is always full).
+        Bounded: past `SERVED_LIMIT` it starts over (those visitors' next writes are full again)."""
 
     async def publish(self, result: BatchResult) -> list[asyncio.Future[Any]]:
         """Send what downstream waits for; the futures of the topic sends (for the checkpoint)."""
@@ -76,6 +82,8 @@ class Publisher:
                         messages=[m for m in effect.messages if not m.holdout],
                     )
                 )
+                if len(self._served) >= SERVED_LIMIT:
+                    self._served.clear()
                 self._served.add(visitor_id)
         if urgent:
             serving_begun = time.perf_counter()
