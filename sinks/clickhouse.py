@@ -377,7 +377,7 @@ def event_row(
         campaign,
         device.in_app_browser or "",
         geo.time_zone or "",
-        list(segments),
+        tuple(segments),  # the core's tuple itself (tuple() does not copy one): no new object per row
         enriched.partition,
         enriched.offset,
     )
