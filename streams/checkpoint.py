@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
-from sinks.clickhouse import AnalyticsBatch, AnalyticsRows, AnalyticsSink, analytics_rows
+from sinks.clickhouse import CHANGE_COLUMNS, AnalyticsBatch, AnalyticsRows, AnalyticsSink, analytics_rows
 from sinks.redis_serving import ServingStore, VisitorUpdate
 from streams.core.batch import BatchResult
 from streams.core.profile import Profile
@@ -142,8 +142,6 @@ class Checkpoint:
         """Where the pending offset ranges begin (the previous snapshot's offsets): the token."""
         self._rows = AnalyticsRows()
         """The ClickHouse rows of the batches since the last snapshot, built as each is added."""
-        self._change_ids: list[str] = []
-        """Their segment changes' ids (the token of a checkpoint with no offsets)."""
         self._sends: list[Awaitable[Any]] = []
         self._records = 0
         self._last = clock()
@@ -167,7 +165,6 @@ class Checkpoint:
         self._rows.extend(
             analytics_rows(result.analytics_rows, result.changes, result.messages, result.conversions)
         )
-        self._change_ids += [c.change_id for c in result.changes]
         self._records += records
 
     def profile(self, visitor_id: str, partition: int) -> bytes | Profile | None:
@@ -261,7 +258,7 @@ class Checkpoint:
         ]
         snapshot = Snapshot(
             offsets=offsets,
-            token=_dedup_token(offsets, self._starts, self._change_ids),
+            token=_dedup_token(offsets, self._starts, self._rows.changes),
             rows=self._rows,
             sends=self._sends,
             changelog=changelog,
@@ -343,7 +340,6 @@ class Checkpoint:
         self._starts = dict(self._offsets) or self._starts
         self._offsets = {}
         self._rows = AnalyticsRows()
-        self._change_ids = []
         self._sends = []
         self.touched = {}
         self._last = self.clock()
@@ -369,14 +365,17 @@ class Checkpoint:
                 await asyncio.sleep(0)  # yield to the batch loop between slices
 
 
+_CHANGE_ID_AT = CHANGE_COLUMNS.index("change_id")
+
+
 def _dedup_token(
-    offsets: dict[TopicPartition, int], starts: dict[TopicPartition, int], change_ids: list[str]
+    offsets: dict[TopicPartition, int], starts: dict[TopicPartition, int], change_rows: list[tuple[Any, ...]]
 ) -> str:
     """The ClickHouse insert token of a snapshot: the offset ranges its rows came from."""
     if offsets:
         return ",".join(f"{tp.partition}:{starts.get(tp, '')}-{off}" for tp, off in sorted(offsets.items()))
     # Timer-only checkpoint: the changes themselves identify it.
-    return "timers:" + ",".join(sorted(change_ids))[:512]
+    return "timers:" + ",".join(sorted(row[_CHANGE_ID_AT] for row in change_rows))[:512]
 
 
 def _summary_update(visitor_id: str, profile: Profile) -> VisitorUpdate:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import TopicPartition
 
-from schemas import EVENT_ADAPTER, Conversion, Device, EnrichedEvent, Geo, Traffic
+from schemas import EVENT_ADAPTER, Conversion, Device, EnrichedEvent, Geo, SegmentChange, Traffic, Transition
 from sinks.clickhouse import conversion_row, event_row
 from streams.checkpoint import SERIALISE_SLICE, Checkpoint
 from streams.core.batch import BatchResult
@@ -338,3 +338,25 @@ async def test_the_batch_loop_waits_for_a_running_checkpoint_only_past_the_row_c
     assert below_cap and not at_cap and not checkpoint.running()
     assert [len(batch.rows.events) for batch in rig.analytics.batches] == [10]
     assert rig.stats.checkpoints == 2
+
+
+async def test_a_checkpoint_of_timer_changes_only_is_named_by_its_changes() -> None:
+    """No offsets to name it (timers fired, no record read): the token is its changes' ids, sorted,
+    so a retry of the same changes is deduplicated."""
+    rig = _rig()
+    changes = [
+        SegmentChange(
+            change_id=change_id,
+            visitor_id="v0",
+            segment="cart_abandoners",
+            transition=Transition.entered,
+            event_time=AT,
+            processed_at=AT,
+            definition_version="1",
+        )
+        for change_id in ("c2", "c1")
+    ]
+    rig.checkpoint.add(BatchResult(changes=changes), records=0, sends=[])
+    await rig.checkpoint.take(wait=True)
+
+    assert [batch.token for batch in rig.analytics.batches] == ["timers:c1,c2"]
