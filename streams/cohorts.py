@@ -40,14 +40,11 @@ from schemas.cohorts import CohortSketchRecord, cohort_key
 from streams.core.definitions import Definitions
 from streams.core.profile import Profile, profile_cohort_values
 from streams.core.sketch import PartitionCohorts, QuantileSketch
-from streams.kafka import follow, send_all
+from streams.kafka import FOLLOW_FETCH_TIMEOUT_MS, follow, poll_paused, send_all
 from streams.logging import get_logger
 from streams.recovery import ChangelogConsumer, ConsumerFactory, fetch_to_high_watermark
 
 log = get_logger(__name__)
-
-WATCH_POLL_MS = 500
-"""How long one fetch of the watcher waits for new sketches."""
 
 PublishedSketch = tuple[int, str, QuantileSketch]
 """(partition, cohort name, sketch) as a checkpoint publishes it."""
@@ -222,12 +219,12 @@ class CohortWatcher:
         """The thresholds of the running definitions, as read so far."""
         return self.board.thresholds(self.defs(), self.alpha)
 
-    async def step(self, timeout_ms: int = WATCH_POLL_MS) -> dict[str, float] | None:
+    async def step(self, timeout_ms: int = FOLLOW_FETCH_TIMEOUT_MS) -> dict[str, float] | None:
         """One fetch; the thresholds handed to `on_thresholds`, if any moved and the recheck
         interval allows."""
         consumer = self._consumer
         assert consumer is not None, "start() first"
-        polled = await consumer.getmany(self.partition, timeout_ms=timeout_ms)
+        polled = await poll_paused(consumer, self.partition, timeout_ms)
         for batch in polled.values():
             self.board.add_all(batch)
         if self.clock() < self._next_at:

@@ -43,14 +43,12 @@ from schemas.definitions import (
     text_sha256,
 )
 from streams.core.definitions import Definitions, parse_definitions, read_definitions_text
-from streams.kafka import follow
+from streams.kafka import FOLLOW_FETCH_TIMEOUT_MS, follow, poll_paused
 from streams.logging import get_logger
 from streams.recovery import ChangelogConsumer, ConsumerFactory, fetch_to_high_watermark
 
 log = get_logger(__name__)
 
-WATCH_POLL_MS = 500
-"""How long one `getmany` of the watcher waits for a new record."""
 WATCH_BACKOFF_S = (0.5, 10.0)
 """First and longest pause of the watcher after a failed fetch."""
 
@@ -304,12 +302,12 @@ class HeadWatcher:
         self._consumer = await self.open_consumer()
         await self.store.read_into(self._consumer, self.history)
 
-    async def step(self, timeout_ms: int = WATCH_POLL_MS) -> Definitions | None:
+    async def step(self, timeout_ms: int = FOLLOW_FETCH_TIMEOUT_MS) -> Definitions | None:
         """One fetch; the definitions handed to `on_head` if a new head arrived (or the head read
         by `start` differs from what runs)."""
         consumer = self._consumer
         assert consumer is not None, "start() first"
-        polled = await consumer.getmany(self.store.partition, timeout_ms=timeout_ms)
+        polled = await poll_paused(consumer, self.store.partition, timeout_ms)
         for batch in polled.values():
             self.history.add_all(batch)
         head = self.history.head

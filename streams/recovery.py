@@ -37,11 +37,16 @@ FETCH_MAX_RECORDS = 50_000
 
 
 class ChangelogConsumer(Protocol):
-    """What recovery needs of a started consumer (aiokafka's `AIOKafkaConsumer` has it)."""
+    """What recovery and the topic followers (`streams.kafka.poll_paused`) need of a started
+    consumer (aiokafka's `AIOKafkaConsumer` has it)."""
 
     def assign(self, partitions: list[TopicPartition]) -> None: ...
 
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None: ...
+
+    def pause(self, *partitions: TopicPartition) -> None: ...
+
+    def resume(self, *partitions: TopicPartition) -> None: ...
 
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = ..., max_records: int | None = ...

@@ -191,6 +191,7 @@ class FakeConsumer:
         self._max_per_fetch = max_per_fetch
         self._positions: dict[TopicPartition, int] = {}
         self._highwaters: dict[TopicPartition, int] = {}
+        self.paused: set[TopicPartition] = set()
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.calls.record("consumer.commit")
@@ -213,6 +214,12 @@ class FakeConsumer:
         for tp in partitions:
             self._positions[tp] = 0
 
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused.difference_update(partitions)
+
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[Any]]:
@@ -222,6 +229,8 @@ class FakeConsumer:
             return {}
         answer: dict[TopicPartition, list[Any]] = {}
         for tp in partitions or tuple(self.assigned):
+            if tp in self.paused:  # as aiokafka: a paused partition is not fetched
+                continue
             log = self.topics.get(tp, ())
             position = self._positions[tp]
             limit = len(log) if self._max_per_fetch is None else self._max_per_fetch
