@@ -220,8 +220,8 @@ class CohortWatcher:
         return self.board.thresholds(self.defs(), self.alpha)
 
     async def step(self, timeout_ms: int = FOLLOW_FETCH_TIMEOUT_MS) -> dict[str, float] | None:
-        """One fetch; the thresholds handed to `on_thresholds`, if any moved and the recheck
-        interval allows."""
+        """One poll (`poll_paused`); the thresholds handed to `on_thresholds`, if any moved and
+        the recheck interval allows."""
         consumer = self._consumer
         assert consumer is not None, "start() first"
         polled = await poll_paused(consumer, self.partition, timeout_ms)

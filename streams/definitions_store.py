@@ -303,8 +303,8 @@ class HeadWatcher:
         await self.store.read_into(self._consumer, self.history)
 
     async def step(self, timeout_ms: int = FOLLOW_FETCH_TIMEOUT_MS) -> Definitions | None:
-        """One fetch; the definitions handed to `on_head` if a new head arrived (or the head read
-        by `start` differs from what runs)."""
+        """One poll (`poll_paused`); the definitions handed to `on_head` if a new head arrived (or
+        the head read by `start` differs from what runs)."""
         consumer = self._consumer
         assert consumer is not None, "start() first"
         polled = await poll_paused(consumer, self.store.partition, timeout_ms)

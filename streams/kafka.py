@@ -16,6 +16,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.logging import get_logger
 from streams.partitioning import partition_for
+from streams.recovery import ChangelogConsumer
 from streams.settings import Settings
 
 log = get_logger(__name__)
@@ -151,20 +152,8 @@ class Follower(Protocol):
     async def close(self) -> None: ...
 
 
-class PausableConsumer(Protocol):
-    """What `poll_paused` needs of a started consumer (aiokafka's `AIOKafkaConsumer` has it)."""
-
-    def pause(self, *partitions: TopicPartition) -> None: ...
-
-    def resume(self, *partitions: TopicPartition) -> None: ...
-
-    async def getmany(
-        self, *partitions: TopicPartition, timeout_ms: int = ..., max_records: int | None = ...
-    ) -> dict[TopicPartition, list[Any]]: ...
-
-
 async def poll_paused(
-    consumer: PausableConsumer, partition: TopicPartition, timeout_ms: int = FOLLOW_FETCH_TIMEOUT_MS
+    consumer: ChangelogConsumer, partition: TopicPartition, timeout_ms: int = FOLLOW_FETCH_TIMEOUT_MS
 ) -> dict[TopicPartition, list[Any]]:
     """One poll of a followed partition that stays paused between polls: resumed, fetched for at
     most `timeout_ms`, paused again. aiokafka fetches an assigned partition all the time, so a
