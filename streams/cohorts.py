@@ -40,7 +40,7 @@ from schemas.cohorts import CohortSketchRecord, cohort_key
 from streams.core.definitions import Definitions
 from streams.core.profile import Profile, profile_cohort_values
 from streams.core.sketch import PartitionCohorts, QuantileSketch
-from streams.kafka import FOLLOW_FETCH_TIMEOUT_MS, follow, poll_paused, send_all
+from streams.kafka import FOLLOW_FETCH_TIMEOUT_MS, FollowedPartition, follow, send_all
 from streams.logging import get_logger
 from streams.recovery import ChangelogConsumer, ConsumerFactory, fetch_to_high_watermark
 
@@ -197,6 +197,7 @@ class CohortWatcher:
         self.current, self.on_thresholds, self.clock = current, on_thresholds, clock
         self.board = CohortBoard()
         self._consumer: ChangelogConsumer | None = None
+        self._followed: FollowedPartition | None = None
         self._next_at = 0.0
         """Monotonic time before which no thresholds are handed over."""
 
@@ -214,17 +215,18 @@ class CohortWatcher:
             await consumer.stop()
             raise
         self._consumer = consumer
+        self._followed = FollowedPartition(consumer, self.partition)
 
     def thresholds(self) -> dict[str, float]:
         """The thresholds of the running definitions, as read so far."""
         return self.board.thresholds(self.defs(), self.alpha)
 
     async def step(self, timeout_ms: int = FOLLOW_FETCH_TIMEOUT_MS) -> dict[str, float] | None:
-        """One poll (`poll_paused`); the thresholds handed to `on_thresholds`, if any moved and
-        the recheck interval allows."""
-        consumer = self._consumer
-        assert consumer is not None, "start() first"
-        polled = await poll_paused(consumer, self.partition, timeout_ms)
+        """One poll (`FollowedPartition`); the thresholds handed to `on_thresholds`, if any moved
+        and the recheck interval allows."""
+        followed = self._followed
+        assert followed is not None, "start() first"
+        polled = await followed.poll(timeout_ms)
         for batch in polled.values():
             self.board.add_all(batch)
         if self.clock() < self._next_at:
@@ -239,6 +241,7 @@ class CohortWatcher:
 
     async def close(self) -> None:
         consumer, self._consumer = self._consumer, None
+        self._followed = None
         if consumer is not None:
             await consumer.stop()
 

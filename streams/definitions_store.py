@@ -43,7 +43,7 @@ from schemas.definitions import (
     text_sha256,
 )
 from streams.core.definitions import Definitions, parse_definitions, read_definitions_text
-from streams.kafka import FOLLOW_FETCH_TIMEOUT_MS, follow, poll_paused
+from streams.kafka import FOLLOW_FETCH_TIMEOUT_MS, FollowedPartition, follow
 from streams.logging import get_logger
 from streams.recovery import ChangelogConsumer, ConsumerFactory, fetch_to_high_watermark
 
@@ -294,20 +294,22 @@ class HeadWatcher:
         self.open_consumer = open_consumer or store.open_consumer
         self.history = DefinitionsHistory()
         self._consumer: ChangelogConsumer | None = None
+        self._followed: FollowedPartition | None = None
 
     async def start(self) -> None:
         """Open the consumer and read the topic to its end (the head there is what runs already,
         or is handed over by the next `step`)."""
         self.history = DefinitionsHistory()
         self._consumer = await self.open_consumer()
+        self._followed = FollowedPartition(self._consumer, self.store.partition)
         await self.store.read_into(self._consumer, self.history)
 
     async def step(self, timeout_ms: int = FOLLOW_FETCH_TIMEOUT_MS) -> Definitions | None:
-        """One poll (`poll_paused`); the definitions handed to `on_head` if a new head arrived (or
-        the head read by `start` differs from what runs)."""
-        consumer = self._consumer
-        assert consumer is not None, "start() first"
-        polled = await poll_paused(consumer, self.store.partition, timeout_ms)
+        """One poll (`FollowedPartition`); the definitions handed to `on_head` if a new head arrived
+        (or the head read by `start` differs from what runs)."""
+        followed = self._followed
+        assert followed is not None, "start() first"
+        polled = await followed.poll(timeout_ms)
         for batch in polled.values():
             self.history.add_all(batch)
         head = self.history.head
@@ -333,6 +335,7 @@ class HeadWatcher:
 
     async def close(self) -> None:
         consumer, self._consumer = self._consumer, None
+        self._followed = None
         if consumer is not None:
             await consumer.stop()
 

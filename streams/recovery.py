@@ -37,7 +37,7 @@ FETCH_MAX_RECORDS = 50_000
 
 
 class ChangelogConsumer(Protocol):
-    """What recovery and the topic followers (`streams.kafka.poll_paused`) need of a started
+    """What recovery and the topic followers (`streams.kafka.FollowedPartition`) need of a started
     consumer (aiokafka's `AIOKafkaConsumer` has it)."""
 
     def assign(self, partitions: list[TopicPartition]) -> None: ...
@@ -55,6 +55,8 @@ class ChangelogConsumer(Protocol):
     def highwater(self, partition: TopicPartition) -> int | None: ...
 
     async def position(self, partition: TopicPartition) -> int: ...
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
 
     async def stop(self) -> None: ...
 

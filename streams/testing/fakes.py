@@ -19,7 +19,7 @@ The names recorded: `analytics.write`, `serving.write`, `producer.ack` (a topic 
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -172,7 +172,8 @@ class FakeConsumer:
 
     Fetch is modelled as aiokafka's: a partition's high watermark is unknown (None) until a fetch
     answered for it. The first `empty_fetches` fetches answer nothing (a broker with no data ready
-    yet), and each answers at most `max_per_fetch` records per partition.
+    yet), and each answers at most `max_per_fetch` records per partition. ListOffsets(latest)
+    answers `list_offsets(end)` (default: the end; the embedded broker's answer is short).
     """
 
     def __init__(
@@ -181,8 +182,10 @@ class FakeConsumer:
         topics: Mapping[TopicPartition, Sequence[SourceRecord]] | None = None,
         empty_fetches: int = 0,
         max_per_fetch: int | None = None,
+        list_offsets: Callable[[int], int] = lambda end: end,
     ) -> None:
         self.calls = calls if calls is not None else CallLog()
+        self.list_offsets = list_offsets
         self.topics = dict(topics or {})
         self.commits: list[dict[TopicPartition, int]] = []
         self.assigned: list[TopicPartition] = []
@@ -246,6 +249,10 @@ class FakeConsumer:
 
     async def position(self, partition: TopicPartition) -> int:
         return self._positions[partition]
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self.calls.record("consumer.end_offsets")
+        return {tp: self.list_offsets(len(self.topics.get(tp, ()))) for tp in partitions}
 
     async def stop(self) -> None:
         self.calls.record("consumer.stop")
