@@ -66,8 +66,8 @@ class _DeferredUaParser:
         return self._parser.get().parse(ua)
 
 
-def _open_analytics(dsn: str, retention: dict[str, int]) -> ClickHouseSink:
-    sink = ClickHouseSink(dsn)
+def _open_analytics(dsn: str, retention: dict[str, int], nice: int) -> ClickHouseSink:
+    sink = ClickHouseSink(dsn, embedded_nice=nice)
     sink.apply_ddl()
     sink.apply_retention(retention)
     return sink
@@ -150,7 +150,8 @@ async def start_engine(settings: Settings, endpoints: Endpoints, setup: ThreadPo
     await asyncio.to_thread(_import_web_stack)
     setup.submit(parser.run, UaParserDevice)
     retention = settings.clickhouse_retention()
-    setup.submit(analytics.sink.run, lambda: _open_analytics(endpoints.clickhouse_dsn, retention))
+    nice = settings.clickhouse_embedded_nice
+    setup.submit(analytics.sink.run, lambda: _open_analytics(endpoints.clickhouse_dsn, retention, nice))
     return Runtime(
         settings, endpoints, engine, analytics, serving, engine_task, parser, definitions, definitions_task
     )
