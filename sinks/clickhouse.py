@@ -16,7 +16,6 @@ thread never interleave on the (embedded chDB or HTTP) connection.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import threading
@@ -513,49 +512,15 @@ RETENTION_COLUMNS: dict[str, str] = {
 """Tables with a configurable TTL (`Settings.clickhouse_retention`) → the time column it counts from."""
 
 
-def _in_niced_thread(make: Callable[[], Any], nice: int) -> Any:
-    """`make()` in a new thread whose nice value is at least `nice` (Linux: the threads chDB starts
-    from it, its merge and schedule pools, inherit it; elsewhere, or for 0, in the calling thread)."""
-    if nice <= 0 or sys.platform != "linux":
-        return make()
-    made: list[Any] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        tid = threading.get_native_id()
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
-        except OSError as exc:
-            log.warning("clickhouse.nice_failed", nice=nice, error=repr(exc))
-        try:
-            made.append(make())
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=run, name="tessera-chdb-open")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return made[0]
-
-
 class ClickHouseSink:
     """Writes analytics batches to ClickHouse (a server over HTTP, or chDB in-process).
 
     `dsn`: `http://user:pass@host:8123` or `chdb:///abs/path`. chDB hosts one engine per process
     and its data folder belongs to one process: in the embedded mode keep one sink per worker
     process and run dashboard queries through it (`segment_report`, `totals`, `query`).
-
-    `embedded_nice` (chDB only): the nice value of chDB's threads — its pools are started from a
-    thread at that value, and every insert runs with `os_thread_priority` at it — so that in a
-    worker the event loop, and the broker beside it, win the CPU when an insert or a merge runs.
-    With 2 cores at 500 events/s, inserts of 125 rows every 250 ms made the loop wait on a run
-    queue for > 2 ms about once per insert (40–60 times in 12 s); niced at 10, 17–21 times
-    (bench/RESULTS.md).
     """
 
-    def __init__(self, dsn: str, database: str = "tessera", embedded_nice: int = 0) -> None:
+    def __init__(self, dsn: str, database: str = "tessera") -> None:
         # Imported here: clickhouse-connect (and chDB, numpy, pyarrow behind it) load in the thread
         # that opens the sink during the worker's group join, not with the engine's modules.
         import clickhouse_connect
@@ -563,16 +528,9 @@ class ClickHouseSink:
         _skip_pandas_probe()
         self.database = database
         self._lock = threading.Lock()
-        embedded = dsn.startswith("chdb:")
-        self._insert_settings: dict[str, Any] = (
-            {"os_thread_priority": embedded_nice} if embedded and embedded_nice > 0 else {}
-        )
         # The database may not exist yet (apply_ddl creates it): connect to `default`, and qualify
         # every table name instead.
-        self._client = _in_niced_thread(
-            lambda: clickhouse_connect.get_client(dsn=dsn, database="default"),
-            embedded_nice if embedded else 0,
-        )
+        self._client = clickhouse_connect.get_client(dsn=dsn, database="default")
         self._events_table = f"{database}.events"
         self._changes_table = f"{database}.segment_changes"
         self._messages_table = f"{database}.messages"
@@ -662,10 +620,7 @@ class ClickHouseSink:
                     column_names=list(column_names),
                     column_types=self._types_of(table, column_names),
                     column_oriented=True,
-                    settings={
-                        **self._insert_settings,
-                        "insert_deduplication_token": f"{batch.token}:{table.rsplit('.', 1)[1]}",
-                    },
+                    settings={"insert_deduplication_token": f"{batch.token}:{table.rsplit('.', 1)[1]}"},
                 )
         log.debug(
             "clickhouse.batch_written",

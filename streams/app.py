@@ -45,6 +45,7 @@ from streams.engine import Engine
 from streams.kafka import open_follower
 from streams.kafka_compat import leave_group_from_first_generation
 from streams.logging import get_logger
+from streams.priority import BackgroundThreads
 from streams.recovery import open_changelog_consumer
 from streams.runtime import Analytics, Endpoints, Runtime, WhenReady
 from streams.settings import Settings
@@ -66,8 +67,8 @@ class _DeferredUaParser:
         return self._parser.get().parse(ua)
 
 
-def _open_analytics(dsn: str, retention: dict[str, int], nice: int) -> ClickHouseSink:
-    sink = ClickHouseSink(dsn, embedded_nice=nice)
+def _open_analytics(dsn: str, retention: dict[str, int]) -> ClickHouseSink:
+    sink = ClickHouseSink(dsn)
     sink.apply_ddl()
     sink.apply_retention(retention)
     return sink
@@ -134,7 +135,7 @@ async def start_engine(settings: Settings, endpoints: Endpoints, setup: ThreadPo
     defs = await initial_definitions(definitions, settings.segments_file)
     serving = RedisServing(endpoints.redis_url, prefix=settings.redis_prefix)
     parser: WhenReady[UserAgentParser] = WhenReady("ua_parser")
-    analytics = Analytics(WhenReady("clickhouse"))
+    analytics = Analytics(WhenReady("clickhouse"), BackgroundThreads(settings.background_nice))
     engine = Engine(settings, bootstrap, defs, _enricher(settings, parser), analytics, serving)
     engine.watch_loop = False  # on once the start-up set-up is done (EngineService.on_start)
     engine_task = asyncio.ensure_future(engine.run())
@@ -150,8 +151,7 @@ async def start_engine(settings: Settings, endpoints: Endpoints, setup: ThreadPo
     await asyncio.to_thread(_import_web_stack)
     setup.submit(parser.run, UaParserDevice)
     retention = settings.clickhouse_retention()
-    nice = settings.clickhouse_embedded_nice
-    setup.submit(analytics.sink.run, lambda: _open_analytics(endpoints.clickhouse_dsn, retention, nice))
+    setup.submit(analytics.sink.run, lambda: _open_analytics(endpoints.clickhouse_dsn, retention))
     return Runtime(
         settings, endpoints, engine, analytics, serving, engine_task, parser, definitions, definitions_task
     )

@@ -22,6 +22,7 @@ from streams.core.enrich import UserAgentParser
 from streams.definitions_store import DefinitionsStore
 from streams.engine import Engine
 from streams.logging import get_logger
+from streams.priority import BackgroundThreads
 from streams.settings import Settings
 
 log = get_logger(__name__)
@@ -75,17 +76,20 @@ class Analytics:
 
     chDB runs in this process and is called from threads (the checkpoint's insert, the report
     view), one call at a time: a lock serialises them, and a report's two reads see no insert
-    between them.
+    between them. After every insert, the threads that appeared since (chDB starts its pool
+    threads lazily) are lowered to `background`'s nice value (`streams.priority`).
     """
 
-    def __init__(self, sink: WhenReady[ClickHouseSink]) -> None:
+    def __init__(self, sink: WhenReady[ClickHouseSink], background: BackgroundThreads | None = None) -> None:
         self.sink = sink
+        self.background = background or BackgroundThreads(0)
         self._lock = threading.Lock()
 
     def write(self, batch: AnalyticsBatch) -> None:
         sink = self.sink.get()
         with self._lock:
             sink.write(batch)
+        self.background.lower()
 
     def report(self) -> tuple[list[SegmentReportRow], dict[str, Any]]:
         """Segment sizes and KPIs (`segment_report`, `totals`), read together."""

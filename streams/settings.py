@@ -59,12 +59,12 @@ class Settings(BaseSettings):
         None,
         description="clickhouse-connect DSN (http://... or chdb:///abs/path); unset uses chDB in data_dir.",
     )
-    clickhouse_embedded_nice: int = Field(
+    background_nice: int = Field(
         10,
         ge=0,
         le=19,
-        description="Nice value of chDB's threads in the worker (Linux; 0: as the worker's), so the event "
-        "loop and the broker win the CPU over analytics inserts and merges.",
+        description="Nice value of the worker's threads but its event loop (chDB's inserts and merges; "
+        "Linux; 0: as the worker's), so the loop and the broker win the CPU over background work.",
     )
     data_dir: Path = Field(Path(".tessera"), description="Folder for embedded data, logs and PID files.")
 

@@ -411,16 +411,3 @@ def test_fake_satisfies_the_protocol() -> None:
     fake: AnalyticsSink = FakeSink()
     fake.write(AnalyticsBatch.of(token="t"))
     assert isinstance(fake, FakeSink) and len(fake.batches) == 1
-
-
-def test_a_niced_embedded_sink_writes_and_reads(chdb_path: Path) -> None:
-    # Every insert carries `os_thread_priority` (chDB accepts it); the rows are all there.
-    s = ClickHouseSink(f"chdb://{chdb_path}", database="t_niced", embedded_nice=10)
-    try:
-        s.apply_ddl()
-        events = make_events(seed=5, n=40)
-        s.write(AnalyticsBatch.of(token="events:0:0-39", events=events, changes=make_changes(1)))
-        assert count(s, "events") == 40
-        assert kpis(s) == expected_kpis(events)
-    finally:
-        s.close()
