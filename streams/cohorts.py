@@ -196,14 +196,14 @@ class CohortWatcher:
         self.defs, self.alpha, self.recheck_s = defs, alpha, recheck_s
         self.current, self.on_thresholds, self.clock = current, on_thresholds, clock
         self.board = CohortBoard()
-        self._consumer: ChangelogConsumer | None = None
         self._followed: FollowedPartition | None = None
+        """The followed partition on its consumer, while started."""
         self._next_at = 0.0
         """Monotonic time before which no thresholds are handed over."""
 
     @property
     def started(self) -> bool:
-        return self._consumer is not None
+        return self._followed is not None
 
     async def start(self) -> None:
         """Open the consumer and read the topic from the beginning to its high watermark (`board`
@@ -214,7 +214,6 @@ class CohortWatcher:
         except BaseException:
             await consumer.stop()
             raise
-        self._consumer = consumer
         self._followed = FollowedPartition(consumer, self.partition)
 
     def thresholds(self) -> dict[str, float]:
@@ -240,10 +239,9 @@ class CohortWatcher:
         return thresholds
 
     async def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        self._followed = None
-        if consumer is not None:
-            await consumer.stop()
+        followed, self._followed = self._followed, None
+        if followed is not None:
+            await followed.consumer.stop()
 
     async def run(self) -> None:
         """`start`, then `step` until cancelled; a failed fetch is retried with back-off."""

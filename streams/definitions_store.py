@@ -293,16 +293,16 @@ class HeadWatcher:
         self.running_sha = running_sha
         self.open_consumer = open_consumer or store.open_consumer
         self.history = DefinitionsHistory()
-        self._consumer: ChangelogConsumer | None = None
         self._followed: FollowedPartition | None = None
+        """The followed partition on its consumer, while started."""
 
     async def start(self) -> None:
         """Open the consumer and read the topic to its end (the head there is what runs already,
         or is handed over by the next `step`)."""
         self.history = DefinitionsHistory()
-        self._consumer = await self.open_consumer()
-        self._followed = FollowedPartition(self._consumer, self.store.partition)
-        await self.store.read_into(self._consumer, self.history)
+        consumer = await self.open_consumer()
+        self._followed = FollowedPartition(consumer, self.store.partition)
+        await self.store.read_into(consumer, self.history)
 
     async def step(self, timeout_ms: int = FOLLOW_FETCH_TIMEOUT_MS) -> Definitions | None:
         """One poll (`FollowedPartition`); the definitions handed to `on_head` if a new head arrived
@@ -331,13 +331,12 @@ class HeadWatcher:
 
     @property
     def started(self) -> bool:
-        return self._consumer is not None
+        return self._followed is not None
 
     async def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        self._followed = None
-        if consumer is not None:
-            await consumer.stop()
+        followed, self._followed = self._followed, None
+        if followed is not None:
+            await followed.consumer.stop()
 
     async def run(self) -> None:
         """`start`, then `step` until cancelled; a failed fetch is retried with back-off."""
